@@ -1,0 +1,76 @@
+"""The one interface every backend implements, local engine or paid API.
+
+A backend speaks the OpenAI protocol to the service: it takes an OpenAI-shaped request body and
+returns an OpenAI-shaped response (or stream of chunk dicts), whatever it speaks upstream.
+Failures are raised as `spillgate.errors.ApiError` subclasses; `UpstreamFailure` marks the ones
+worth a retry or a fallback (connection refused or reset, 429, 5xx, timeouts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from spillgate.errors import ApiError
+
+Endpoint = Literal["chat/completions", "completions", "embeddings"]
+Tier = Literal["local", "api"]
+JSON = dict[str, Any]
+
+
+class UpstreamFailure(ApiError):
+    """A backend failed in a way another attempt or another backend might not.
+
+    `status` is what the client gets if nothing else can serve: 502 by default, 429 or 503/504
+    when the upstream said so. `retry_after_s` carries an upstream's Retry-After.
+    """
+
+    status = 502
+    error_type = "api_error"
+    default_code = "upstream_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        upstream_status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.upstream_status = upstream_status
+        if upstream_status == 429:
+            self.status = 429
+            self.error_type = "rate_limit_error"
+            self.code = "rate_limit_exceeded"
+        elif upstream_status in (503, 504):
+            self.status = upstream_status
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamCall:
+    """What a backend needs for one call besides the body."""
+
+    endpoint: Endpoint
+    request_id: str
+    upstream_model: str
+
+
+class Backend(Protocol):
+    """A place a request can be served: our llama.cpp engine, vLLM, or a paid API."""
+
+    name: str
+    tier: Tier
+
+    async def complete(self, call: UpstreamCall, body: JSON) -> JSON:
+        """One non-streamed call; returns the OpenAI response body (with `usage`)."""
+        ...
+
+    def stream(self, call: UpstreamCall, body: JSON) -> AsyncIterator[JSON]:
+        """Streamed chat/completions call; yields OpenAI chunk objects (the final one carries
+        `usage` when the body asked for `stream_options.include_usage`)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release pooled connections."""
+        ...

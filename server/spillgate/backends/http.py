@@ -1,0 +1,146 @@
+"""Pooled HTTP to one upstream, on aiohttp.
+
+Why aiohttp and not httpx's own transport: on this class of machine httpx's connection pool
+is the bottleneck under concurrency (shared/BASELINES.md: 9-11% of direct throughput at 64
+concurrent requests versus 63% for aiohttp). scripts/bench_gateway.py measures our choice.
+One `UpstreamHttp` per backend: one connection pool, explicit connect/read/total timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from spillgate.backends.base import UpstreamFailure
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect_s: float
+    read_s: float
+    total_s: float | None = None
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds form; dates are rare upstream)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+class UpstreamHttp:
+    """JSON and SSE calls to one base URL through one keep-alive pool."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeouts: Timeouts,
+        max_connections: int,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(
+            total=timeouts.total_s, sock_connect=timeouts.connect_s, sock_read=timeouts.read_s
+        )
+        self._headers = {"content-type": "application/json", **(headers or {})}
+        self._limit = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Created lazily so it binds to the running event loop, not the one at construction.
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._timeout,
+                headers=self._headers,
+                json_serialize=lambda o: orjson.dumps(o).decode(),
+                auto_decompress=True,
+            )
+        return self._session
+
+    async def post_json(self, path: str, body: Any) -> tuple[int, dict[str, Any]]:
+        """POST a JSON body; return (status, parsed JSON). Raises UpstreamFailure on I/O errors
+        and on 429/5xx; other statuses are returned for the caller to map."""
+        try:
+            async with self._client().post(self.base_url + path, data=orjson.dumps(body)) as r:
+                raw = await r.read()
+                await _raise_for_retryable(r, raw)
+                return r.status, _json_or_error(raw, r.status)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise _transport_failure(exc) from exc
+
+    async def get_text(self, url: str) -> tuple[int, str]:
+        """GET an absolute URL through this pool (health checks, /metrics scrapes)."""
+        try:
+            async with self._client().get(url) as r:
+                return r.status, await r.text()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise _transport_failure(exc) from exc
+
+    async def stream_lines(
+        self, path: str, body: Any
+    ) -> AsyncIterator[tuple[int, bytes]]:
+        """POST and yield (status, line) for each line of the response body. The status comes
+        with every line so callers can handle a non-200 JSON error body without a second call."""
+        try:
+            async with self._client().post(self.base_url + path, data=orjson.dumps(body)) as r:
+                if r.status >= 400:
+                    raw = await r.read()
+                    await _raise_for_retryable(r, raw)
+                    yield r.status, raw
+                    return
+                async for line in r.content:
+                    yield r.status, line
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise _transport_failure(exc) from exc
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+async def _raise_for_retryable(r: aiohttp.ClientResponse, raw: bytes) -> None:
+    if r.status == 429 or r.status >= 500:
+        detail = _error_message(raw) or r.reason or ""
+        raise UpstreamFailure(
+            f"upstream answered {r.status}: {detail}"[:500],
+            upstream_status=r.status,
+            retry_after_s=parse_retry_after(r.headers.get("retry-after")),
+        )
+
+
+def _json_or_error(raw: bytes, status: int) -> dict[str, Any]:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamFailure(f"upstream sent invalid JSON (status {status})") from exc
+    if not isinstance(data, dict):
+        raise UpstreamFailure(f"upstream sent a non-object JSON body (status {status})")
+    return data
+
+
+def _error_message(raw: bytes) -> str | None:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        msg = data["error"].get("message")
+        return str(msg) if msg is not None else None
+    return None
+
+
+def _transport_failure(exc: BaseException) -> UpstreamFailure:
+    if isinstance(exc, asyncio.TimeoutError):
+        return UpstreamFailure("upstream timed out", upstream_status=504)
+    return UpstreamFailure(f"upstream unreachable: {type(exc).__name__}", upstream_status=503)

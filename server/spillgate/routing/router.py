@@ -1,0 +1,175 @@
+"""The routing decision: a pure function of (request facts, capacity, budget, route).
+
+No I/O, no clock, no HTTP request: everything it needs arrives as immutable snapshots, so the
+whole policy is table-tested. It returns an ordered chain of targets (the first that serves
+wins) and a reason code, or raises the ApiError the client must get.
+
+The sensitivity boundary is enforced here and checked again by the service before dispatch:
+a sensitive request's chain never contains a paid target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from spillgate.backends.base import Tier
+from spillgate.errors import PermissionDenied, RateLimited, ServiceUnavailable
+
+Policy = Literal["local", "api", "auto"]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    backend: str
+    model: str  # the model name sent upstream
+    tier: Tier
+    context_length: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str
+    policy: Policy
+    local: Target | None
+    paid: tuple[Target, ...]  # primary paid model, then fallbacks in order
+    local_only: bool = False
+    on_budget_exhausted: Literal["local", "reject"] = "local"
+    ttft_slo_s: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    sensitive: bool
+    tier_pin: Tier | None = None
+    tokens_needed: int = 0  # prompt estimate + max output tokens
+
+
+@dataclass(frozen=True, slots=True)
+class LocalCapacity:
+    """What the router knows about one local backend right now."""
+
+    ready: bool
+    queue_full: bool = False
+    spill_reason: str | None = None  # set by the overflow controller when it says spill
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetView:
+    paid_allowed: bool = True  # remaining paid budget covers this request's worst case
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    targets: tuple[Target, ...]
+    reason: str
+
+    @property
+    def first(self) -> Target:
+        return self.targets[0]
+
+
+def decide(
+    facts: RequestFacts,
+    capacity: Mapping[str, LocalCapacity],
+    budget: BudgetView,
+    route: Route,
+) -> Decision:
+    sensitive = facts.sensitive or route.local_only
+    if facts.tier_pin == "api" and sensitive:
+        raise PermissionDenied(
+            "x-spillgate-tier: api refused: this request carries sensitive data, which never "
+            "leaves the node",
+            code="sensitive_data",
+        )
+    policy: Policy = facts.tier_pin or route.policy
+    if policy == "local" or (policy == "auto" and sensitive):
+        return _local_only(route, capacity, sensitive)
+    if policy == "api":
+        if sensitive:
+            raise PermissionDenied(
+                f"model {route.name} is a paid API and this request carries sensitive data, "
+                "which never leaves the node; use a local model",
+                code="sensitive_data",
+            )
+        return _paid(route, facts, budget, "api_policy" if facts.tier_pin is None
+                     else "pinned_api")
+    return _auto(route, facts, capacity, budget)
+
+
+def _local_state(route: Route, capacity: Mapping[str, LocalCapacity]) -> LocalCapacity:
+    if route.local is None:
+        return LocalCapacity(ready=False)
+    return capacity.get(route.local.backend, LocalCapacity(ready=False))
+
+
+def _local_only(
+    route: Route, capacity: Mapping[str, LocalCapacity], sensitive: bool
+) -> Decision:
+    state = _local_state(route, capacity)
+    if route.local is None or not state.ready:
+        why = "sensitive data is served only by local backends, and " if sensitive else ""
+        raise ServiceUnavailable(
+            f"{why}no local backend can serve model {route.name} right now (starting, "
+            "restarting or down); retry shortly",
+            code="local_unavailable",
+            retry_after_s=2.0,
+        )
+    reason = "sensitive_local" if sensitive and route.policy != "local" else "local_policy"
+    return Decision((route.local,), reason)
+
+
+def _fits(target: Target, facts: RequestFacts) -> bool:
+    return target.context_length is None or facts.tokens_needed <= target.context_length
+
+
+def _paid(route: Route, facts: RequestFacts, budget: BudgetView, reason: str) -> Decision:
+    if not budget.paid_allowed:
+        raise RateLimited(
+            "paid-API budget exhausted for this key", code="budget_exhausted",
+            retry_after_s=60.0,
+        )
+    targets = tuple(t for t in route.paid if _fits(t, facts))
+    if not targets:
+        raise ServiceUnavailable(
+            f"no paid model on route {route.name} has a context window large enough for "
+            f"{facts.tokens_needed} tokens",
+            code="context_length_exceeded",
+        )
+    return Decision(targets, reason)
+
+
+def _auto(
+    route: Route, facts: RequestFacts, capacity: Mapping[str, LocalCapacity],
+    budget: BudgetView,
+) -> Decision:
+    state = _local_state(route, capacity)
+    local_serves = route.local is not None and state.ready and _fits(route.local, facts)
+    spill_reason = _spill_reason(route, state, local_serves)
+    if spill_reason is None and route.local is not None:
+        # Local first; the paid chain stays behind it in case the engine fails before the
+        # first byte (the service retries nothing once a stream has started).
+        paid = route.paid if budget.paid_allowed else ()
+        return Decision((route.local, *paid), "local_ok")
+    if route.paid and budget.paid_allowed:
+        return _paid(route, facts, budget, spill_reason or "local_unavailable")
+    if route.on_budget_exhausted == "local" and local_serves and route.local is not None:
+        return Decision((route.local,), "budget_exhausted_local")
+    if not budget.paid_allowed:
+        raise RateLimited(
+            "local capacity is saturated and the paid-API budget is exhausted",
+            code="budget_exhausted",
+            retry_after_s=5.0,
+        )
+    return _local_only(route, capacity, sensitive=False)
+
+
+def _spill_reason(route: Route, state: LocalCapacity, local_serves: bool) -> str | None:
+    if route.local is None or not state.ready:
+        return "local_unavailable"
+    if not local_serves:
+        return "local_context_exceeded"
+    if state.queue_full:
+        return "local_queue_full"
+    return state.spill_reason

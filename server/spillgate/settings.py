@@ -1,0 +1,258 @@
+"""Node configuration: one pydantic-settings model, loaded from YAML with env overrides.
+
+Precedence (highest first): environment variables (`SPILLGATE_` prefix, `__` between nested
+names, e.g. `SPILLGATE_SERVER__PORT=9000`), then the YAML file given to `spillgate serve
+--config`, then the defaults below. Secrets are never written in the file: the file names the
+environment variable that holds each one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from spillgate.errors import ConfigError
+
+PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "password", "sk-xxx", ""})
+
+
+def repo_models_dir() -> Path:
+    """models/ of a source checkout (editable install), else ./models."""
+    here = Path(__file__).resolve().parents[2] / "models"
+    return here if here.is_dir() else Path("models")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Strict):
+    host: str = Field("127.0.0.1", description="Address to bind. Non-loopback needs an API key.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port of the OpenAI-compatible API.")
+    api_keys_env: str | None = Field(
+        "SPILLGATE_API_KEYS",
+        description="Env var holding comma-separated static client bearer keys. Unset or empty "
+        "means no static keys (allowed only on loopback).",
+    )
+    admin_key_env: str = Field(
+        "SPILLGATE_ADMIN_KEY", description="Env var holding the admin API bearer key."
+    )
+    max_body_bytes: int = Field(
+        1 << 20, ge=1024, description="Request bodies larger than this are refused with 413."
+    )
+    default_max_tokens: int = Field(
+        256, ge=1, description="max_tokens inserted when a request has none."
+    )
+    max_tokens_ceiling: int = Field(4096, ge=1, description="max_tokens is clamped to this.")
+    max_n: int = Field(4, ge=1, description="`n` (choices per request) is clamped to this.")
+    max_top_logprobs: int = Field(5, ge=0, description="`top_logprobs` is clamped to this.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level. Prompts and completions are never logged at any level."
+    )
+
+
+class LocalBackendSettings(_Strict):
+    name: str = Field(description="Backend name, shown in x-spillgate-backend and metrics.")
+    model: str = Field(description="Served model name (a `local` entry of the catalog).")
+    engine: Literal["llamacpp", "vllm"] = Field("llamacpp", description="Engine kind.")
+    base_urls: list[str] = Field(
+        default_factory=list,
+        description="Attach mode: base URLs (…/v1) of engines already running. Requests go to "
+        "the least loaded. Empty means `spillgate serve` launches and supervises the engine.",
+    )
+    port: int = Field(8081, ge=1, le=65535, description="Port for a supervised engine.")
+    model_path: str | None = Field(
+        None, description="GGUF file overriding the catalog's source (llamacpp only)."
+    )
+    n_ctx: int = Field(2048, ge=256, description="Context window given to a llama.cpp engine.")
+    n_threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores).")
+    max_batch: int = Field(4, ge=1, description="Sequences decoded together (llama.cpp).")
+    max_queue: int = Field(32, ge=1, description="Waiting requests before the engine says 429.")
+    max_connections: int = Field(256, ge=1, description="HTTP connection pool size.")
+    connect_timeout_s: float = Field(2.0, gt=0, description="Connect timeout to the engine.")
+    read_timeout_s: float = Field(120.0, gt=0, description="Max gap between bytes.")
+    startup_timeout_s: float = Field(120.0, gt=0, description="Time a new engine has to be ready.")
+
+
+class ProviderSettings(_Strict):
+    name: str = Field(description="Provider name; paid models are addressed `<name>/<model>`.")
+    kind: Literal["openai", "anthropic"] = Field(description="Wire protocol of the API.")
+    base_url: str = Field(description="API base URL (operator config only, never from clients).")
+    api_key_env: str | None = Field(description="Env var holding the provider's API key.")
+    models: list[str] = Field(default_factory=list, description="Upstream model ids offered.")
+    max_connections: int = Field(256, ge=1, description="HTTP connection pool size.")
+    connect_timeout_s: float = Field(5.0, gt=0, description="Connect timeout.")
+    read_timeout_s: float = Field(60.0, gt=0, description="Max gap between bytes.")
+    total_timeout_s: float = Field(300.0, gt=0, description="Max duration of one call.")
+    max_attempts: int = Field(3, ge=1, le=10, description="Attempts per call (retries + 1).")
+    breaker_failures: int = Field(5, ge=1, description="Consecutive failures opening the breaker.")
+    breaker_reset_s: float = Field(30.0, gt=0, description="Open time before a half-open probe.")
+
+
+class RouteSettings(_Strict):
+    name: str = Field(description="The `model` a client sends to use this route.")
+    policy: Literal["local", "api", "auto"] = Field(
+        description="local: local only; api: the paid model; auto: local first, spill when "
+        "the local tier cannot serve in time."
+    )
+    local: str | None = Field(None, description="Local model served by this route.")
+    paid: str | None = Field(None, description="Paid model `<provider>/<model>` to spill to.")
+    fallbacks: list[str] = Field(
+        default_factory=list, description="Ordered paid models tried when `paid` fails."
+    )
+    local_only: bool = Field(False, description="Treat every request on this route as sensitive.")
+    ttft_slo_ms: float = Field(2000.0, gt=0, description="Time-to-first-token objective.")
+    on_budget_exhausted: Literal["local", "reject"] = Field(
+        "local", description="With no paid budget left: stay local (and queue) or answer 429."
+    )
+
+    @model_validator(mode="after")
+    def _targets_present(self) -> RouteSettings:
+        if self.policy in ("local", "auto") and not self.local:
+            raise ValueError(f"route {self.name!r}: policy {self.policy} needs `local`")
+        if self.policy in ("api", "auto") and not self.paid:
+            raise ValueError(f"route {self.name!r}: policy {self.policy} needs `paid`")
+        return self
+
+
+class LedgerSettings(_Strict):
+    dsn: str = Field(
+        "sqlite+aiosqlite:///var/spillgate.db",
+        description="SQLAlchemy async DSN. SQLite (WAL) for one node; postgresql+asyncpg://… "
+        "for several replicas.",
+    )
+    dsn_env: str | None = Field(None, description="Env var holding the DSN (overrides `dsn`).")
+
+
+class TelemetrySettings(_Strict):
+    interval_s: float = Field(1.0, gt=0, description="Sampling period of NVML and engine /metrics.")
+    stale_after_s: float = Field(5.0, gt=0, description="Older readings count as unknown.")
+    nvml: bool = Field(True, description="Read GPU telemetry through NVML when available.")
+
+
+class CostSettings(_Strict):
+    hardware_profile: str = Field("cpu-node", description="Profile name in hardware.yaml.")
+    gpus: int = Field(1, ge=0, description="Number of accelerators of that profile in this node.")
+
+
+class Settings(BaseSettings):
+    """Everything the node needs, validated once at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SPILLGATE_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    server: ServerSettings = Field(default_factory=ServerSettings, description="API server.")
+    models_dir: Path = Field(
+        default_factory=repo_models_dir,
+        description="Folder holding catalog.yaml, pricing.yaml and hardware.yaml.",
+    )
+    local: list[LocalBackendSettings] = Field(
+        default_factory=lambda: [LocalBackendSettings(name="local-cpu", model="smollm2")],
+        description="Local engines (supervised or attached).",
+    )
+    providers: list[ProviderSettings] = Field(default_factory=list, description="Paid APIs.")
+    routes: list[RouteSettings] = Field(default_factory=list, description="Model aliases.")
+    ledger: LedgerSettings = Field(default_factory=LedgerSettings, description="Cost ledger.")
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings, description="Sampler.")
+    cost: CostSettings = Field(default_factory=CostSettings, description="Hardware cost model.")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Settings:
+        for kind, names in (
+            ("local backend", [b.name for b in self.local]),
+            ("provider", [p.name for p in self.providers]),
+            ("route", [r.name for r in self.routes]),
+        ):
+            dupes = {n for n in names if names.count(n) > 1}
+            if dupes:
+                raise ValueError(f"duplicate {kind} names: {sorted(dupes)}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)
+
+    # --- derived facts -------------------------------------------------------------------
+    def client_keys(self) -> frozenset[str]:
+        raw = os.environ.get(self.server.api_keys_env or "", "")
+        return frozenset(k.strip() for k in raw.split(",") if k.strip())
+
+    def admin_key(self) -> str | None:
+        key = os.environ.get(self.server.admin_key_env, "").strip()
+        return key or None
+
+    def ledger_dsn(self) -> str:
+        if self.ledger.dsn_env and os.environ.get(self.ledger.dsn_env):
+            return os.environ[self.ledger.dsn_env]
+        return self.ledger.dsn
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Read the YAML file (if any), apply env overrides, validate; ConfigError names the field."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config {path}: top level must be a mapping")
+        data = loaded
+    _deep_merge(data, overrides or {})
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from exc
+    check_secrets(settings)
+    return settings
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  {field}: {err['msg']}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def check_secrets(settings: Settings) -> None:
+    """Refuse to start with an exposed address and no key, or with placeholder secrets."""
+    keys = settings.client_keys()
+    if any(k.lower() in PLACEHOLDER_SECRETS for k in keys):
+        raise ConfigError("server.api_keys_env: a placeholder key is not allowed")
+    if not keys and not is_loopback(settings.server.host):
+        raise ConfigError(
+            f"server.host: binding {settings.server.host} needs client keys in "
+            f"${settings.server.api_keys_env}; without keys only loopback is allowed"
+        )
