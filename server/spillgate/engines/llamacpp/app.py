@@ -1,0 +1,150 @@
+"""The engine's HTTP face: OpenAI routes, /health and /metrics over one Scheduler.
+
+Every request is parsed from raw bytes (bodies.py) so errors are OpenAI-shaped 400s, then
+turned into a scheduler Job (service.py). A client that goes away is noticed either by the
+streaming response being cancelled or by a small watcher polling `is_disconnected()`; both
+cancel the ticket, which frees the sequence slot and its KV cells at the next decode step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from starlette.responses import Response, StreamingResponse
+
+from spillgate.api.errors import install_error_handlers
+from spillgate.api.responses import JSONResponse
+from spillgate.engines.llamacpp.bodies import ChatBody, CompletionBody, parse
+from spillgate.engines.llamacpp.metrics import CONTENT_TYPE, EngineMetrics
+from spillgate.engines.llamacpp.scheduler import Chunk, Job, Scheduler, Ticket, TicketCancelled
+from spillgate.engines.llamacpp.service import Engine
+from spillgate.engines.llamacpp.shapes import DONE, Kind, Reply, sse, sse_error
+from spillgate.errors import ApiError, InvalidRequest
+
+DISCONNECT_POLL_S = 0.2
+
+
+def create_app(engine: Engine, scheduler: Scheduler, metrics: EngineMetrics) -> FastAPI:
+    """The ASGI app; the lifespan starts and stops the decode thread."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        scheduler.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(scheduler.stop)
+
+    app = FastAPI(title="spillgate llama.cpp engine", lifespan=lifespan, docs_url=None,
+                  redoc_url=None, openapi_url=None)
+    install_error_handlers(app)
+    created = int(time.time())
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        body = parse(await request.body(), ChatBody)
+        return await _generate(request, scheduler, engine.chat_job(body), "chat",
+                               body.model, body.stream, body.include_usage())
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        body = parse(await request.body(), CompletionBody)
+        return await _generate(request, scheduler, engine.completion_job(body), "completion",
+                               body.model, body.stream, body.include_usage())
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request) -> Response:
+        raise InvalidRequest(f"`{engine.served_name}` is a generative model served without "
+                             "embeddings; use an embedding model", param="model",
+                             code="embeddings_not_supported")
+
+    @app.get("/v1/models")
+    async def models() -> JSONResponse:
+        return JSONResponse({"object": "list", "data": [{
+            "id": engine.served_name, "object": "model", "created": created,
+            "owned_by": "spillgate", "max_model_len": engine.n_ctx}]})
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        ok = scheduler.alive
+        return JSONResponse({"status": "ok" if ok else "failed"}, status_code=200 if ok else 503)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    return app
+
+
+async def _generate(request: Request, scheduler: Scheduler, job: Job, kind: Kind, model: str,
+                    stream: bool, include_usage: bool) -> Response:
+    ticket = scheduler.submit(job, asyncio.get_running_loop())
+    reply = Reply.new(kind, model)
+    if stream:
+        return StreamingResponse(_stream(request, ticket, reply, include_usage),
+                                 media_type="text/event-stream",
+                                 headers={"cache-control": "no-cache"})
+    async with _cancel_on_disconnect(request, ticket):
+        parts: list[str] = []
+        while True:
+            try:
+                chunk = await ticket.next()
+            except TicketCancelled:  # the client is gone; nobody will read this
+                return Response(status_code=499)
+            parts.append(chunk.text)
+            if chunk.finish_reason is not None:
+                return JSONResponse(reply.body("".join(parts), chunk))
+
+
+async def _stream(request: Request, ticket: Ticket, reply: Reply,
+                  include_usage: bool) -> AsyncIterator[bytes]:
+    async with _cancel_on_disconnect(request, ticket):
+        if reply.kind == "chat":
+            yield sse(reply.chunk(None, role=True, with_usage_field=include_usage))
+        while True:
+            try:
+                chunk = await ticket.next()
+            except ApiError as error:  # the status line is gone: report in the stream
+                yield sse_error(error)
+                break
+            except TicketCancelled:  # the client is gone
+                return
+            if chunk.text:
+                yield sse(reply.chunk(chunk.text, with_usage_field=include_usage))
+            if chunk.finish_reason is not None:
+                for frame in _final_frames(reply, chunk, include_usage):
+                    yield frame
+                break
+        yield DONE
+
+
+@contextlib.asynccontextmanager
+async def _cancel_on_disconnect(request: Request, ticket: Ticket) -> AsyncIterator[None]:
+    """While the body runs, a watcher cancels the ticket if the client goes away; leaving the
+    block (finished, failed, or cancelled by the server) cancels it too (a no-op when done)."""
+
+    async def watch() -> None:
+        while not ticket.cancelled:
+            await asyncio.sleep(DISCONNECT_POLL_S)
+            if await request.is_disconnected():
+                ticket.cancel()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield
+    finally:
+        watcher.cancel()
+        ticket.cancel()
+
+
+def _final_frames(reply: Reply, last: Chunk, include_usage: bool) -> list[bytes]:
+    frames = [sse(reply.chunk(None if reply.kind == "chat" else "", last.finish_reason,
+                              with_usage_field=include_usage))]
+    if include_usage:
+        frames.append(sse(reply.usage_chunk(last)))
+    return frames

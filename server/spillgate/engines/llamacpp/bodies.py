@@ -1,0 +1,160 @@
+"""The request bodies this engine accepts, validated into plain values or a 400.
+
+Bodies are parsed here rather than by FastAPI so every failure is an OpenAI-shaped 400 naming
+the field (FastAPI would answer 422 in its own shape). Unknown fields are allowed and ignored,
+as OpenAI-compatible servers do; fields that would change the answer's meaning but that this
+engine cannot honour (n > 1, logprobs, tools, echo, suffix, best_of > 1, JSON modes) are
+refused with a clear message instead of being silently dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from spillgate.engines.llamacpp.model import SamplingParams
+from spillgate.errors import InvalidRequest
+
+MAX_STOPS = 16
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class StreamOptions(_Open):
+    include_usage: bool = False
+
+
+class _Generation(_Open):
+    model: str = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=0)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    n: int | None = Field(None, ge=1)
+    user: str | None = None
+
+    def sampling(self) -> SamplingParams:
+        return SamplingParams(
+            temperature=1.0 if self.temperature is None else self.temperature,
+            top_p=1.0 if self.top_p is None else self.top_p,
+            top_k=self.top_k or 0,
+            seed=self.seed,
+        )
+
+    def stops(self) -> tuple[str, ...]:
+        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        if len(stops) > MAX_STOPS:
+            raise InvalidRequest(f"at most {MAX_STOPS} stop sequences", param="stop")
+        return tuple(s for s in stops if s)
+
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def check_supported(self) -> None:
+        if (self.n or 1) > 1:
+            raise InvalidRequest("n > 1 is not supported by this engine", param="n",
+                                 code="unsupported_parameter")
+
+
+class ContentPart(_Open):
+    type: str
+    text: str | None = None
+
+
+class Message(_Open):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        if self.content is None or isinstance(self.content, str):
+            return self.content or ""
+        parts = []
+        for part in self.content:
+            if part.type != "text" or part.text is None:
+                raise InvalidRequest(f"content parts of type `{part.type}` are not supported "
+                                     "by this text-only engine", param="messages",
+                                     code="unsupported_content")
+            parts.append(part.text)
+        return "".join(parts)
+
+
+class ChatBody(_Generation):
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    tools: list[dict[str, Any]] | None = None
+    response_format: dict[str, Any] | None = None
+
+    def token_budget(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+    def check_supported(self) -> None:
+        super().check_supported()
+        if self.logprobs:
+            _unsupported("logprobs")
+        if self.tools:
+            _unsupported("tools")
+        if self.response_format and self.response_format.get("type", "text") != "text":
+            _unsupported("response_format")
+
+    def template_messages(self) -> list[dict[str, str]]:
+        # `developer` is the newer name of `system`; templates only know the latter.
+        return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+                for m in self.messages]
+
+
+class CompletionBody(_Generation):
+    prompt: str | list[str] | list[int] = Field(min_length=1)
+    logprobs: int | None = None
+    echo: bool = False
+    suffix: str | None = None
+    best_of: int | None = Field(None, ge=1)
+
+    def token_budget(self) -> int | None:
+        # The legacy endpoint's default is 16 tokens (OpenAI's documented default).
+        return self.max_tokens or 16
+
+    def check_supported(self) -> None:
+        super().check_supported()
+        for name, refused in (("logprobs", self.logprobs is not None), ("echo", self.echo),
+                              ("suffix", bool(self.suffix)), ("best_of", (self.best_of or 1) > 1),
+                              ("prompt", isinstance(self.prompt, list)
+                               and len(self.prompt) > 1
+                               and isinstance(self.prompt[0], str))):
+            if refused:
+                _unsupported(name)
+
+
+def _unsupported(param: str) -> None:
+    raise InvalidRequest(f"`{param}` is not supported by this engine", param=param,
+                         code="unsupported_parameter")
+
+
+_Body = TypeVar("_Body", bound=BaseModel)
+
+
+def parse(raw: bytes, model: type[_Body]) -> _Body:
+    """JSON bytes → a validated body; any problem is an InvalidRequest naming the field."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}",
+                             code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("request body must be a JSON object", code="invalid_json")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"])
+        raise InvalidRequest(f"invalid `{param}`: {first['msg']}", param=param) from None

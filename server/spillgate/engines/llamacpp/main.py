@@ -1,0 +1,87 @@
+"""Command line of the engine process: load the GGUF, build the app, serve it with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from spillgate.engines.llamacpp.app import create_app
+from spillgate.engines.llamacpp.chat import ChatTemplate
+from spillgate.engines.llamacpp.metrics import EngineMetrics
+from spillgate.engines.llamacpp.model import ContextShape, LlamaModel
+from spillgate.engines.llamacpp.scheduler import Scheduler, SchedulerConfig
+from spillgate.engines.llamacpp.service import Engine
+from spillgate.errors import ConfigError
+
+log = logging.getLogger("spillgate.engine")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="spillgate engine llamacpp",
+        description="Serve one GGUF model over the OpenAI protocol with continuous batching.")
+    parser.add_argument("--model-path", type=Path, required=True, help="GGUF file to serve.")
+    parser.add_argument("--served-name", required=True, help="Model name clients must send.")
+    parser.add_argument("--host", default="127.0.0.1", help="Listen address.")
+    parser.add_argument("--port", type=int, default=8081, help="Listen port.")
+    parser.add_argument("--n-ctx", type=int, default=2048,
+                        help="Context window of each sequence (prompt + completion tokens).")
+    parser.add_argument("--n-threads", type=int, default=os.cpu_count() or 1,
+                        help="CPU threads for llama.cpp.")
+    parser.add_argument("--max-batch", type=int, default=4,
+                        help="Sequences decoded together (each gets its own KV cache).")
+    parser.add_argument("--max-queue", type=int, default=32,
+                        help="Requests allowed to wait for a slot before answering 429.")
+    parser.add_argument("--prefill-chunk", type=int, default=512,
+                        help="Prompt tokens processed per decode step (bounds stalls).")
+    args = parser.parse_args(argv)
+    for name in ("n_ctx", "n_threads", "max_batch", "max_queue", "prefill_chunk"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+def build(args: argparse.Namespace) -> tuple[Engine, Scheduler, EngineMetrics]:
+    """Load the model (seconds) and wire engine, scheduler and metrics together."""
+    shape = ContextShape(n_ctx=args.n_ctx, n_seq=args.max_batch,
+                         n_batch=args.prefill_chunk + args.max_batch, n_threads=args.n_threads)
+    model = LlamaModel(args.model_path, shape)
+    template = ChatTemplate(model.metadata("tokenizer.chat_template"),
+                            bos_token=model.token_text(model.bos_token),
+                            eos_token=model.token_text(model.eos_token))
+    metrics = EngineMetrics(queue_capacity=args.max_queue, max_batch=args.max_batch)
+    scheduler = Scheduler(model, metrics, SchedulerConfig(
+        max_batch=args.max_batch, max_queue=args.max_queue, prefill_chunk=args.prefill_chunk))
+    engine = Engine(served_name=args.served_name, model=model, template=template,
+                    n_ctx=args.n_ctx)
+    return engine, scheduler, metrics
+
+
+def run(argv: list[str]) -> int:
+    """Entry point of `spillgate engine llamacpp`; returns the process exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # llama.cpp's own log is very chatty at load time; keep its errors only.
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+    args = parse_args(argv)
+    try:
+        engine, scheduler, metrics = build(args)
+    except ConfigError as exc:
+        print(f"spillgate engine: {exc}", file=sys.stderr)
+        return 2
+    log.info("serving %s (n_ctx=%d, max_batch=%d, max_queue=%d, threads=%d) on %s:%d",
+             args.served_name, args.n_ctx, args.max_batch, args.max_queue, args.n_threads,
+             args.host, args.port)
+    try:
+        uvicorn.run(create_app(engine, scheduler, metrics), host=args.host, port=args.port,
+                    log_level="warning", access_log=False,
+                    # SIGTERM: let short requests end, then cancel the rest (frees their slots)
+                    timeout_graceful_shutdown=5)
+    finally:
+        if not scheduler.thread_alive:  # never free the context under a running decode
+            engine.model.close()
+    return 0

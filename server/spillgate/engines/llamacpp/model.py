@@ -1,0 +1,204 @@
+"""A GGUF model and one multi-sequence llama.cpp context, through llama-cpp-python's C API.
+
+The high-level `llama_cpp.Llama` holds one sequence per context, which is why its server
+serializes requests (or cancels one for another). Here one context holds `n_seq_max`
+independent sequences, each with its own KV-cache stream (`kv_unified=False`), so each sequence
+gets the full `n_ctx` and several are decoded together in one `llama_decode` call.
+
+Everything in this module except loading, tokenizing and metadata must be called from the one
+thread that owns the context (the scheduler's decode thread): llama.cpp contexts are not
+thread-safe.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import llama_cpp
+
+from spillgate.errors import ConfigError
+
+_PIECE_BUF = 256
+
+
+@dataclass(frozen=True, slots=True)
+class ContextShape:
+    """How the context is sized: per-sequence window, sequence slots, tokens per decode."""
+
+    n_ctx: int
+    n_seq: int
+    n_batch: int
+    n_threads: int
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """Per-sequence sampling; temperature 0 means greedy."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+
+
+class LlamaModel:
+    """Owns the model weights, the context and a reusable `llama_batch`; free with `close()`."""
+
+    def __init__(self, path: Path, shape: ContextShape) -> None:
+        if not path.is_file():
+            raise ConfigError(f"--model-path: no GGUF file at {path}")
+        llama_cpp.llama_backend_init()
+        model_params = llama_cpp.llama_model_default_params()
+        model = llama_cpp.llama_model_load_from_file(str(path).encode(), model_params)
+        if not model:
+            raise ConfigError(f"--model-path: llama.cpp could not load {path}")
+        self._model: Any = model
+        self.shape = shape
+        self.vocab: Any = llama_cpp.llama_model_get_vocab(model)
+        self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(model))
+        self._ctx: Any = self._new_context(shape)
+        self._memory: Any = llama_cpp.llama_get_memory(self._ctx)
+        self._batch: Any = llama_cpp.llama_batch_init(shape.n_batch, 0, 1)
+        self._piece = ctypes.create_string_buffer(_PIECE_BUF)
+        self._closed = False
+
+    def _new_context(self, shape: ContextShape) -> Any:
+        params = llama_cpp.llama_context_default_params()
+        # Separate KV streams: every sequence can use the whole window and none can starve
+        # another of cache cells; the cost is n_seq x n_ctx cells of memory.
+        params.n_ctx = shape.n_ctx * shape.n_seq
+        params.n_seq_max = shape.n_seq
+        params.kv_unified = False
+        params.n_batch = shape.n_batch
+        params.n_ubatch = min(shape.n_batch, 512)
+        params.n_threads = shape.n_threads
+        params.n_threads_batch = shape.n_threads
+        params.no_perf = True
+        ctx = llama_cpp.llama_init_from_model(self._model, params)
+        if not ctx:
+            llama_cpp.llama_model_free(self._model)
+            raise ConfigError("llama.cpp could not create a context (n_ctx or max_batch too big?)")
+        return ctx
+
+    # ---- metadata and text (safe from any thread: they only read the vocab) ----
+
+    def metadata(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(1 << 16)
+        n = llama_cpp.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
+        if n < 0:
+            return None
+        if n >= len(buf):  # long values (chat templates) are truncated: ask again, bigger
+            buf = ctypes.create_string_buffer(n + 1)
+            llama_cpp.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", errors="replace")
+
+    def token_text(self, token: int) -> str:
+        raw: bytes = llama_cpp.llama_vocab_get_text(self.vocab, token) or b""
+        return raw.decode("utf-8", errors="replace")
+
+    @property
+    def bos_token(self) -> int:
+        return int(llama_cpp.llama_vocab_bos(self.vocab))
+
+    @property
+    def eos_token(self) -> int:
+        return int(llama_cpp.llama_vocab_eos(self.vocab))
+
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        buf = (llama_cpp.llama_token * capacity)()
+        n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, capacity, add_special,
+                                     parse_special)
+        if n < 0:
+            capacity = -n
+            buf = (llama_cpp.llama_token * capacity)()
+            n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, capacity,
+                                         add_special, parse_special)
+        return list(buf[:n])
+
+    def adds_bos(self) -> bool:
+        return bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
+
+    def n_vocab(self) -> int:
+        return int(llama_cpp.llama_vocab_n_tokens(self.vocab))
+
+    # ---- decode thread only ----
+
+    def is_end_of_generation(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+
+    def piece(self, token: int) -> bytes:
+        """The bytes a generated token stands for (control tokens render as nothing)."""
+        n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece, _PIECE_BUF, 0, False)
+        if n < 0:
+            big = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, big, -n, 0, False)
+            return big.raw[:n]
+        return self._piece.raw[:n]
+
+    def new_sampler(self, params: SamplingParams) -> Any:
+        """A C sampler chain (free with `free_sampler`): greedy, or top-k/top-p/temp/dist."""
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        if params.temperature <= 0.0:
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+            return chain
+        if params.top_k > 0:
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_k(
+                params.top_k))
+        if params.top_p < 1.0:
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(
+                params.top_p, 1))
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(
+            params.temperature))
+        seed = llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed & 0xFFFFFFFF
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed))
+        return chain
+
+    @staticmethod
+    def free_sampler(sampler: Any) -> None:
+        llama_cpp.llama_sampler_free(sampler)
+
+    def sample(self, sampler: Any, batch_index: int) -> int:
+        """Sample (and accept) the next token from the logits of batch row `batch_index`."""
+        return int(llama_cpp.llama_sampler_sample(sampler, self._ctx, batch_index))
+
+    def decode(self, rows: list[tuple[int, int, int, bool]]) -> int:
+        """Decode rows of (token, position, sequence id, wants logits) in one call.
+
+        Returns llama_decode's status: 0 is success.
+        """
+        batch = self._batch
+        token, pos, n_seq_id, seq_id, logits = (
+            batch.token, batch.pos, batch.n_seq_id, batch.seq_id, batch.logits)
+        for i, (tok, position, seq, wants) in enumerate(rows):
+            token[i] = tok
+            pos[i] = position
+            n_seq_id[i] = 1
+            seq_id[i][0] = seq
+            logits[i] = wants
+        batch.n_tokens = len(rows)
+        return int(llama_cpp.llama_decode(self._ctx, batch))
+
+    def forget(self, seq: int) -> None:
+        """Drop every KV-cache cell of a sequence so its slot can hold a new one."""
+        llama_cpp.llama_memory_seq_rm(self._memory, seq, -1, -1)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        llama_cpp.llama_batch_free(self._batch)
+        llama_cpp.llama_free(self._ctx)
+        llama_cpp.llama_model_free(self._model)
+
+    def __enter__(self) -> LlamaModel:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

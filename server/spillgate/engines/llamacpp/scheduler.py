@@ -1,0 +1,330 @@
+"""Continuous batching: one decode thread owns the llama.cpp context and serves many requests.
+
+Requests wait FIFO in a bounded queue (full → 429) and are admitted into one of `max_batch`
+sequence slots as soon as one is free. Every step builds one `llama_batch` holding the next
+token of each decoding sequence plus a bounded chunk of prompt tokens of newly admitted ones,
+runs one `llama_decode`, and samples each sequence with its own C sampler chain. A request
+never waits for, or is interrupted by, another one: it leaves its slot only when it finishes or
+its client goes away, and then its KV cells are dropped at once.
+
+Hand-off to asyncio: the thread puts `Chunk`s into the request's own asyncio.Queue through
+`loop.call_soon_threadsafe`; cancelling is a flag the thread reads at the top of each step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from spillgate.engines.llamacpp.metrics import EngineMetrics
+from spillgate.engines.llamacpp.model import LlamaModel, SamplingParams
+from spillgate.engines.llamacpp.textstream import TextStream
+from spillgate.errors import ApiError, RateLimited, ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """What to generate: prompt tokens, a token budget, sampling and stop strings."""
+
+    prompt: list[int]
+    max_tokens: int
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stops: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Text released by one step; the last chunk of a request carries finish and usage."""
+
+    text: str
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class TicketCancelled(Exception):
+    """Raised by `Ticket.next()` once the ticket was cancelled (its client went away)."""
+
+
+class Ticket:
+    """The caller's handle on a submitted job: read chunks, or cancel."""
+
+    def __init__(self, job: Job, loop: asyncio.AbstractEventLoop, arrived: float) -> None:
+        self.job = job
+        self.arrived = arrived
+        self.cancelled = False
+        self._loop = loop
+        self._queue: asyncio.Queue[Chunk | ApiError | TicketCancelled] = asyncio.Queue()
+        self._on_cancel: Callable[[Ticket], None] = lambda _t: None
+
+    async def next(self) -> Chunk:
+        """The next chunk; raises the ApiError the engine failed with."""
+        item = await self._queue.get()
+        if isinstance(item, ApiError | TicketCancelled):
+            raise item
+        return item
+
+    def cancel(self) -> None:
+        """Stop generating (idempotent): a waiting job leaves the queue, a running one its slot.
+
+        Event-loop thread only; a coroutine blocked in `next()` is woken with TicketCancelled.
+        """
+        if not self.cancelled:
+            self.cancelled = True
+            self._queue.put_nowait(TicketCancelled())
+            self._on_cancel(self)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def deliver(self, item: Chunk | ApiError) -> None:
+        """Event-loop thread only."""
+        self._queue.put_nowait(item)
+
+    def push(self, item: Chunk | ApiError) -> None:
+        """Thread-safe: deliver to the awaiting coroutine."""
+        # RuntimeError: the loop is closed, nobody is listening any more.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+
+
+def _deliver_all(items: list[tuple[Ticket, Chunk]]) -> None:
+    for ticket, chunk in items:
+        ticket.deliver(chunk)
+
+
+@dataclass(slots=True)
+class _Sequence:
+    """Decode-thread state of one admitted request."""
+
+    ticket: Ticket
+    slot: int
+    sampler: Any
+    text: TextStream
+    max_tokens: int
+    fed: int = 0  # prompt tokens already in the KV cache
+    generated: int = 0
+    last: int = -1
+    first_token_at: float | None = None
+
+    @property
+    def prefilling(self) -> bool:
+        return self.fed < len(self.ticket.job.prompt)
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    max_batch: int = 4
+    max_queue: int = 32
+    prefill_chunk: int = 512  # prompt tokens per step: bounds the stall of running streams
+
+
+class Scheduler:
+    """Owns the decode thread; `submit` from the event loop, `start`/`stop` from the lifespan."""
+
+    def __init__(self, model: LlamaModel, metrics: EngineMetrics, config: SchedulerConfig,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._model = model
+        self._metrics = metrics
+        self._config = config
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._pending: deque[Ticket] = deque()
+        self._active: list[_Sequence] = []
+        self._free_slots = list(range(config.max_batch - 1, -1, -1))
+        self._stopping = False
+        self._outbox: list[tuple[Ticket, Chunk]] = []
+        self._thread: threading.Thread | None = None
+        self.failure: BaseException | None = None
+
+    @property
+    def n_ctx(self) -> int:
+        return self._model.shape.n_ctx
+
+    @property
+    def thread_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self.failure is None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="llama-decode", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def submit(self, job: Job, loop: asyncio.AbstractEventLoop) -> Ticket:
+        """Queue a job (FIFO); raises RateLimited when `max_queue` jobs already wait."""
+        if not self.alive:
+            raise ServiceUnavailable("the llama.cpp decode loop is not running",
+                                     code="engine_unavailable")
+        ticket = Ticket(job, loop, self._clock())
+        with self._cond:
+            if len(self._pending) >= self._config.max_queue:
+                self._metrics.rejected.inc()
+                raise RateLimited(
+                    f"engine queue is full ({self._config.max_queue} waiting); retry later",
+                    code="engine_queue_full", retry_after_s=1.0)
+            ticket._on_cancel = self._cancel_waiting
+            self._pending.append(ticket)
+            self._metrics.waiting.set(len(self._pending))
+            self._cond.notify()
+        return ticket
+
+    def _cancel_waiting(self, ticket: Ticket) -> None:
+        with self._cond:
+            if ticket in self._pending:
+                self._pending.remove(ticket)
+                self._metrics.waiting.set(len(self._pending))
+                self._metrics.aborted.inc()
+            self._cond.notify()
+
+    # ---- decode thread ----
+
+    def _run(self) -> None:
+        try:
+            while self._wait_for_work():
+                self._step()
+        except BaseException as exc:  # a native failure: fail every request, report unhealthy
+            self.failure = exc
+            log.exception("decode loop failed")
+        finally:
+            self._shutdown()
+
+    def _wait_for_work(self) -> bool:
+        with self._cond:
+            while not self._stopping and not self._pending and not self._active:
+                self._cond.wait()
+            if self._stopping:
+                return False
+            while self._pending and self._free_slots:
+                self._admit(self._pending.popleft())
+            self._metrics.waiting.set(len(self._pending))
+            return True
+
+    def _admit(self, ticket: Ticket) -> None:
+        job = ticket.job
+        seq = _Sequence(ticket=ticket, slot=self._free_slots.pop(),
+                        sampler=self._model.new_sampler(job.sampling),
+                        text=TextStream(job.stops),
+                        max_tokens=max(1, min(job.max_tokens, self.n_ctx - len(job.prompt))))
+        self._active.append(seq)
+        self._metrics.running.set(len(self._active))
+        self._metrics.queue_time.observe(self._clock() - ticket.arrived)
+
+    def _step(self) -> None:
+        for seq in [s for s in self._active if s.ticket.cancelled]:
+            self._release(seq)
+            self._metrics.aborted.inc()
+        rows: list[tuple[int, int, int, bool]] = []
+        to_sample: list[tuple[_Sequence, int]] = []
+        for seq in self._active:
+            if not seq.prefilling:
+                position = len(seq.ticket.job.prompt) + seq.generated - 1
+                rows.append((seq.last, position, seq.slot, True))
+                to_sample.append((seq, len(rows) - 1))
+        budget = self._config.prefill_chunk
+        for seq in self._active:
+            if budget <= 0:
+                break
+            if seq.prefilling:
+                budget -= self._add_prompt_rows(seq, rows, to_sample, budget)
+        if not rows:
+            return
+        status = self._model.decode(rows)
+        if status != 0:
+            self._fail_all(ServiceUnavailable(f"llama_decode failed with status {status}",
+                                              code="engine_decode_failed"))
+            return
+        for seq, row in to_sample:
+            self._accept(seq, self._model.sample(seq.sampler, row))
+        self._metrics.generation_tokens.inc(len(to_sample))
+        self._flush_outbox()
+
+    def _flush_outbox(self) -> None:
+        """One loop wake-up per step for all sequences, not one per token per sequence."""
+        if not self._outbox:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Ticket, Chunk]]] = {}
+        for ticket, chunk in self._outbox:
+            by_loop.setdefault(ticket.loop, []).append((ticket, chunk))
+        self._outbox = []
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # closed loop: nobody listens any more
+                loop.call_soon_threadsafe(_deliver_all, items)
+
+    def _add_prompt_rows(self, seq: _Sequence, rows: list[tuple[int, int, int, bool]],
+                         to_sample: list[tuple[_Sequence, int]], budget: int) -> int:
+        prompt = seq.ticket.job.prompt
+        take = min(budget, len(prompt) - seq.fed)
+        for position in range(seq.fed, seq.fed + take):
+            rows.append((prompt[position], position, seq.slot, position == len(prompt) - 1))
+        seq.fed += take
+        if not seq.prefilling:
+            to_sample.append((seq, len(rows) - 1))
+            self._metrics.prompt_tokens.inc(len(prompt))
+        return take
+
+    def _accept(self, seq: _Sequence, token: int) -> None:
+        seq.generated += 1
+        if seq.first_token_at is None:
+            seq.first_token_at = self._clock()
+            self._metrics.ttft.observe(seq.first_token_at - seq.ticket.arrived)
+        if self._model.is_end_of_generation(token):
+            self._finish(seq, "stop", seq.text.flush())
+            return
+        text = seq.text.feed(self._model.piece(token))
+        if seq.text.stopped:
+            self._finish(seq, "stop", text)
+        elif seq.generated >= seq.max_tokens:
+            self._finish(seq, "length", text + seq.text.flush())
+        else:
+            seq.last = token
+            if text:
+                self._outbox.append((seq.ticket, Chunk(text)))
+
+    def _finish(self, seq: _Sequence, reason: str, text: str) -> None:
+        self._outbox.append(
+            (seq.ticket, Chunk(text, reason, len(seq.ticket.job.prompt), seq.generated)))
+        self._metrics.success.labels(finish_reason=reason).inc()
+        self._metrics.e2e.observe(self._clock() - seq.ticket.arrived)
+        self._release(seq)
+
+    def _release(self, seq: _Sequence) -> None:
+        """Free the slot: drop the sequence's KV cells and its sampler."""
+        self._active.remove(seq)
+        self._model.forget(seq.slot)
+        self._model.free_sampler(seq.sampler)
+        self._free_slots.append(seq.slot)
+        self._metrics.running.set(len(self._active))
+
+    def _fail_all(self, error: ApiError) -> None:
+        for seq in list(self._active):
+            seq.ticket.push(error)
+            self._release(seq)
+
+    def _shutdown(self) -> None:
+        error = ServiceUnavailable("the engine is shutting down", code="engine_unavailable")
+        self._flush_outbox()
+        self._fail_all(error)
+        with self._cond:
+            while self._pending:
+                self._pending.popleft().push(error)
+            self._metrics.waiting.set(0)

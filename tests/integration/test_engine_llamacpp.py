@@ -1,0 +1,255 @@
+"""Our llama.cpp engine as a real process with the bundled SmolLM2 model, over raw HTTP and the
+official OpenAI SDK: OpenAI shapes, errors, concurrency, the bounded queue and disconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support import Proc, bundled_gguf, free_port, spawn
+
+pytestmark = pytest.mark.integration
+
+MODEL = "smollm2"
+LONG_PROMPT = "Count from 1 to 1000, separated by commas: 1, 2, 3, 4, 5,"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    """An engine with one slot and one queue place, to fill its queue on purpose."""
+    port = free_port()
+    argv = ["-m", "spillgate.engines.llamacpp", "--model-path", bundled_gguf(),
+            "--served-name", MODEL, "--port", str(port), "--max-batch", "1",
+            "--max-queue", "1", "--n-ctx", "512"]
+    log = Path(tmp_path_factory.mktemp("tiny")) / "engine.log"
+    with spawn(argv, log, f"http://127.0.0.1:{port}/v1",
+               f"http://127.0.0.1:{port}/health") as proc:
+        yield proc
+
+
+def chat(content: str, **extra: Any) -> dict[str, Any]:
+    return {"model": MODEL, "messages": [{"role": "user", "content": content}], **extra}
+
+
+def events(lines: list[str]) -> list[Any]:
+    """SSE `data:` payloads in order; `[DONE]` stays a string."""
+    out: list[Any] = []
+    for line in lines:
+        if line.startswith("data: "):
+            data = line.removeprefix("data: ")
+            out.append(data if data == "[DONE]" else orjson.loads(data))
+    return out
+
+
+def gauge(engine: Proc, name: str) -> float:
+    text = httpx.get(engine.base_url.removesuffix("/v1") + "/metrics").text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                return float(sample.value)
+    raise AssertionError(f"{name} missing from /metrics")
+
+
+def assert_error(response: httpx.Response, status: int, code: str | None = None) -> None:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["message"]
+    if code is not None:
+        assert error["code"] == code
+
+
+def test_models_and_health(engine: Proc) -> None:
+    listing = httpx.get(engine.base_url + "/models").json()
+    assert listing["object"] == "list"
+    assert [m["id"] for m in listing["data"]] == [MODEL]
+    assert listing["data"][0]["object"] == "model"
+    assert httpx.get(engine.base_url.removesuffix("/v1") + "/health").status_code == 200
+
+
+def test_chat_plain_usage_and_length(engine: Proc) -> None:
+    body = chat("Write a long story about a dragon.", max_tokens=4, temperature=0)
+    reply = httpx.post(engine.base_url + "/chat/completions", json=body, timeout=30).json()
+    assert reply["id"].startswith("chatcmpl-")
+    assert reply["object"] == "chat.completion"
+    assert reply["model"] == MODEL
+    assert isinstance(reply["created"], int)
+    choice = reply["choices"][0]
+    assert choice["message"]["role"] == "assistant"
+    assert choice["finish_reason"] == "length"
+    usage = reply["usage"]
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert usage["prompt_tokens"] > 0
+    assert usage["completion_tokens"] == 4
+
+
+def test_max_completion_tokens_and_seeded_sampling(engine: Proc) -> None:
+    body = chat("Name a color.", max_completion_tokens=6, temperature=0.8, top_p=0.9, seed=7)
+    first = httpx.post(engine.base_url + "/chat/completions", json=body, timeout=30).json()
+    again = httpx.post(engine.base_url + "/chat/completions", json=body, timeout=30).json()
+    assert first["usage"]["completion_tokens"] <= 6
+    assert first["choices"][0]["message"] == again["choices"][0]["message"]
+
+
+def test_chat_stream_with_usage(engine: Proc) -> None:
+    body = chat("Say hello.", max_tokens=12, stream=True,
+                stream_options={"include_usage": True})
+    with httpx.stream("POST", engine.base_url + "/chat/completions", json=body,
+                      timeout=30) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        got = events(list(response.iter_lines()))
+    assert got[-1] == "[DONE]"
+    chunks = got[:-1]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert len({c["id"] for c in chunks}) == 1
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    *deltas, final, usage_chunk = chunks
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in deltas)
+    assert text.strip()
+    assert final["choices"][0]["finish_reason"] in ("stop", "length")
+    assert usage_chunk["choices"] == []
+    usage = usage_chunk["usage"]
+    assert 0 < usage["completion_tokens"] <= 12
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+def test_completions_plain_and_stream(engine: Proc) -> None:
+    body = {"model": MODEL, "prompt": "The sky is", "max_tokens": 5, "temperature": 0}
+    reply = httpx.post(engine.base_url + "/completions", json=body, timeout=30).json()
+    assert reply["id"].startswith("cmpl-")
+    assert reply["object"] == "text_completion"
+    assert reply["usage"]["completion_tokens"] <= 5
+    with httpx.stream("POST", engine.base_url + "/completions", json={**body, "stream": True},
+                      timeout=30) as response:
+        got = events(list(response.iter_lines()))
+    assert got[-1] == "[DONE]"
+    streamed = "".join(c["choices"][0]["text"] for c in got[:-1])
+    assert streamed == reply["choices"][0]["text"]  # greedy: the same text either way
+    assert got[-2]["choices"][0]["finish_reason"] == reply["choices"][0]["finish_reason"]
+
+
+def test_stop_string_is_honoured(engine: Proc) -> None:
+    body = {"model": MODEL, "prompt": LONG_PROMPT, "max_tokens": 40, "temperature": 0}
+    free = httpx.post(engine.base_url + "/completions", json=body, timeout=30).json()
+    text = free["choices"][0]["text"]
+    stop = text[len(text) // 2:][:2]
+    cut = httpx.post(engine.base_url + "/completions", json={**body, "stop": [stop]},
+                     timeout=30).json()
+    assert cut["choices"][0]["finish_reason"] == "stop"
+    assert cut["choices"][0]["text"] == text[: text.index(stop)]
+
+
+def test_openai_sdk(engine: Proc) -> None:
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=engine.base_url, api_key="unused", max_retries=0)
+    reply = client.chat.completions.create(model=MODEL, messages=[
+        {"role": "user", "content": "Hi"}], max_tokens=5)
+    assert reply.usage is not None
+    assert reply.usage.completion_tokens <= 5
+    stream = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=5, stream=True,
+        stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens <= 5
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nope", messages=[
+            {"role": "user", "content": "Hi"}])
+    client.close()
+
+
+async def test_concurrent_requests_all_complete(engine: Proc) -> None:
+    async with httpx.AsyncClient(base_url=engine.base_url, timeout=60) as client:
+        body = {"model": MODEL, "prompt": LONG_PROMPT, "max_tokens": 24, "temperature": 0}
+        replies = await asyncio.gather(*(
+            client.post("/completions", json=body) for _ in range(4)))
+    assert [r.status_code for r in replies] == [200] * 4
+    texts = {r.json()["choices"][0]["text"] for r in replies}
+    assert len(texts) == 1  # batched greedy decoding gives each sequence the same answer
+    assert all(r.json()["choices"][0]["finish_reason"] in ("stop", "length") for r in replies)
+
+
+async def test_full_queue_answers_429_and_keeps_the_others(tiny: Proc) -> None:
+    body = {"model": MODEL, "prompt": LONG_PROMPT, "max_tokens": 48, "temperature": 0}
+    async with httpx.AsyncClient(base_url=tiny.base_url, timeout=60) as client:
+        replies = await asyncio.gather(*(client.post("/completions", json=body)
+                                         for _ in range(5)))
+    refused = [r for r in replies if r.status_code == 429]
+    served = [r for r in replies if r.status_code == 200]
+    assert refused
+    assert 1 <= len(served) <= 2  # one slot + one queue place
+    assert len(refused) + len(served) == 5
+    for response in refused:
+        assert_error(response, 429, "engine_queue_full")
+        assert int(response.headers["retry-after"]) >= 1
+    assert all(r.json()["choices"][0]["finish_reason"] for r in served)
+
+
+def test_plain_request_disconnect_frees_the_slot_and_sigterm_exits(tiny: Proc) -> None:
+    body = {"model": MODEL, "prompt": LONG_PROMPT, "max_tokens": 400, "temperature": 0}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(tiny.base_url + "/completions", json=body, timeout=1.0)
+    deadline = time.monotonic() + 5
+    while gauge(tiny, "spillgate_engine_requests_running") != 0:
+        assert time.monotonic() < deadline, "the abandoned request kept its slot"
+        time.sleep(0.05)
+    tiny.popen.send_signal(signal.SIGTERM)
+    # uvicorn re-raises SIGTERM once its graceful shutdown is done: -15 is a clean exit too.
+    assert tiny.popen.wait(timeout=10) in (0, -signal.SIGTERM)
+
+
+def test_error_shapes(engine: Proc) -> None:
+    url = engine.base_url + "/chat/completions"
+    assert_error(httpx.post(url, content=b'{"model": "smollm2", "mess'), 400, "invalid_json")
+    invalid = httpx.post(url, json=chat("Hi", temperature=5))
+    assert_error(invalid, 400)
+    assert invalid.json()["error"]["param"] == "temperature"
+    assert_error(httpx.post(url, json={"model": MODEL}), 400)
+    assert_error(httpx.post(url, json=chat("Hi", n=2)), 400, "unsupported_parameter")
+    assert_error(httpx.post(url, json={**chat("Hi"), "model": "gpt-9"}), 404, "model_not_found")
+    too_long = chat("hello " * 3000, max_tokens=1)
+    assert_error(httpx.post(url, json=too_long), 400, "context_length_exceeded")
+    embeddings = httpx.post(engine.base_url + "/embeddings", json={"model": MODEL, "input": "x"})
+    assert_error(embeddings, 400, "embeddings_not_supported")
+
+
+def test_disconnect_mid_stream_frees_the_slot(engine: Proc) -> None:
+    aborted_before = gauge(engine, "spillgate_engine_requests_aborted_total")
+    body = {"model": MODEL, "prompt": LONG_PROMPT, "max_tokens": 1500, "temperature": 0,
+            "stream": True}
+    with httpx.stream("POST", engine.base_url + "/completions", json=body,
+                      timeout=30) as response:
+        lines = response.iter_lines()
+        received = [line for line, _ in zip(lines, range(6), strict=False)]
+        assert received
+        assert gauge(engine, "spillgate_engine_requests_running") == 1
+    deadline = time.monotonic() + 5
+    while gauge(engine, "spillgate_engine_requests_running") != 0:
+        assert time.monotonic() < deadline, "the disconnected sequence kept its slot"
+        time.sleep(0.05)
+    assert gauge(engine, "spillgate_engine_requests_aborted_total") == aborted_before + 1
+
+
+def test_metrics_count_tokens(engine: Proc) -> None:
+    before = gauge(engine, "spillgate_engine_generation_tokens_total")
+    prompt_before = gauge(engine, "spillgate_engine_prompt_tokens_total")
+    ttft_before = gauge(engine, "spillgate_engine_time_to_first_token_seconds_count")
+    body = {"model": MODEL, "prompt": LONG_PROMPT, "max_tokens": 3, "temperature": 0}
+    usage = httpx.post(engine.base_url + "/completions", json=body, timeout=30).json()["usage"]
+    assert gauge(engine, "spillgate_engine_generation_tokens_total") == (
+        before + usage["completion_tokens"])
+    assert gauge(engine, "spillgate_engine_prompt_tokens_total") == (
+        prompt_before + usage["prompt_tokens"])
+    assert gauge(engine, "spillgate_engine_time_to_first_token_seconds_count") == ttft_before + 1
+    assert gauge(engine, "spillgate_engine_requests_waiting") == 0
+    assert gauge(engine, "spillgate_engine_queue_capacity") > 0
