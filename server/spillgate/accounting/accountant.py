@@ -1,0 +1,190 @@
+"""The service's one door to money: budgets, reservations, cost, ledger rows, cost metrics.
+
+Request path calls (none awaits the database except a paid reservation, which must be atomic):
+  open_row(record)   after routing: the ledger row exists from here on (write-behind)
+  reserve(record, t) before a paid call: worst-case cost, one atomic statement
+  served(record)     first byte: a local request starts accruing hardware cost
+  finish(record)     usage → cost (API price or amortized share) → row settled, metrics
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from decimal import Decimal
+
+from spillgate.accounting.costclock import CostClock
+from spillgate.accounting.hardware import get_profile, load_profiles
+from spillgate.accounting.keys import KeyInfo, authenticate
+from spillgate.accounting.ledger import Ledger, RequestOutcome, RequestStart
+from spillgate.accounting.pricing import PriceBook, cost
+from spillgate.accounting.record import RequestRecord
+from spillgate.engines.catalog import Catalog
+from spillgate.errors import RateLimited
+from spillgate.routing.router import Target
+from spillgate.routing.routes import RouteTable
+from spillgate.service import Client
+from spillgate.settings import Settings
+from spillgate.telemetry.metrics import GatewayMetrics
+
+log = logging.getLogger(__name__)
+PERIOD_S = 10.0  # hardware cost rows persisted this often
+
+
+class Accountant:
+    def __init__(
+        self,
+        dsn: str,
+        prices: PriceBook,
+        clock: CostClock,
+        reference: Mapping[str, str],
+        metrics: GatewayMetrics,
+    ) -> None:
+        self._dsn = dsn
+        self.prices = prices
+        self.clock = clock
+        self._reference = reference  # local model → paid model id for counterfactual cost
+        self._metrics = metrics
+        self._ledger: Ledger | None = None
+        self._keys: dict[str, KeyInfo] = {}
+        self._exhausted_until: dict[str, float] = {}
+        self._remaining: dict[str, tuple[Decimal | None, Decimal | None]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def ledger(self) -> Ledger:
+        if self._ledger is None:
+            raise RuntimeError("accountant used before open()")
+        return self._ledger
+
+    async def open(self) -> None:
+        self._ledger = await Ledger.open(self._dsn)
+        recovered = await self._ledger.recover()
+        if recovered:
+            log.warning("recovered %d ledger rows left open by a previous process", recovered)
+        self._task = asyncio.create_task(self._accrue(), name="cost-clock")
+
+    async def aclose(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._ledger:
+            await self._persist_period()
+            await self._ledger.aclose()
+
+    async def _accrue(self) -> None:
+        last_persist = time.monotonic()
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                self.clock.tick()
+                if time.monotonic() - last_persist >= PERIOD_S:
+                    last_persist = time.monotonic()
+                    await self._persist_period()
+            except Exception:  # cost accrual must never stop the node
+                log.exception("cost clock tick failed")
+
+    async def _persist_period(self) -> None:
+        period = self.clock.drain_period()
+        self._metrics.local_cost.labels("busy").inc(float(period.busy_usd))
+        self._metrics.local_cost.labels("idle").inc(float(period.idle_usd))
+        await self.ledger.record_hardware_period(period)
+
+    # --- keys and budgets ----------------------------------------------------------------
+    async def lookup_key(self, secret: str) -> Client | None:
+        if self._ledger is None:
+            return None
+        info = await authenticate(self._ledger, secret)
+        if info is None:
+            return None
+        self._keys[info.key_id] = info
+        return Client(key_id=info.key_id, local_only=info.local_only)
+
+    def paid_allowed(self, key_id: str | None) -> bool:
+        until = self._exhausted_until.get(key_id or "")
+        return until is None or until < time.monotonic()
+
+    async def reserve(self, record: RequestRecord, target: Target) -> None:
+        info = self._keys.get(record.key_id or "")
+        if record.reserved_usd:  # a fallback target reuses the first target's reservation
+            return
+        if info is None or (info.daily_budget_usd is None and info.monthly_budget_usd is None):
+            return
+        price = self.prices.price_for(f"{target.backend}/{target.model}")
+        worst = cost(price, record.prompt_estimate, 0, record.max_output_tokens)
+        result = await self.ledger.reserve(info.key_id, record.request_id, worst)
+        self._remaining[info.key_id] = (result.remaining_day, result.remaining_month)
+        if not result.ok:
+            self._exhausted_until[info.key_id] = time.monotonic() + 5.0
+            raise RateLimited(
+                "paid-API budget exhausted for this key",
+                code="budget_exhausted",
+                retry_after_s=60.0,
+            )
+        record.reserved_usd = worst
+
+    def budget_headers(self, key_id: str | None) -> dict[str, str]:
+        day, month = self._remaining.get(key_id or "", (None, None))
+        headers = {}
+        if day is not None:
+            headers["x-spillgate-budget-remaining-day-usd"] = f"{day:.6f}"
+        if month is not None:
+            headers["x-spillgate-budget-remaining-month-usd"] = f"{month:.6f}"
+        return headers
+
+    # --- request rows ----------------------------------------------------------------------
+    def open_row(self, record: RequestRecord) -> None:
+        self.ledger.begin(RequestStart.from_record(record))
+
+    def served(self, record: RequestRecord) -> None:
+        if record.tier == "local":
+            self.clock.begin(record.request_id)
+            self.clock.add_tokens(record.request_id, record.prompt_estimate)
+
+    async def finish(self, record: RequestRecord) -> None:
+        usage = record.usage
+        if record.tier == "local" and record.backend:
+            self.clock.add_tokens(record.request_id, usage.completion_tokens)
+            record.cost_usd = self.clock.finish(record.request_id)
+            reference = self._reference.get(record.model)
+            if reference:
+                record.counterfactual_usd = cost(
+                    self.prices.price_for(reference),
+                    usage.prompt_tokens,
+                    usage.cached_tokens,
+                    usage.completion_tokens,
+                )
+        elif record.tier == "api":
+            price = self.prices.price_for(f"{record.backend}/{record.model}")
+            record.cost_usd = cost(
+                price,
+                usage.prompt_tokens,
+                min(usage.cached_tokens, usage.prompt_tokens),
+                usage.completion_tokens,
+            )
+            self._metrics.api_spend.labels(record.backend).inc(float(record.cost_usd))
+        if record.reserved_usd and record.key_id:
+            # Settles a paid call, or releases the reservation of one that never served.
+            spent = record.cost_usd if record.tier == "api" else Decimal(0)
+            await self.ledger.settle(record.key_id, record.request_id, record.reserved_usd, spent)
+        self.ledger.finish(RequestOutcome.from_record(record))
+
+
+def build_accountant(
+    settings: Settings, catalog: Catalog, routes: RouteTable, metrics: GatewayMetrics
+) -> Accountant:
+    prices = PriceBook.load(settings.models_dir / "pricing.yaml")
+    prices.require_prices(routes.paid_models())
+    profiles = load_profiles(settings.models_dir / "hardware.yaml")
+    profile = get_profile(profiles, settings.cost.hardware_profile)
+    clock = CostClock.for_profile(profile, settings.cost.gpus)
+    reference = {
+        name: m.reference_api_model for name, m in catalog.local.items() if m.reference_api_model
+    }
+    for model in reference.values():
+        prices.price_for(model)
+    return Accountant(settings.ledger_dsn(), prices, clock, reference, metrics)

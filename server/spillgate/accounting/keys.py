@@ -1,0 +1,230 @@
+"""Virtual API keys (stored hashed in the ledger) and the per-key RPM/TPM limiter.
+
+A secret looks like `sg-` + 40 url-safe characters. Only its SHA-256 is stored: the secret
+is shown once, by `create_key`, and cannot be recovered. SHA-256 (not a slow password hash)
+is right here because the secret is 240 random bits, not a guessable password, and it is
+checked on every request.
+
+`authenticate` caches each answer on the ledger for KEY_CACHE_TTL_S (unknown secrets for
+less), so the request path reaches the database at most once per key every few seconds.
+A revocation is immediate on the replica that made it and takes up to that TTL elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import insert, select, update
+
+from spillgate.accounting.schema import api_keys
+
+if TYPE_CHECKING:
+    from spillgate.accounting.ledger import Ledger
+
+SECRET_PREFIX = "sg-"
+UNKNOWN_KEY_TTL_S = 1.0
+WINDOW_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    key_id: str
+    name: str
+    prefix: str  # the secret's first characters, to recognise it in a list
+    created_at: datetime
+    revoked_at: datetime | None = None
+    daily_budget_usd: Decimal | None = None  # None = unlimited
+    monthly_budget_usd: Decimal | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    local_only: bool = False  # every request of this key is treated as sensitive
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> KeyInfo:
+        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready: money as exact decimal strings, times as ISO 8601."""
+        def money(v: Decimal | None) -> str | None:
+            return None if v is None else format(v.normalize(), "f")
+
+        return {
+            "key_id": self.key_id, "name": self.name, "prefix": self.prefix,
+            "created_at": self.created_at.isoformat(),
+            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+            "daily_budget_usd": money(self.daily_budget_usd),
+            "monthly_budget_usd": money(self.monthly_budget_usd),
+            "rpm": self.rpm, "tpm": self.tpm, "local_only": self.local_only,
+            "tags": dict(self.tags),
+        }  # fmt: skip
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _positive(name: str, value: Decimal | int | None) -> None:
+    if value is not None and value < 0:
+        raise ValueError(f"{name} must be >= 0")
+
+
+async def create_key(
+    ledger: Ledger,
+    name: str,
+    *,
+    daily_budget_usd: Decimal | None = None,
+    monthly_budget_usd: Decimal | None = None,
+    rpm: int | None = None,
+    tpm: int | None = None,
+    local_only: bool = False,
+    tags: Mapping[str, str] | None = None,
+    now: datetime | None = None,
+) -> tuple[KeyInfo, str]:
+    """Store a new key; returns it and its secret (the only time the secret is available)."""
+    for label, value in (("daily_budget_usd", daily_budget_usd),
+                         ("monthly_budget_usd", monthly_budget_usd), ("rpm", rpm),
+                         ("tpm", tpm)):
+        _positive(label, value)
+    if not name.strip():
+        raise ValueError("a key needs a name")
+    secret = SECRET_PREFIX + secrets.token_urlsafe(30)
+    info = KeyInfo(
+        key_id="key-" + secrets.token_hex(6), name=name.strip(), prefix=secret[:10],
+        created_at=now or ledger.now(), daily_budget_usd=daily_budget_usd,
+        monthly_budget_usd=monthly_budget_usd, rpm=rpm, tpm=tpm, local_only=local_only,
+        tags=dict(tags or {}),
+    )
+    values = {name: getattr(info, name) for name in KeyInfo.__dataclass_fields__}
+    values["tags"] = dict(info.tags)
+    async with ledger.transaction() as conn:
+        await conn.execute(insert(api_keys).values(key_hash=hash_secret(secret), **values))
+    return info, secret
+
+
+async def authenticate(ledger: Ledger, secret: str) -> KeyInfo | None:
+    """The live (not revoked) key with this secret, or None. Cached; see module docstring."""
+    if not secret.startswith(SECRET_PREFIX):
+        return None  # not one of ours: no database work for static keys or garbage
+    digest = hash_secret(secret)
+    hit = ledger.key_cache.get(digest)
+    if hit is not None:
+        return hit[0]
+    async with ledger.reading() as conn:
+        row = (await conn.execute(select(api_keys).where(api_keys.c.key_hash == digest))).first()
+    info = KeyInfo.from_row(row._mapping) if row is not None else None
+    if info is not None and info.revoked_at is not None:
+        info = None
+    ledger.key_cache.put(digest, info, None if info else UNKNOWN_KEY_TTL_S)
+    return info
+
+
+async def list_keys(ledger: Ledger, *, include_revoked: bool = False) -> list[KeyInfo]:
+    query = select(api_keys).order_by(api_keys.c.created_at)
+    if not include_revoked:
+        query = query.where(api_keys.c.revoked_at.is_(None))
+    async with ledger.reading() as conn:
+        return [KeyInfo.from_row(row._mapping) for row in await conn.execute(query)]
+
+
+async def revoke_key(ledger: Ledger, key_id: str, now: datetime | None = None) -> bool:
+    """Revoke a live key; False if there is no such live key."""
+    stmt = (update(api_keys)
+            .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=now or ledger.now()))
+    async with ledger.transaction() as conn:
+        done = (await conn.execute(stmt)).rowcount == 1
+    ledger.key_cache.clear()
+    return done
+
+
+@dataclass(slots=True)
+class _Window:
+    """One key's last minute: request times, and token counts with their times."""
+
+    requests: deque[float] = field(default_factory=deque)
+    tokens: deque[tuple[float, int]] = field(default_factory=deque)
+    used: int = 0
+
+    def prune(self, now: float) -> None:
+        horizon = now - WINDOW_S
+        while self.requests and self.requests[0] <= horizon:
+            self.requests.popleft()
+        while self.tokens and self.tokens[0][0] <= horizon:
+            self.used -= self.tokens.popleft()[1]
+
+    def wait_for_tokens(self, excess: int, now: float) -> float:
+        """Seconds until at least `excess` tokens have left the window."""
+        freed = 0
+        for at, count in self.tokens:
+            freed += count
+            if freed >= excess:
+                return _wait(at, now)
+        return WINDOW_S
+
+
+class RateLimiter:
+    """Per-key requests and tokens per minute, sliding 60 s window, in this process only.
+
+    Each replica counts only what it served, so N replicas admit up to N times the limit;
+    limits shared across replicas need a shared store (Redis), which this class does not use.
+    """
+
+    def __init__(self) -> None:
+        self._windows: dict[str, _Window] = {}
+        self._swept_at = 0.0
+
+    def check(self, key_id: str, rpm: int | None, tpm: int | None, tokens_estimate: int,
+              now: float) -> float | None:
+        """None, and the request is counted; or the seconds to wait before retrying."""
+        if rpm is None and tpm is None:
+            return None
+        window = self._window(key_id, now)
+        if rpm is not None and len(window.requests) >= rpm:
+            return _wait(window.requests[0], now) if window.requests else WINDOW_S
+        # A request larger than a whole minute's allowance is let through on an idle window,
+        # or it could never be served.
+        if tpm is not None and window.used and window.used + tokens_estimate > tpm:
+            return window.wait_for_tokens(window.used + tokens_estimate - tpm, now)
+        window.requests.append(now)
+        self.add_tokens(key_id, tokens_estimate, now)
+        return None
+
+    def add_tokens(self, key_id: str, tokens: int, now: float) -> None:
+        """Count tokens learnt after admission (e.g. the completion) against the TPM window."""
+        if tokens > 0:
+            window = self._window(key_id, now)
+            window.tokens.append((now, tokens))
+            window.used += tokens
+
+    def _window(self, key_id: str, now: float) -> _Window:
+        self._forget_idle(now)
+        window = self._windows.get(key_id)
+        if window is None:
+            window = self._windows[key_id] = _Window()
+        window.prune(now)
+        return window
+
+    def _forget_idle(self, now: float) -> None:
+        """Drop windows of keys idle for a minute (once a minute), so memory follows the
+        active keys."""
+        if now - self._swept_at < WINDOW_S:
+            return
+        self._swept_at = now
+        horizon = now - WINDOW_S
+        idle = [k for k, w in self._windows.items()
+                if not (w.requests and w.requests[-1] > horizon)
+                and not (w.tokens and w.tokens[-1][0] > horizon)]
+        for key_id in idle:
+            del self._windows[key_id]
+
+
+def _wait(oldest: float, now: float) -> float:
+    return max(0.001, oldest + WINDOW_S - now)

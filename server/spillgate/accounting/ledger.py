@@ -1,0 +1,437 @@
+"""The cost ledger: one row per request, hardware cost periods, paid-budget counters.
+
+Request path, and what it costs there:
+  begin(start)   enqueue an 'open' row                        no await, microseconds
+  finish(out)    enqueue the settled row (an upsert)          no await, microseconds
+  reserve(...)   paid calls only: atomic budget reservation    one transaction (budgets.py)
+  settle(...)    paid calls only: reserved -> spent            one transaction
+
+A write-behind batcher (one background task) group-commits queued rows every
+BATCH_INTERVAL_S or BATCH_MAX items in one transaction, so an open row is durable within
+~20-50 ms of `begin`. A failed write keeps the rows queued and retries; `flush()` (tests,
+shutdown) writes everything queued before it returns. On SQLite all writes of this process
+pass one asyncio lock (the database has one writer anyway; waiting in-process is cheaper than
+SQLite's busy-sleep); other processes are waited for through busy_timeout.
+
+Crash recovery (`recover`, at start-up): rows left 'open' by this node (`node_id`, default
+the host name, stable across restarts of a container) or older than the grace period (any
+node: in a cluster, a replica that died and never came back) become 'recovered':
+finished_at = now, usage_source = 'estimated', status kept (null), tokens kept (0). Each of
+their outstanding reservations is charged in full - reserved -> spent at the reserved
+amount, the conservative upper bound, since the provider may have billed the call - and
+that amount becomes the row's cost_usd. A reservation whose request row never reached the
+database gets a 'recovered' row of its own, so no paid call is lost. A request that
+finishes after being recovered (a live stream longer than the grace period on another
+replica) still overwrites its row with the real figures; its settle then finds no
+reservation and leaves the counters as charged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from spillgate.accounting.budgets import (
+    BudgetSnapshot,
+    Reservation,
+    ReserveResult,
+    day_period,
+    key_limits,
+    month_period,
+    reserve_in,
+    settle_in,
+    snapshot_in,
+)
+from spillgate.accounting.migrations import READONLY, migrate, open_engine
+from spillgate.accounting.schema import (
+    Money,
+    RequestOutcome,
+    RequestStart,
+    budget_reservations,
+    hardware_periods,
+    requests,
+)
+
+if TYPE_CHECKING:
+    from spillgate.accounting.keys import KeyInfo
+
+__all__ = ["BudgetSnapshot", "Ledger", "RequestOutcome", "RequestStart", "ReserveResult"]
+
+log = logging.getLogger(__name__)
+BATCH_INTERVAL_S = 0.02
+BATCH_MAX = 200  # wake the batcher early at this many queued rows
+WRITE_MAX = 2000  # rows per transaction when catching up
+RETRY_S = 1.0
+DEFAULT_GRACE_S = 600.0
+KEY_CACHE_TTL_S = 5.0
+SNAPSHOT_TTL_S = 1.0
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class HardwarePeriodLike(Protocol):
+    """A cost-clock period (spillgate.accounting.costclock.HardwarePeriod)."""
+
+    @property
+    def started_at(self) -> datetime: ...
+    @property
+    def ended_at(self) -> datetime: ...
+    @property
+    def busy_s(self) -> float: ...
+    @property
+    def idle_s(self) -> float: ...
+    @property
+    def busy_usd(self) -> Decimal: ...
+    @property
+    def idle_usd(self) -> Decimal: ...
+    @property
+    def power_watts(self) -> float | None: ...
+    @property
+    def profile(self) -> str: ...
+
+
+class TTLCache(Generic[K, V]):
+    """A bounded map whose entries expire; `get` gives (value,) or None when absent/expired."""
+
+    def __init__(self, ttl_s: float, max_entries: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl, self._max, self._clock = ttl_s, max_entries, clock
+        self._items: OrderedDict[K, tuple[float, V]] = OrderedDict()
+
+    def get(self, key: K) -> tuple[V] | None:
+        hit = self._items.get(key)
+        if hit is None or hit[0] < self._clock():
+            return None
+        return (hit[1],)
+
+    def put(self, key: K, value: V, ttl_s: float | None = None) -> None:
+        self._items[key] = (self._clock() + (self._ttl if ttl_s is None else ttl_s), value)
+        self._items.move_to_end(key)
+        while len(self._items) > self._max:
+            self._items.popitem(last=False)
+
+    def discard(self, key: K) -> None:
+        self._items.pop(key, None)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class _Op:
+    request_id: str
+    row: dict[str, Any]
+    final: bool
+
+
+class Ledger:
+    """The ledger over one AsyncEngine. Build it with `await Ledger.open(dsn)`."""
+
+    def __init__(self, engine: AsyncEngine, *, node_id: str, clock: Callable[[], datetime],
+                 grace_s: float) -> None:
+        self.engine = engine
+        self.node_id = node_id
+        self.key_cache: TTLCache[str, KeyInfo | None] = TTLCache(KEY_CACHE_TTL_S)
+        self._clock = clock
+        self._grace = timedelta(seconds=grace_s)
+        self._snapshots: TTLCache[str, BudgetSnapshot] = TTLCache(SNAPSHOT_TTL_S)
+        self._limits: TTLCache[str, tuple[bool, bool]] = TTLCache(KEY_CACHE_TTL_S)
+        self._counters: TTLCache[tuple[str, str, str], bool] = TTLCache(86_400.0)
+        self._queue: deque[_Op] = deque()
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._flush_lock = asyncio.Lock()
+        sqlite_db = engine.dialect.name == "sqlite"
+        self._write_lock: asyncio.Lock | None = asyncio.Lock() if sqlite_db else None
+        dialect = sqlite if sqlite_db else postgresql
+        self._insert_open = dialect.insert(requests).on_conflict_do_nothing(
+            index_elements=["request_id"])
+        final = dialect.insert(requests)
+        kept = ("request_id", "node_id", "started_at")
+        self._upsert_final = final.on_conflict_do_update(
+            index_elements=["request_id"],
+            set_={c.name: final.excluded[c.name] for c in requests.c if c.name not in kept},
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, dsn: str, *, node_id: str | None = None,
+                   clock: Callable[[], datetime] = utc_now,
+                   recover_grace_s: float = DEFAULT_GRACE_S) -> Ledger:
+        """Connect, migrate, start the batcher. SQLite files get their folder and WAL."""
+        engine = open_engine(dsn)
+        try:
+            await migrate(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
+        ledger = cls(engine, node_id=node_id or socket.gethostname(), clock=clock,
+                     grace_s=recover_grace_s)
+        ledger._task = asyncio.create_task(ledger._run_batcher(), name="ledger-batcher")
+        return ledger
+
+    async def aclose(self) -> None:
+        """Write everything queued, stop the batcher, close the connections."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        try:
+            await self.flush()
+        finally:
+            await self.engine.dispose()
+
+    def now(self) -> datetime:
+        """The ledger's clock (injected for tests)."""
+        return self._clock()
+
+    # --- transactions (also used by keys.py) ------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """One write transaction, committed on exit (serialized in-process on SQLite)."""
+        lock = self._write_lock or contextlib.nullcontext()
+        async with lock, self.engine.begin() as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only connection (a plain, non-locking transaction on SQLite)."""
+        async with self.engine.connect() as conn:
+            yield await conn.execution_options(**{READONLY: True})
+
+    # --- request rows: the hot path ------------------------------------------------------
+    def begin(self, start: RequestStart) -> None:
+        """Queue the request's 'open' row; committed by the batcher within ~20-50 ms."""
+        row = start.columns()
+        row["node_id"] = self.node_id
+        self._enqueue(_Op(start.request_id, row, final=False))
+
+    def finish(self, outcome: RequestOutcome) -> None:
+        """Queue the request's final row (written as an upsert: it need not have begun)."""
+        row = outcome.columns()
+        row["node_id"] = self.node_id
+        self._enqueue(_Op(outcome.start.request_id, row, final=True))
+
+    @property
+    def pending(self) -> int:
+        """Rows queued and not yet committed."""
+        return len(self._queue)
+
+    def _enqueue(self, op: _Op) -> None:
+        if self._closing:
+            raise RuntimeError("ledger is closed")
+        self._queue.append(op)
+        if len(self._queue) in (1, BATCH_MAX):
+            self._wake.set()
+
+    async def flush(self) -> None:
+        """Commit every row queued before this call (raises if the database refuses)."""
+        async with self._flush_lock:
+            while self._queue:
+                batch = [self._queue.popleft() for _ in range(min(WRITE_MAX, len(self._queue)))]
+                try:
+                    await self._write(batch)
+                except BaseException:
+                    self._queue.extendleft(reversed(batch))
+                    raise
+
+    async def _run_batcher(self) -> None:
+        while not (self._closing and not self._queue):
+            await self._wake.wait()
+            await self._gather()
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception:  # keep the rows queued; the request path must not notice
+                log.exception("ledger write failed; %d rows stay queued", len(self._queue))
+                if self._closing:
+                    return
+                await asyncio.sleep(RETRY_S)
+                self._wake.set()
+
+    async def _gather(self) -> None:
+        """Let a batch build up for BATCH_INTERVAL_S, or until BATCH_MAX rows are queued."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BATCH_INTERVAL_S
+        while len(self._queue) < BATCH_MAX and not self._closing:
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), left)
+
+    async def _write(self, batch: list[_Op]) -> None:
+        opened: dict[str, dict[str, Any]] = {}
+        final: dict[str, dict[str, Any]] = {}
+        for op in batch:  # begin+finish in one batch collapse into the final upsert
+            if op.final:
+                final[op.request_id] = op.row
+                opened.pop(op.request_id, None)
+            elif op.request_id not in final:
+                opened[op.request_id] = op.row
+        async with self.transaction() as conn:
+            if opened:
+                await conn.execute(self._insert_open, list(opened.values()))
+            if final:
+                await conn.execute(self._upsert_final, list(final.values()))
+
+    # --- budgets ---------------------------------------------------------------------------
+    async def reserve(self, key_id: str, request_id: str, amount: Decimal,
+                      now: datetime | None = None) -> ReserveResult:
+        """Atomically reserve `amount` on the key's day and month counters (both or none).
+
+        Keys without budgets reserve nothing: ok, remaining None."""
+        cached = self._limits.get(key_id)
+        if cached is not None:
+            limited = cached[0]
+        else:
+            async with self.reading() as conn:
+                limited = await key_limits(conn, key_id)
+            self._limits.put(key_id, limited)
+        if not any(limited):
+            return ReserveResult(True, None, None)
+        moment = now or self._clock()
+        periods = (key_id, day_period(moment), month_period(moment))
+        known = self._counters.get(periods) is not None
+        lock = self._write_lock or contextlib.nullcontext()
+        async with lock, self.engine.connect() as conn:
+            tx = await conn.begin()
+            result = await reserve_in(conn, Reservation(
+                key_id, request_id, amount, moment, self.node_id, limited), ensure=not known)
+            await (tx.commit() if result.ok else tx.rollback())
+        if result.ok:
+            self._counters.put(periods, True)  # committed: they exist from now on
+        self._snapshots.put(key_id, BudgetSnapshot(result.remaining_day, result.remaining_month))
+        return result
+
+    async def settle(self, key_id: str, request_id: str, reserved: Decimal,
+                     actual: Decimal) -> bool:
+        """Reserved -> spent at `actual`. False if nothing was outstanding (already settled or
+        recovered). `reserved` is informational: the stored reservation is what is released."""
+        async with self.transaction() as conn:
+            settled = await settle_in(conn, request_id, actual)
+        self._snapshots.discard(key_id)
+        if settled and reserved and actual > reserved:
+            log.warning("request %s cost %s over its reservation %s", request_id, actual,
+                        reserved)
+        return settled
+
+    async def budget_snapshot(self, key_id: str, now: datetime | None = None) -> BudgetSnapshot:
+        """Remaining day/month budget (None = unlimited); cached for SNAPSHOT_TTL_S."""
+        hit = self._snapshots.get(key_id)
+        if hit is not None:
+            return hit[0]
+        async with self.reading() as conn:
+            snap = await snapshot_in(conn, key_id, now or self._clock())
+        self._snapshots.put(key_id, snap)
+        return snap
+
+    # --- recovery --------------------------------------------------------------------------
+    async def recover(self, now: datetime | None = None) -> int:
+        """Close rows and reservations a crashed process left open (rule: module docstring).
+
+        Returns the number of request rows marked 'recovered'."""
+        await self.flush()
+        moment = now or self._clock()
+        cutoff = moment - self._grace
+        r, res = requests.c, budget_reservations.c
+        async with self.transaction() as conn:
+            held = (await conn.execute(
+                select(res.request_id, res.key_id, res.amount_usd, res.created_at)
+                .where(or_(res.node_id == self.node_id, res.created_at < cutoff))
+            )).all()
+            charged = {}
+            for rid, key_id, amount, created in held:
+                if await settle_in(conn, rid, amount):
+                    charged[rid] = (key_id, amount, created)
+            stale = and_(r.state == "open", or_(r.node_id == self.node_id, r.started_at < cutoff))
+            closed = set((await conn.execute(
+                update(requests).where(stale)
+                .values(state="recovered", finished_at=moment, usage_source="estimated")
+                .returning(r.request_id)
+            )).scalars())
+            orphans = await self._insert_orphans(conn, charged, moment)
+            await self._charge_rows(conn, {rid: v[1] for rid, v in charged.items()
+                                           if rid in closed})
+        self._snapshots.clear()
+        return len(closed) + orphans
+
+    async def _insert_orphans(self, conn: AsyncConnection,
+                              charged: Mapping[str, tuple[str, Decimal, datetime]],
+                              moment: datetime) -> int:
+        """A 'recovered' row for each charged reservation whose request row is missing."""
+        if not charged:
+            return 0
+        present = set((await conn.execute(
+            select(requests.c.request_id).where(requests.c.request_id.in_(list(charged)))
+        )).scalars())
+        rows = [
+            {"request_id": rid, "node_id": self.node_id, "started_at": created,
+             "finished_at": moment, "key_id": key_id, "tier": "api", "cost_kind": "api",
+             "cost_usd": amount, "reserved_usd": amount, "usage_source": "estimated",
+             "state": "recovered", "tags": {}}
+            for rid, (key_id, amount, created) in charged.items() if rid not in present
+        ]
+        if rows:
+            await conn.execute(insert(requests), rows)
+        return len(rows)
+
+    async def _charge_rows(self, conn: AsyncConnection, costs: Mapping[str, Decimal]) -> None:
+        if not costs:
+            return
+        stmt = (
+            update(requests).where(requests.c.request_id == bindparam("b_rid"))
+            .values(cost_usd=bindparam("b_cost", type_=Money()),
+                    reserved_usd=bindparam("b_cost", type_=Money()), cost_kind="api")
+        )
+        await conn.execute(stmt, [{"b_rid": rid, "b_cost": c} for rid, c in costs.items()])
+
+    # --- reports and the cost clock ------------------------------------------------------
+    async def rows_between(self, since: datetime, until: datetime, *,
+                           include_open: bool = False) -> list[dict[str, Any]]:
+        """Request rows with since <= started_at < until, oldest first, as column dicts.
+
+        Open rows (no final cost yet) are left out unless `include_open`."""
+        r = requests.c
+        query = select(requests).where(r.started_at >= since, r.started_at < until)
+        if not include_open:
+            query = query.where(r.state != "open")
+        async with self.reading() as conn:
+            result = await conn.execute(query.order_by(r.started_at))
+            return [dict(row._mapping) for row in result]
+
+    async def hardware_between(self, since: datetime, until: datetime) -> list[dict[str, Any]]:
+        """Hardware periods with since <= started_at < until, oldest first."""
+        h = hardware_periods.c
+        query = select(hardware_periods).where(h.started_at >= since, h.started_at < until)
+        async with self.reading() as conn:
+            result = await conn.execute(query.order_by(h.started_at))
+            return [dict(row._mapping) for row in result]
+
+    async def record_hardware_period(self, period: HardwarePeriodLike) -> None:
+        async with self.transaction() as conn:
+            await conn.execute(insert(hardware_periods).values(
+                node_id=self.node_id, started_at=period.started_at, ended_at=period.ended_at,
+                busy_s=period.busy_s, idle_s=period.idle_s, busy_usd=period.busy_usd,
+                idle_usd=period.idle_usd, power_watts=period.power_watts,
+                profile=period.profile,
+            ))

@@ -1,0 +1,105 @@
+"""Connecting to the ledger database and bringing its schema up to date, once at start-up.
+
+Migrations are an ordered list of (version, step). `migrate` applies the missing ones in one
+transaction and records each in `schema_version`, so it is idempotent and a failed step leaves
+nothing half-done (DDL is transactional on both SQLite and PostgreSQL). Replicas starting
+together are serialized: on PostgreSQL by a transaction-scoped advisory lock, on SQLite by
+`BEGIN IMMEDIATE` (the database's single write lock, waited for through busy_timeout).
+
+A new schema change is a new (version, step) appended to MIGRATIONS. Step 1 creates the
+tables as schema.py defines them; when schema.py changes later, step 1 must keep creating
+the version-1 tables (freeze their definitions there) and the change goes into a new step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, event, insert, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from spillgate.accounting import schema
+
+Step = Callable[[Connection], None]
+_ADVISORY_LOCK_ID = 0x5B16A7E  # any constant unique to spillgate's migrations
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+READONLY = "spillgate_readonly"  # execution option: a SQLite read transaction (plain BEGIN)
+
+
+def _create_v1(conn: Connection) -> None:
+    tables = [t for t in schema.metadata.sorted_tables if t.name != "schema_version"]
+    schema.metadata.create_all(conn, tables=tables, checkfirst=True)
+
+
+MIGRATIONS: list[tuple[int, Step]] = [
+    (1, _create_v1),
+]
+
+
+def open_engine(dsn: str) -> AsyncEngine:
+    """An AsyncEngine for the DSN; SQLite gets its folder, WAL and explicit transactions."""
+    url = make_url(dsn)
+    if url.get_backend_name() != "sqlite":
+        return create_async_engine(dsn, pool_recycle=1800)
+    database = url.database or ""
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    # No pool-level ROLLBACK on check-in: every use is a SQLAlchemy transaction, ended by
+    # commit or by the connection's own rollback on close (saves a thread hop per use).
+    engine = create_async_engine(dsn, pool_reset_on_return=None)
+    event.listen(engine.sync_engine, "connect", _sqlite_connect)
+    event.listen(engine.sync_engine, "begin", _sqlite_begin)
+    return engine
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Take transaction control from the driver so `_sqlite_begin` decides how to begin.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL",
+                   f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}", "foreign_keys=ON"):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # Writers take the write lock up front: a deferred transaction that reads and then writes
+    # can fail with SQLITE_BUSY without waiting when another process wrote in between.
+    readonly = conn.get_execution_options().get(READONLY, False)
+    conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+async def migrate(engine: AsyncEngine) -> list[int]:
+    """Apply the missing migrations; returns the versions applied now (empty if up to date)."""
+    async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:id)"),
+                               {"id": _ADVISORY_LOCK_ID})
+        return await _apply_missing(conn)
+
+
+async def _apply_missing(conn: AsyncConnection) -> list[int]:
+    await conn.run_sync(
+        lambda sync: schema.schema_version.create(sync, checkfirst=True)
+    )
+    done = set((await conn.execute(select(schema.schema_version.c.version))).scalars())
+    applied = []
+    for version, step in MIGRATIONS:
+        if version in done:
+            continue
+        await conn.run_sync(step)
+        await conn.execute(insert(schema.schema_version).values(
+            version=version, applied_at=datetime.now(UTC)))
+        applied.append(version)
+    return applied
+
+
+async def current_version(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(**{READONLY: True})
+        result = await conn.execute(select(schema.schema_version.c.version))
+        return max(result.scalars(), default=0)

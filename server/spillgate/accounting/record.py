@@ -1,0 +1,56 @@
+"""What the service knows about one request, handed to the accountant at start and finish.
+
+Never holds prompt or completion text: only counts, names and entity classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from spillgate.backends.base import Tier
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    measured: bool = True
+
+    @classmethod
+    def from_openai(cls, usage: Any) -> Usage | None:
+        if not isinstance(usage, dict):
+            return None
+        details = usage.get("prompt_tokens_details") or {}
+        return cls(
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            cached_tokens=int(details.get("cached_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+        )
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    request_id: str
+    key_id: str | None
+    route: str
+    stream: bool
+    started_at: float  # epoch seconds
+    tags: dict[str, str] = field(default_factory=dict)
+    sensitivity: frozenset[str] = frozenset()
+    reason: str = ""
+    backend: str = ""
+    tier: Tier = "local"
+    model: str = ""
+    max_output_tokens: int = 0
+    prompt_estimate: int = 0
+    reserved_usd: Decimal = Decimal(0)
+    # filled at finish
+    usage: Usage = field(default_factory=Usage)
+    status: int = 200
+    ttft_s: float | None = None
+    latency_s: float | None = None
+    cost_usd: Decimal = Decimal(0)
+    counterfactual_usd: Decimal = Decimal(0)

@@ -1,0 +1,254 @@
+"""Entry points of the cost model: `spillgate report`, `spillgate plan`, GET /admin/report.
+
+All three only gather inputs (ledger rows, price book, hardware profile) and hand them to
+the pure builders in reports.py and plan.py; rendering lives in report_render.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+
+from spillgate.accounting.hardware import HardwareProfile, get_profile, load_profiles
+from spillgate.accounting.plan import Plan, project
+from spillgate.accounting.pricing import PriceBook
+from spillgate.accounting.report_render import render_plan, render_report
+from spillgate.accounting.reports import Bucket, as_utc, build_report
+from spillgate.engines.catalog import Catalog
+from spillgate.errors import ConfigError, InvalidRequest, ServiceUnavailable
+from spillgate.settings import Settings, load_settings, repo_models_dir
+
+DEFAULT_REFERENCE = "openai/gpt-4o-mini"
+_AGO = re.compile(r"^(\d+(?:\.\d+)?)\s*([mhdw])$")
+_UNIT_S = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_when(text: str, now: datetime) -> datetime:
+    """`7d`, `12h`, `30m`, `2w` before `now`, or an ISO date/datetime (UTC if naive)."""
+    match = _AGO.match(text.strip())
+    if match:
+        return now - timedelta(seconds=float(match[1]) * _UNIT_S[match[2]])
+    try:
+        return as_utc(text.strip())
+    except ValueError:
+        raise ValueError(f"not a duration (7d, 12h) or ISO time: {text!r}") from None
+
+
+def auto_bucket(since: datetime, until: datetime) -> Bucket:
+    return "hour" if until - since <= timedelta(days=2) else "day"
+
+
+def reference_model(settings: Settings, catalog: Catalog) -> str:
+    """The first local backend's reference paid model (counterfactual), else gpt-4o-mini."""
+    for backend in settings.local:
+        model = catalog.local.get(backend.model)
+        if model is not None and model.reference_api_model:
+            return model.reference_api_model
+    return DEFAULT_REFERENCE
+
+
+# --- spillgate report ---------------------------------------------------------------------
+def add_report_commands(subparsers: Any) -> None:
+    """Register `report` and `plan` on the `spillgate` argparse subparsers."""
+    rep = subparsers.add_parser("report", help="cost report from the ledger (html|md|csv|json)")
+    rep.add_argument("--since", default="7d", help="start: 7d, 12h, 30m, 2w or ISO time")
+    rep.add_argument("--until", help="end (default now): same forms as --since")
+    rep.add_argument("--bucket", choices=("hour", "day"), help="series step (default: auto)")
+    rep.add_argument("--format", choices=("html", "md", "csv", "json"), default="md")
+    rep.add_argument("--output", type=Path, help="write here instead of stdout")
+    rep.add_argument("--config", type=Path, help="node config (DSN, models dir, profile)")
+    rep.add_argument("--dsn", help="ledger DSN, overriding the config")
+    rep.add_argument("--reference-model", help="paid model to compare local cost with")
+    rep.add_argument("--hardware", help="hardware profile, overriding cost.hardware_profile")
+    rep.set_defaults(func=run_report)
+
+    plan = subparsers.add_parser("plan", help="monthly cost of all-API, all-local and hybrid")
+    plan.add_argument("--tokens-per-day", type=_decimal, required=True)
+    plan.add_argument("--peak-factor", type=_decimal, default=Decimal(3), help="peak / mean")
+    plan.add_argument("--hardware", required=True, help="profile name in hardware.yaml")
+    plan.add_argument("--format", choices=("md", "json", "html"), default="md")
+    plan.add_argument("--api-model", default=DEFAULT_REFERENCE, help="paid model to compare")
+    plan.add_argument(
+        "--tokens-per-second-per-gpu",
+        type=_decimal,
+        help="one unit's throughput (default: the profile's tokens_per_second)",
+    )
+    plan.add_argument(
+        "--hybrid-percentile",
+        type=_decimal,
+        help="size the hybrid's local part for this load percentile (0..1), not the mean",
+    )
+    plan.add_argument(
+        "--input-share",
+        type=_decimal,
+        default=Decimal("0.75"),
+        help="share of tokens that are prompt tokens (blends the API price)",
+    )
+    plan.add_argument("--models-dir", type=Path, default=None, help="pricing/hardware folder")
+    plan.add_argument("--output", type=Path, help="write here instead of stdout")
+    plan.set_defaults(func=run_plan)
+
+
+def _decimal(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value.is_finite():
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
+
+
+def _write(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+
+
+def run_report(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    now = datetime.now(UTC)
+    try:
+        since = parse_when(args.since, now)
+        until = parse_when(args.until, now) if args.until else now
+    except ValueError as exc:
+        raise ConfigError(f"--since/--until: {exc}") from exc
+    book = PriceBook.load(settings.models_dir / "pricing.yaml")
+    profiles = load_profiles(settings.models_dir / "hardware.yaml")
+    profile = get_profile(profiles, args.hardware or settings.cost.hardware_profile)
+    catalog = Catalog.load(settings.models_dir / "catalog.yaml")
+    rows, periods = asyncio.run(_read_ledger(args.dsn or settings.ledger_dsn(), since, until))
+    report = build_report(
+        rows, periods, since=since, until=until,
+        bucket=args.bucket or auto_bucket(since, until), price_book=book,
+        reference_model=args.reference_model or reference_model(settings, catalog),
+        hardware_profile=profile, units=settings.cost.gpus,
+    )  # fmt: skip
+    _write(render_report(report, args.format), args.output)
+    return 0
+
+
+async def _read_ledger(
+    dsn: str, since: datetime, until: datetime
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    from spillgate.accounting.ledger import Ledger
+
+    ledger = await Ledger.open(dsn)
+    try:
+        rows = await ledger.rows_between(since, until)
+        periods = await ledger.hardware_between(since, until)
+    finally:
+        await ledger.aclose()
+    return list(rows), list(periods)
+
+
+# --- spillgate plan -----------------------------------------------------------------------
+def run_plan(args: argparse.Namespace) -> int:
+    models_dir: Path = args.models_dir or repo_models_dir()
+    profile = get_profile(load_profiles(models_dir / "hardware.yaml"), args.hardware)
+    price = PriceBook.load(models_dir / "pricing.yaml").price_for(args.api_model)
+    tps = args.tokens_per_second_per_gpu or profile.tokens_per_second
+    if tps <= 0:
+        raise ConfigError(f"profile {profile.name} has no tokens_per_second: pass "
+                          "--tokens-per-second-per-gpu")  # fmt: skip
+
+    def at(tokens: Decimal) -> Plan:
+        return project(
+            tokens, args.peak_factor, profile, tps, price,
+            input_share=args.input_share, hybrid_percentile=args.hybrid_percentile,
+        )  # fmt: skip
+
+    try:
+        plan = at(args.tokens_per_day)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    sweep = plan_sweep(plan, at) if args.format == "html" else []
+    _write(render_plan(plan, args.format, sweep), args.output)
+    return 0
+
+
+def plan_sweep(plan: Plan, at: Any, steps: int = 60) -> list[Plan]:
+    """Plans from 0 to twice the load (or 1.5x the break-even, if further) for the chart."""
+    top = plan.tokens_per_day * 2
+    if plan.break_even_tokens_per_day is not None:
+        top = max(top, plan.break_even_tokens_per_day * Decimal("1.5"))
+    if top == 0:
+        top = Decimal(1_000_000)
+    return [at(top * i / steps) for i in range(steps + 1)]
+
+
+# --- GET /admin/report --------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ReportSources:
+    """What the endpoint reads besides the ledger; derived from the node's settings."""
+
+    hardware_profile: HardwareProfile
+    reference_model: str
+    units: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ReportSources:
+        profiles = load_profiles(settings.models_dir / "hardware.yaml")
+        catalog = Catalog.load(settings.models_dir / "catalog.yaml")
+        return cls(
+            get_profile(profiles, settings.cost.hardware_profile),
+            reference_model(settings, catalog),
+            settings.cost.gpus,
+        )
+
+
+def _ledger_and_prices(state: Any) -> tuple[Any, PriceBook]:
+    """`app.state.ledger`/`price_book`, or the accountant's (how create_app joins them)."""
+    accountant = getattr(state, "accountant", None)
+    ledger = getattr(state, "ledger", None) or getattr(accountant, "ledger", None)
+    book = getattr(state, "price_book", None) or getattr(accountant, "prices", None)
+    if ledger is None or not isinstance(book, PriceBook):
+        raise ServiceUnavailable("the cost ledger is not open")
+    return ledger, book
+
+
+def admin_report_router(sources: ReportSources | None = None) -> APIRouter:
+    """GET /admin/report?since=7d&until=&bucket= → the report JSON.
+
+    Reads the ledger and price book from app.state (see `_ledger_and_prices`); profile and
+    reference model come from `sources`, else from `app.state.settings`. Mount it behind
+    the admin-key check.
+    """
+    router = APIRouter()
+
+    @router.get("/admin/report")
+    async def admin_report(
+        request: Request,
+        since: str = "7d",
+        until: str | None = None,
+        bucket: Literal["hour", "day"] | None = None,
+    ) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        try:
+            start = parse_when(since, now)
+            end = parse_when(until, now) if until else now
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), param="since/until") from exc
+        if end <= start:
+            raise InvalidRequest("until must be after since", param="until")
+        ledger, book = _ledger_and_prices(request.app.state)
+        src = sources or ReportSources.from_settings(request.app.state.settings)
+        rows = await ledger.rows_between(start, end)
+        periods = await ledger.hardware_between(start, end)
+        return build_report(
+            rows, periods, since=start, until=end, bucket=bucket or auto_bucket(start, end),
+            price_book=book, reference_model=src.reference_model,
+            hardware_profile=src.hardware_profile, units=src.units,
+        )  # fmt: skip
+
+    return router

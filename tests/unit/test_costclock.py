@@ -1,0 +1,212 @@
+"""Cost clock: busy/idle accrual, attribution by tokens, and exact conservation of money."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spillgate.accounting.costclock import CostClock, RateFn
+from spillgate.accounting.hardware import cost_rate_usd_per_s, load_profiles
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+
+
+class FakeTime:
+    """A hand-driven monotonic clock and wall clock (wall = 1_700_000_000 + monotonic)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def mono(self) -> float:
+        return self.now
+
+    def wall(self) -> float:
+        return 1_700_000_000 + self.now
+
+
+def flat(rate: str) -> RateFn:
+    value = Decimal(rate)
+    return lambda _watts: value
+
+
+def make(t: FakeTime, rate: str = "0.001", quantum: str = "1e-12", profile: str = "") -> CostClock:
+    return CostClock(
+        flat(rate), clock=t.mono, wall=t.wall, quantum=Decimal(quantum), profile=profile
+    )
+
+
+def test_time_with_nothing_in_flight_is_idle() -> None:
+    t = FakeTime()
+    clock = make(t)
+    t.now = 10.0
+    clock.tick()
+    assert clock.totals.idle_usd == Decimal("0.01")
+    assert clock.totals.idle_s == 10.0
+    assert clock.totals.busy_usd == 0
+
+
+def test_a_request_pays_only_for_its_own_time() -> None:
+    t = FakeTime()
+    clock = make(t)
+    t.now = 5.0  # idle before it starts
+    clock.begin("a")
+    t.now = 6.0
+    clock.tick()
+    t.now = 7.5
+    assert clock.finish("a") == Decimal("0.0025")
+    t.now = 9.0
+    clock.tick()
+    assert clock.totals.busy_usd == Decimal("0.0025")
+    assert clock.totals.idle_usd == Decimal("0.0065")  # 5 s before + 1.5 s after
+
+
+def test_busy_cost_is_split_by_tokens_processed_in_the_interval() -> None:
+    t = FakeTime()
+    clock = make(t)
+    clock.begin("a")
+    clock.begin("b")
+    clock.add_tokens("a", 300)
+    clock.add_tokens("b", 100)
+    t.now = 1.0
+    clock.tick()
+    clock.add_tokens("b", 50)  # in the second second only b generates
+    t.now = 2.0
+    assert clock.finish("a") == Decimal("0.00075")
+    assert clock.finish("b") == Decimal("0.00125")  # 0.00025 + the whole second second
+
+
+def test_no_token_reports_split_evenly_and_the_remainder_goes_to_the_first() -> None:
+    t = FakeTime()
+    clock = make(t, rate="0.10", quantum="0.01")
+    for rid in ("a", "b", "c"):
+        clock.begin(rid)
+    t.now = 1.0
+    clock.tick()  # 0.10 in three: 0.03 each, 0.01 left for the earliest begun
+    assert [clock.finish(r) for r in ("a", "b", "c")] == [
+        Decimal("0.04"),
+        Decimal("0.03"),
+        Decimal("0.03"),
+    ]
+
+
+def test_measured_power_feeds_the_rate_and_the_period() -> None:
+    t = FakeTime()
+    seen: list[float | None] = []
+
+    def rate(watts: float | None) -> Decimal:
+        seen.append(watts)
+        return Decimal("0.001")
+
+    readings = iter([300.0, 500.0])
+    clock = CostClock(rate, power=lambda: next(readings), clock=t.mono, wall=t.wall, profile="p")
+    t.now = 1.0
+    clock.tick()
+    t.now = 4.0
+    clock.tick()
+    period = clock.drain_period()
+    assert seen == [300.0, 500.0]
+    assert period.power_watts == pytest.approx((300.0 * 1 + 500.0 * 3) / 4)
+
+
+def test_drain_period_reports_and_resets() -> None:
+    t = FakeTime()
+    clock = make(t, profile="cpu-node")
+    clock.begin("a")
+    t.now = 2.0
+    clock.finish("a")
+    t.now = 5.0
+    first = clock.drain_period()
+    assert first.started_at == datetime.fromtimestamp(1_700_000_000, UTC)
+    assert first.ended_at == datetime.fromtimestamp(1_700_000_005, UTC)
+    assert (first.busy_s, first.idle_s) == (2.0, 3.0)
+    assert (first.busy_usd, first.idle_usd) == (Decimal("0.002"), Decimal("0.003"))
+    assert first.profile == "cpu-node" and first.power_watts is None
+    t.now = 6.0
+    second = clock.drain_period()
+    assert second.started_at == first.ended_at
+    assert (second.busy_usd, second.idle_usd, second.idle_s) == (0, Decimal("0.001"), 1.0)
+    assert clock.totals.idle_usd == Decimal("0.004")  # lifetime totals keep going
+
+
+def test_clock_for_a_profile_charges_the_profile_rate() -> None:
+    profile = load_profiles(MODELS / "hardware.yaml")["h100-sxm-owned"]
+    t = FakeTime()
+    clock = CostClock.for_profile(profile, 2, power=lambda: 900.0, clock=t.mono, wall=t.wall)
+    clock.begin("a")
+    t.now = 1.0
+    expected = cost_rate_usd_per_s(profile, 2, 900.0).quantize(Decimal("1e-12"))
+    assert clock.finish("a") == expected
+    assert clock.drain_period().profile == "h100-sxm-owned"
+
+
+def test_misuse_is_refused_and_late_tokens_are_ignored() -> None:
+    t = FakeTime()
+    clock = make(t)
+    clock.begin("a")
+    with pytest.raises(ValueError):
+        clock.begin("a")
+    with pytest.raises(ValueError):
+        clock.add_tokens("a", -1)
+    clock.finish("a")
+    clock.add_tokens("a", 10)  # usage reported after finish: nothing to charge
+    assert clock.finish("a") == 0
+    assert clock.in_flight() == 0
+
+
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("begin"), st.integers(0, 5)),
+        st.tuples(st.just("tokens"), st.integers(0, 5), st.integers(0, 500)),
+        st.tuples(st.just("finish"), st.integers(0, 5)),
+        st.tuples(st.just("tick"), st.floats(0.0, 3.0)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=ops, rate=st.decimals("0.000001", "0.01", places=9), power=st.floats(0, 1000))
+def test_attributed_plus_idle_equals_accrued_exactly(
+    ops: list[tuple[object, ...]], rate: Decimal, power: float
+) -> None:
+    t = FakeTime()
+    charged: list[Decimal] = []
+    clock = CostClock(
+        lambda watts: rate * (1 + Decimal(repr(watts or 0)) / 1000),
+        power=lambda: power,
+        clock=t.mono,
+        wall=t.wall,
+    )
+    live: set[str] = set()
+    for op in ops:
+        kind, *args = op
+        if kind == "tick":
+            t.now += float(str(args[0]))
+            clock.tick()
+            continue
+        rid = f"r{args[0]}"
+        if kind == "begin" and rid not in live:
+            clock.begin(rid)
+            live.add(rid)
+        elif kind == "tokens":
+            clock.add_tokens(rid, int(str(args[1])))
+        elif kind == "finish" and rid in live:
+            t.now += 0.25
+            charged.append(clock.finish(rid))
+            live.discard(rid)
+    t.now += 1.0
+    charged.extend(clock.finish(rid) for rid in sorted(live))
+    total = clock.totals
+    assert all(c >= 0 for c in charged)
+    assert sum(charged, Decimal(0)) == total.busy_usd
+    period = clock.drain_period()
+    assert period.busy_usd + period.idle_usd == total.busy_usd + total.idle_usd
+    # accrued money tracks rate * time to within one quantum per interval
+    seconds = Decimal(repr(total.busy_s + total.idle_s))
+    per_s = rate * (1 + Decimal(repr(power)) / 1000)
+    assert abs(total.busy_usd + total.idle_usd - per_s * seconds) < Decimal("1e-9")

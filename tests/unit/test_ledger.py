@@ -1,0 +1,206 @@
+"""The ledger's request rows, migrations, hardware periods and keys, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import select
+
+from spillgate.accounting.keys import authenticate, create_key, list_keys, revoke_key
+from spillgate.accounting.keys_cli import admin_keys_router
+from spillgate.accounting.ledger import Ledger, RequestOutcome, RequestStart
+from spillgate.accounting.migrations import MIGRATIONS, current_version, migrate
+from spillgate.accounting.schema import api_keys
+from spillgate.api.errors import install_error_handlers
+from tests.pg import fresh_database
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+T0 = datetime(2026, 11, 22, 10, 30, tzinfo=UTC)
+EVER = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def dsn(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path}/not/yet/there/ledger.db"
+    return await fresh_database(request.getfixturevalue("pg_dsn"))
+
+
+@pytest.fixture
+async def ledger(dsn: str) -> AsyncIterator[Ledger]:
+    led = await Ledger.open(dsn, node_id="node-a")
+    yield led
+    await led.aclose()
+
+
+def start(rid: str, **fields: object) -> RequestStart:
+    base: dict[str, object] = {"started_at": T0, "key_id": "key-x", "route": "auto",
+                               "reason": "overflow_ttft", "backend": "openai", "tier": "api",
+                               "model": "gpt-4o-mini", "stream": True,
+                               "tags": {"project": "a", "task": "b"}, "sensitivity": ""}
+    base.update(fields)
+    return RequestStart(rid, **base)  # type: ignore[arg-type]
+
+
+def outcome(begun: RequestStart, **fields: object) -> RequestOutcome:
+    base: dict[str, object] = {
+        "finished_at": T0 + timedelta(seconds=2), "status": 200, "prompt_tokens": 1234,
+        "cached_tokens": 200, "completion_tokens": 321, "ttft_ms": 87.5,
+        "latency_ms": 1999.25, "cost_usd": Decimal("0.0001234567"),
+        "counterfactual_usd": Decimal("0.0123456789")}
+    base.update(fields)
+    return RequestOutcome(begun, **base)  # type: ignore[arg-type]
+
+
+async def all_rows(ledger: Ledger) -> dict[str, dict[str, object]]:
+    rows = await ledger.rows_between(*EVER, include_open=True)
+    return {str(r["request_id"]): r for r in rows}
+
+
+async def test_begin_then_finish_round_trips_exact_values(ledger: Ledger) -> None:
+    begun = start("r-1", sensitivity="email,iban")
+    ledger.begin(begun)
+    await ledger.flush()
+    row = (await all_rows(ledger))["r-1"]
+    assert (row["state"], row["finished_at"], row["status"]) == ("open", None, None)
+    assert row["node_id"] == "node-a" and row["sensitivity"] == "email,iban"
+    assert await ledger.rows_between(*EVER) == []  # open rows are not in reports
+
+    ledger.finish(outcome(begun))
+    await ledger.flush()
+    [row] = await ledger.rows_between(*EVER)
+    assert row["state"] == "settled" and row["cost_kind"] == "api"
+    assert row["cost_usd"] == Decimal("0.0001234567")
+    assert row["counterfactual_usd"] == Decimal("0.0123456789")
+    assert isinstance(row["cost_usd"], Decimal)
+    assert row["started_at"] == T0 and row["started_at"].tzinfo is not None  # type: ignore[attr-defined]
+    assert row["finished_at"] == T0 + timedelta(seconds=2)
+    assert row["tags"] == {"project": "a", "task": "b"}
+    assert (row["prompt_tokens"], row["cached_tokens"], row["completion_tokens"]) == (
+        1234, 200, 321)
+    assert (row["ttft_ms"], row["latency_ms"], row["stream"]) == (87.5, 1999.25, True)
+
+
+async def test_open_row_is_committed_by_the_batcher_without_flush(ledger: Ledger) -> None:
+    ledger.begin(start("r-bg"))
+    for _ in range(200):  # the batcher commits within ~20 ms; allow a slow machine 2 s
+        if "r-bg" in await all_rows(ledger):
+            break
+        await asyncio.sleep(0.01)
+    assert (await all_rows(ledger))["r-bg"]["state"] == "open"
+
+
+async def test_finish_in_the_same_batch_or_without_begin_is_kept(ledger: Ledger) -> None:
+    both, lone = start("r-both"), start("r-lone", tier="local", backend="local-cpu")
+    ledger.begin(both)
+    ledger.finish(outcome(both))
+    ledger.finish(outcome(lone, cost_usd=Decimal("0.5")))
+    await ledger.flush()
+    rows = await all_rows(ledger)
+    assert rows["r-both"]["state"] == rows["r-lone"]["state"] == "settled"
+    assert rows["r-lone"]["cost_kind"] == "local"
+    assert rows["r-lone"]["cost_usd"] == Decimal("0.5")
+
+
+async def test_failed_request_with_nothing_consumed_is_voided(ledger: Ledger) -> None:
+    failed = start("r-fail")
+    ledger.begin(failed)
+    ledger.finish(outcome(failed, status=502, prompt_tokens=0, cached_tokens=0,
+                          completion_tokens=0, cost_usd=Decimal(0)))
+    await ledger.flush()
+    assert (await all_rows(ledger))["r-fail"]["state"] == "voided"
+
+
+async def test_many_rows_in_one_burst_all_land(ledger: Ledger) -> None:
+    for i in range(1000):
+        begun = start(f"burst-{i}")
+        ledger.begin(begun)
+        if i % 2:
+            ledger.finish(outcome(begun))
+    await ledger.flush()
+    rows = await all_rows(ledger)
+    assert len(rows) == 1000
+    assert sum(r["state"] == "settled" for r in rows.values()) == 500
+
+
+async def test_rows_between_is_half_open_and_ordered(ledger: Ledger) -> None:
+    for i in range(3):
+        begun = start(f"t-{i}", started_at=T0 + timedelta(hours=i))
+        ledger.finish(outcome(begun))
+    await ledger.flush()
+    rows = await ledger.rows_between(T0, T0 + timedelta(hours=2))
+    assert [r["request_id"] for r in rows] == ["t-0", "t-1"]
+
+
+async def test_migrations_are_idempotent(dsn: str) -> None:
+    first = await Ledger.open(dsn)
+    second = await Ledger.open(dsn)  # a restart, or a second replica
+    try:
+        assert await migrate(first.engine) == []
+        assert await current_version(second.engine) == MIGRATIONS[-1][0]
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_hardware_periods_round_trip(ledger: Ledger) -> None:
+    from spillgate.accounting.costclock import HardwarePeriod
+
+    period = HardwarePeriod(T0, T0 + timedelta(seconds=10), 6.5, 3.5, Decimal("0.0012345678"),
+                            Decimal("0.0006"), 312.5, "h100-owned")
+    await ledger.record_hardware_period(period)
+    [row] = await ledger.hardware_between(T0, T0 + timedelta(minutes=1))
+    assert (row["busy_usd"], row["idle_usd"]) == (Decimal("0.0012345678"), Decimal("0.0006"))
+    assert (row["busy_s"], row["idle_s"], row["power_watts"]) == (6.5, 3.5, 312.5)
+    assert row["ended_at"] == T0 + timedelta(seconds=10) and row["node_id"] == "node-a"
+    assert await ledger.hardware_between(T0 + timedelta(seconds=1), T0 + timedelta(hours=1)) == []
+
+
+async def test_keys_are_stored_hashed_and_authenticate_until_revoked(ledger: Ledger) -> None:
+    info, secret = await create_key(ledger, "team a", daily_budget_usd=Decimal("2.5"),
+                                    rpm=60, local_only=True, tags={"team": "a"})
+    assert secret.startswith("sg-") and len(secret) == 43
+    async with ledger.reading() as conn:
+        stored = (await conn.execute(select(api_keys))).one()._mapping
+    assert secret not in {str(v) for v in stored.values()}
+    found = await authenticate(ledger, secret)
+    assert found is not None and found.key_id == info.key_id and found.local_only
+    assert found.daily_budget_usd == Decimal("2.5") and found.tags == {"team": "a"}
+    assert await authenticate(ledger, secret[:-1] + ("A" if secret[-1] != "A" else "B")) is None
+    assert await authenticate(ledger, "sk-not-ours") is None
+
+    assert await revoke_key(ledger, info.key_id)
+    assert not await revoke_key(ledger, info.key_id)
+    assert await authenticate(ledger, secret) is None
+    assert await list_keys(ledger) == []
+    assert [k.key_id for k in await list_keys(ledger, include_revoked=True)] == [info.key_id]
+
+
+async def test_admin_keys_api(ledger: Ledger) -> None:
+    app = FastAPI()
+    install_error_handlers(app)
+    app.state.ledger = ledger
+    app.include_router(admin_keys_router())
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
+        made = await client.post("/admin/keys", json={"name": "ci", "monthly_budget_usd": "10.25"})
+        assert made.status_code == 201
+        key = made.json()["key"]
+        assert key["monthly_budget_usd"] == "10.25" and key["daily_budget_usd"] is None
+        assert (await authenticate(ledger, made.json()["secret"])) is not None
+        listed = (await client.get("/admin/keys")).json()["data"]
+        assert [k["key_id"] for k in listed] == [key["key_id"]]
+        assert "secret" not in listed[0]
+        gone = await client.delete(f"/admin/keys/{key['key_id']}")
+        assert gone.json() == {"key_id": key["key_id"], "revoked": True}
+        again = await client.delete(f"/admin/keys/{key['key_id']}")
+        assert again.status_code == 400 and again.json()["error"]["code"] == "key_not_found"
+        refused = await client.post("/admin/keys", json={"name": "x", "rpm": -1})
+        assert refused.status_code == 400 and "rpm" in refused.json()["error"]["message"]
