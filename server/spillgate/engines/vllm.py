@@ -1,0 +1,130 @@
+"""`spillgate engine vllm`: launch vLLM's own OpenAI server for a catalog model.
+
+vLLM is not re-implemented or wrapped: this builds the `vllm serve` command line from the
+catalog entry (weights from `source.path`, else the pre-fetched `source.hf_repo`; tuning from
+`vllm_args`) and replaces this process with it, so the supervisor's signals reach vLLM itself.
+
+`vllm_args` mapping → flags: `key: value` → `--key value`; `true` → bare `--key`; `false` →
+`--no-key` (vLLM's boolean options accept the negated form); a list → `--key a b`; a mapping →
+`--key '<json>'`; `null` → left out. Host, port, model and served name are ours to set.
+
+    spillgate engine vllm --model llama-3.1-8b-instruct-awq [--catalog PATH] [--port 8081]
+                          [--dry-run] [-- extra vllm flags]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from spillgate.engines.catalog import Catalog
+from spillgate.errors import ConfigError
+from spillgate.settings import repo_models_dir
+
+RESERVED = frozenset({"host", "port", "model", "served-model-name"})
+INSTALL_HINT = "vLLM is not installed: pip install .[gpu]  (needs a CUDA GPU)"
+
+
+def _flag(key: str) -> str:
+    return "--" + key.strip().lstrip("-").replace("_", "-")
+
+
+def _option(key: str, value: Any) -> list[str]:
+    flag = _flag(key)
+    if value is None:
+        return []
+    if isinstance(value, bool):
+        return [flag] if value else ["--no-" + flag[2:]]
+    if isinstance(value, Mapping):
+        return [flag, json.dumps(value, separators=(",", ":"))]
+    if isinstance(value, list | tuple):
+        return [flag, *(str(v) for v in value)]
+    return [flag, str(value)]
+
+
+def model_source(catalog_entry: Mapping[str, Any]) -> str:
+    source = catalog_entry.get("source") or {}
+    if source.get("path"):
+        return str(Path(str(source["path"])).expanduser())
+    if source.get("hf_repo"):
+        return str(source["hf_repo"])
+    name = catalog_entry.get("name", "?")
+    raise ConfigError(f"model {name!r}: a vLLM model needs source.path or source.hf_repo")
+
+
+def vllm_argv(
+    catalog_entry: Mapping[str, Any],
+    *,
+    host: str,
+    port: int,
+    served_name: str,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """`vllm serve …` for one catalog entry (the first element is the program name `vllm`)."""
+    argv = ["vllm", "serve", model_source(catalog_entry), "--served-model-name", served_name,
+            "--host", host, "--port", str(port)]
+    for key, value in (catalog_entry.get("vllm_args") or {}).items():
+        if _flag(str(key))[2:] in RESERVED:
+            raise ConfigError(
+                f"model {catalog_entry.get('name', '?')!r}: vllm_args.{key} is set by spillgate"
+            )
+        argv += _option(str(key), value)
+    return argv + list(extra)
+
+
+def find_vllm() -> str | None:
+    """The `vllm` program next to this interpreter (same venv) or on PATH."""
+    beside = Path(sys.executable).parent / "vllm"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("vllm")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spillgate engine vllm", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="local model name in the catalog")
+    p.add_argument("--catalog", type=Path, help="catalog.yaml (default: models/catalog.yaml)")
+    p.add_argument("--host", default="127.0.0.1", help="address vLLM binds")
+    p.add_argument("--port", type=int, default=8081, help="port vLLM listens on")
+    p.add_argument("--served-name", help="model name clients send (default: --model)")
+    p.add_argument("--dry-run", action="store_true", help="print the command and exit")
+    return p
+
+
+def run(argv: list[str]) -> int:
+    """Entry point of `spillgate engine vllm`; execs vLLM (returns only on error or dry run)."""
+    extra: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1:]
+    args = _parser().parse_args(argv)
+    try:
+        catalog = Catalog.load(args.catalog or repo_models_dir() / "catalog.yaml")
+        model = catalog.local_model(args.model)
+        if model.engine != "vllm":
+            raise ConfigError(f"model {model.name!r} runs on {model.engine}, not vllm")
+        entry = {"name": model.name, "source": model.source, "vllm_args": model.vllm_args}
+        command = vllm_argv(entry, host=args.host, port=args.port,
+                            served_name=args.served_name or model.name, extra=extra)
+    except ConfigError as exc:
+        print(f"spillgate: {exc}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(shlex.join(command))
+        return 0
+    program = find_vllm()
+    if program is None:
+        print(f"spillgate: {INSTALL_HINT}", file=sys.stderr)
+        return 2
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(program, [program, *command[1:]])  # noqa: S606 (an argv list, no shell)
+    return 0  # not reached: execv replaces the process

@@ -1,0 +1,101 @@
+"""The gateway's Prometheus metrics. All names start with `spillgate_` (never `vllm:`).
+
+One `GatewayMetrics` per app, on its own CollectorRegistry, so tests and several apps in one
+process never share counters.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter(
+            "spillgate_requests", "Requests answered, by serving backend, route and reason.",
+            ["backend", "route", "reason", "status"], registry=r,
+        )
+        self.tokens = Counter(
+            "spillgate_tokens", "Tokens processed, by backend and kind (prompt|completion).",
+            ["backend", "kind"], registry=r,
+        )
+        self.api_spend = Counter(
+            "spillgate_api_spend_usd", "Paid-API spend in USD.", ["backend"], registry=r
+        )
+        self.local_cost = Counter(
+            "spillgate_local_cost_usd",
+            "Amortized local hardware cost in USD: busy (attributed) or idle.",
+            ["kind"], registry=r,
+        )
+        self.ttft = Histogram(
+            "spillgate_time_to_first_token_seconds", "Time to first token seen by the gateway.",
+            ["backend"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.duration = Histogram(
+            "spillgate_request_duration_seconds", "Whole-request latency.",
+            ["backend"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.inflight = Gauge(
+            "spillgate_inflight_requests", "Requests in flight per backend.", ["backend"],
+            registry=r,
+        )
+        self.backend_up = Gauge(
+            "spillgate_backend_up", "1 when a local backend is ready to serve.", ["backend"],
+            registry=r,
+        )
+        self.breaker_open = Gauge(
+            "spillgate_circuit_open", "1 while a backend's circuit breaker is open.",
+            ["backend"], registry=r,
+        )
+        self.sensitive = Counter(
+            "spillgate_sensitive_requests",
+            "Requests classified sensitive, by entity class (never values).",
+            ["entity"], registry=r,
+        )
+        self.spill_decisions = Counter(
+            "spillgate_spill_decisions",
+            "auto-route requests sent to a paid API, by route and reason.",
+            ["route", "reason"], registry=r,
+        )
+        self.spill_ratio = Gauge(
+            "spillgate_spill_ratio", "Share of auto-route requests spilled since start.",
+            registry=r,
+        )
+        self.route_spilling = Gauge(
+            "spillgate_route_spilling", "1 while a route's overflow controller spills.",
+            ["route"], registry=r,
+        )
+        self.engine_queue = Gauge(
+            "spillgate_engine_queue_depth", "Waiting requests reported by a local engine.",
+            ["backend"], registry=r,
+        )
+        self.gpu_util = Gauge(
+            "spillgate_gpu_utilization_ratio", "GPU utilization (0-1) from NVML.", ["gpu"],
+            registry=r,
+        )
+        self.gpu_power = Gauge(
+            "spillgate_gpu_power_watts", "GPU power draw from NVML.", ["gpu"], registry=r
+        )
+        self.gpu_memory = Gauge(
+            "spillgate_gpu_memory_used_bytes", "GPU memory used from NVML.", ["gpu"],
+            registry=r,
+        )
+        self.budget_remaining = Gauge(
+            "spillgate_budget_remaining_usd", "Remaining paid budget per key and period.",
+            ["key", "period"], registry=r,
+        )
+        self._auto_total = 0
+        self._auto_spilled = 0
+
+    def record_auto(self, route: str, spilled: bool, reason: str) -> None:
+        self._auto_total += 1
+        if spilled:
+            self._auto_spilled += 1
+            self.spill_decisions.labels(route, reason).inc()
+        self.spill_ratio.set(self._auto_spilled / self._auto_total)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
