@@ -1,0 +1,210 @@
+"""Gateway overhead benchmark: side by side, one run, printed as a table and written as JSON.
+
+(a) latency the gateway adds over calling a loopback fake upstream directly (the upstream
+    answers after 20 ms): p50/p99 at concurrency 1, 16, 64, throughput as a share of direct;
+(b) generated tokens/s through the gateway vs straight to the llama.cpp engine, c = 1 and 4;
+(c) gateway RSS idle and while holding 64 concurrent streams.
+Direct and proxied runs alternate so drift on this shared 2-core machine hits both alike.
+
+    .venv/bin/python scripts/bench_gateway.py [--quick] [--out var/bench_gateway.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support import REPO, bundled_gguf, free_port, spawn, write_config
+
+CHAT = {"model": "smollm2", "messages": [{"role": "user", "content": "Say ok."}],
+        "max_tokens": 8}
+
+
+async def _load(url: str, body: dict[str, Any], concurrency: int, total: int) -> dict[str, float]:
+    latencies: list[float] = []
+    payload = json.dumps(body).encode()
+    headers = {"content-type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        remaining = total
+
+        async def worker() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                t0 = time.perf_counter()
+                async with session.post(url, data=payload, headers=headers) as r:
+                    await r.read()
+                    if r.status != 200:
+                        raise RuntimeError(f"{url} answered {r.status}")
+                latencies.append(time.perf_counter() - t0)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - began
+    latencies.sort()
+    return {"p50_ms": 1000 * latencies[len(latencies) // 2],
+            "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+            "rps": len(latencies) / wall}
+
+
+async def _tokens(url: str, concurrency: int, rounds: int) -> float:
+    body = {"model": "smollm2", "max_tokens": 96, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "Write a long story about a robot."}]}
+    tokens = 0
+    async with aiohttp.ClientSession() as session:
+        async def one() -> None:
+            nonlocal tokens
+            async with session.post(url, json=body) as r:
+                async for line in r.content:
+                    if line.startswith(b"data: {") and b'"usage"' in line:
+                        usage = json.loads(line[6:]).get("usage")
+                        if usage:
+                            tokens += usage["completion_tokens"]
+
+        began = time.perf_counter()
+        for _ in range(rounds):
+            await asyncio.gather(*(one() for _ in range(concurrency)))
+        return tokens / (time.perf_counter() - began)
+
+
+async def _rss_under_streams(gateway_url: str, pid: int, streams: int) -> float:
+    body = {**CHAT, "stream": True}
+    peak = 0.0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=streams)) as s:
+        async def one() -> None:
+            async with s.post(gateway_url, json=body) as r:
+                async for _ in r.content:
+                    pass
+
+        task = asyncio.gather(*(one() for _ in range(streams)))
+        while not task.done():
+            peak = max(peak, psutil.Process(pid).memory_info().rss / 2**20)
+            await asyncio.sleep(0.05)
+        await task
+    return peak
+
+
+def _gateway_config(tmp: Path, upstream: str, port: int) -> Path:
+    return write_config(tmp / f"gw-{port}.yaml", {
+        "server": {"port": port},
+        "local": [{"name": "upstream", "model": "smollm2", "base_urls": [upstream]}],
+        "ledger": {"dsn": f"sqlite+aiosqlite:///{tmp}/ledger-{port}.db"},
+    })
+
+
+def _start_gateway(tmp: Path, upstream: str) -> Any:
+    port = free_port()
+    argv = ["-m", "spillgate", "serve", "--config", str(_gateway_config(tmp, upstream, port))]
+    return spawn(argv, tmp / f"gw-{port}.log", f"http://127.0.0.1:{port}/v1",
+                 f"http://127.0.0.1:{port}/readyz")
+
+
+def part_a_and_c(tmp: Path, quick: bool) -> dict[str, Any]:
+    up_port = free_port()
+    upstream = f"http://127.0.0.1:{up_port}/v1"
+    up_argv = [str(REPO / "scripts" / "fake_upstream.py"), "--port", str(up_port),
+               "--delay-ms", "20", "--chunks", "50", "--chunk-ms", "20"]
+    results: dict[str, Any] = {"latency": {}}
+    with spawn(up_argv, tmp / "upstream.log", upstream, f"http://127.0.0.1:{up_port}/health"), \
+            _start_gateway(tmp, upstream) as gw:
+        direct, proxied = upstream + "/chat/completions", gw.base_url + "/chat/completions"
+        asyncio.run(_load(proxied, CHAT, 4, 200))  # warm-up: connections, caches
+        idle_rss = psutil.Process(gw.popen.pid).memory_info().rss / 2**20
+        for c in (1, 16, 64):
+            total = (150 if quick else 400) if c == 1 else (c * (15 if quick else 40))
+            runs: dict[str, list[dict[str, float]]] = {"direct": [], "gateway": []}
+            for _ in range(2 if quick else 3):
+                runs["direct"].append(asyncio.run(_load(direct, CHAT, c, total)))
+                runs["gateway"].append(asyncio.run(_load(proxied, CHAT, c, total)))
+            results["latency"][str(c)] = _summarize(runs)
+        results["rss_mb"] = {
+            "idle": idle_rss,
+            "64_streams_peak": asyncio.run(_rss_under_streams(proxied, gw.popen.pid, 64)),
+        }
+    return results
+
+
+def _summarize(runs: dict[str, list[dict[str, float]]]) -> dict[str, float]:
+    def med(kind: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[kind])
+
+    return {
+        "direct_p50_ms": med("direct", "p50_ms"), "direct_p99_ms": med("direct", "p99_ms"),
+        "gateway_p50_ms": med("gateway", "p50_ms"), "gateway_p99_ms": med("gateway", "p99_ms"),
+        "added_p50_ms": med("gateway", "p50_ms") - med("direct", "p50_ms"),
+        "added_p99_ms": med("gateway", "p99_ms") - med("direct", "p99_ms"),
+        "throughput_share": med("gateway", "rps") / med("direct", "rps"),
+    }
+
+
+def part_b(tmp: Path, quick: bool) -> dict[str, Any]:
+    port = free_port()
+    engine_url = f"http://127.0.0.1:{port}/v1"
+    argv = ["-m", "spillgate.engines.llamacpp", "--model-path", bundled_gguf(),
+            "--served-name", "smollm2", "--port", str(port), "--max-batch", "4"]
+    out: dict[str, Any] = {}
+    with spawn(argv, tmp / "engine.log", engine_url, f"http://127.0.0.1:{port}/health"), \
+            _start_gateway(tmp, engine_url) as gw:
+        for c in (1, 4):
+            rounds = 1 if quick else 2
+            direct, via = [], []
+            for _ in range(2):
+                direct.append(asyncio.run(_tokens(engine_url + "/chat/completions", c, rounds)))
+                via.append(asyncio.run(_tokens(gw.base_url + "/chat/completions", c, rounds)))
+            d, g = statistics.median(direct), statistics.median(via)
+            out[str(c)] = {"direct_tps": d, "gateway_tps": g, "share": g / d}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer requests (smoke run)")
+    parser.add_argument("--out", type=Path, default=REPO / "var" / "bench_gateway.json")
+    parser.add_argument("--skip-engine", action="store_true", help="skip part (b)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        results = part_a_and_c(tmp, args.quick)
+        if not args.skip_engine:
+            results["tokens_per_s"] = part_b(tmp, args.quick)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(render(results))
+    print(f"\nwritten to {args.out}")
+
+
+def render(results: dict[str, Any]) -> str:
+    lines = ["| concurrency | direct p50 / p99 ms | gateway p50 / p99 ms | added p50 / p99 ms "
+             "| throughput vs direct |", "|---|---|---|---|---|"]
+    for c, r in results["latency"].items():
+        lines.append(
+            f"| {c} | {r['direct_p50_ms']:.2f} / {r['direct_p99_ms']:.2f} | "
+            f"{r['gateway_p50_ms']:.2f} / {r['gateway_p99_ms']:.2f} | "
+            f"{r['added_p50_ms']:.2f} / {r['added_p99_ms']:.2f} | "
+            f"{100 * r['throughput_share']:.0f}% |")
+    if "tokens_per_s" in results:
+        lines += ["", "| concurrency | direct tok/s | gateway tok/s | share |", "|---|---|---|---|"]
+        for c, r in results["tokens_per_s"].items():
+            lines.append(f"| {c} | {r['direct_tps']:.1f} | {r['gateway_tps']:.1f} | "
+                         f"{100 * r['share']:.1f}% |")
+    rss = results["rss_mb"]
+    lines += ["", f"gateway RSS: idle {rss['idle']:.0f} MB, "
+                  f"64 streams peak {rss['64_streams_peak']:.0f} MB"]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Request-scoped helpers for the thin routes: the node, the caller's identity, the raw body."""
+
+from __future__ import annotations
+
+import hmac
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from fastapi import Request
+
+from spillgate.errors import AuthenticationFailed, PayloadTooLarge
+from spillgate.service import Client, Node
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class KeyLookup(Protocol):
+    """Resolves a virtual key (issued by the ledger's key store) to a client identity."""
+
+    async def __call__(self, secret: str) -> Client | None: ...
+
+
+class Authenticator:
+    """Static keys from the environment, then virtual keys; open only on loopback."""
+
+    def __init__(self, static_keys: frozenset[str], lookup: KeyLookup | None,
+                 open_access: bool) -> None:
+        self._static = tuple(k.encode() for k in static_keys)
+        self._lookup = lookup
+        self._open = open_access
+
+    async def __call__(self, authorization: str | None) -> Client:
+        secret = _bearer(authorization)
+        if secret:
+            if any(hmac.compare_digest(secret.encode(), k) for k in self._static):
+                return Client(key_id="static")
+            if self._lookup is not None:
+                client = await self._lookup(secret)
+                if client is not None:
+                    return client
+        if self._open:
+            return Client()
+        raise AuthenticationFailed(
+            "Invalid or missing API key: send `Authorization: Bearer <key>`"
+        )
+
+
+def _bearer(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def request_id_of(request: Request) -> str:
+    """Honour a sane client-sent x-request-id (for tracing), else make one."""
+    sent = request.headers.get("x-request-id", "")
+    rid = sent if _REQUEST_ID.match(sent) else uuid.uuid4().hex
+    request.state.request_id = rid
+    return rid
+
+
+def node_of(request: Request) -> Node:
+    node: Node = request.app.state.node
+    return node
+
+
+async def client_of(request: Request) -> Client:
+    auth: Callable[[str | None], Awaitable[Client]] = request.app.state.authenticate
+    return await auth(request.headers.get("authorization"))
+
+
+async def read_body(request: Request, cap: int) -> bytes:
+    """The body, refused with 413 before parsing when it exceeds the cap."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > cap:
+        raise PayloadTooLarge(f"request body exceeds the {cap}-byte limit")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            raise PayloadTooLarge(f"request body exceeds the {cap}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,59 @@
+"""One handler turns every ApiError (and FastAPI's own validation errors) into the OpenAI
+error body, with the request id and Retry-After headers."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from spillgate.api.responses import JSONResponse
+from spillgate.errors import ApiError, InvalidRequest
+
+log = logging.getLogger(__name__)
+REQUEST_ID = "x-request-id"
+
+
+def error_response(exc: ApiError, request: Request) -> JSONResponse:
+    headers = {}
+    request_id = getattr(request.state, "request_id", None)
+    if request_id:
+        headers[REQUEST_ID] = request_id
+    if exc.retry_after_s is not None:
+        headers["retry-after"] = str(max(1, round(exc.retry_after_s)))
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    if not isinstance(exc, ApiError):  # pragma: no cover - registered for ApiError only
+        raise exc
+    return error_response(exc, request)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(InvalidRequest(f"invalid request: {exc}"), request)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    status = getattr(exc, "status_code", 500)
+    detail = str(getattr(exc, "detail", "error"))
+    error = ApiError(detail, code="not_found" if status == 404 else None)
+    error.status = status
+    error.error_type = "invalid_request_error" if status < 500 else "server_error"
+    return error_response(error, request)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # Log the type and request id only: exception text could echo request content.
+    log.error("unhandled %s on request %s", type(exc).__name__,
+              getattr(request.state, "request_id", "?"), exc_info=exc)
+    return error_response(ApiError("internal error"), request)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,145 @@
+"""Backends that speak the OpenAI protocol upstream: our llama.cpp engine, vLLM, and paid
+OpenAI-compatible APIs (OpenAI, Azure OpenAI, Groq, Together, OpenRouter, a remote vLLM).
+
+A backend may have several base URLs (replicas of one model); each call goes to the replica
+with the fewest requests in flight from this gateway, which is always fresh, unlike scraped
+engine metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import orjson
+
+from spillgate.backends.base import JSON, Tier, UpstreamCall, UpstreamFailure
+from spillgate.backends.http import Timeouts, UpstreamHttp
+from spillgate.errors import error_for_status
+
+_DATA = b"data:"
+_DONE = b"[DONE]"
+
+
+class _Replica:
+    __slots__ = ("http", "inflight")
+
+    def __init__(self, http: UpstreamHttp) -> None:
+        self.http = http
+        self.inflight = 0
+
+
+class OpenAICompatBackend:
+    """One model (local) or one provider (paid) reached over the OpenAI wire format."""
+
+    def __init__(
+        self,
+        name: str,
+        tier: Tier,
+        base_urls: Sequence[str],
+        *,
+        timeouts: Timeouts,
+        max_connections: int,
+        api_key: str | None = None,
+    ) -> None:
+        if not base_urls:
+            raise ValueError(f"backend {name!r} needs at least one base URL")
+        self.name = name
+        self.tier: Tier = tier
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._replicas = [
+            _Replica(UpstreamHttp(u, timeouts=timeouts, max_connections=max_connections,
+                                  headers=headers))
+            for u in base_urls
+        ]
+
+    @property
+    def base_urls(self) -> list[str]:
+        return [r.http.base_url for r in self._replicas]
+
+    def inflight(self) -> int:
+        return sum(r.inflight for r in self._replicas)
+
+    def _pick(self) -> _Replica:
+        if len(self._replicas) == 1:
+            return self._replicas[0]
+        return min(self._replicas, key=lambda r: r.inflight)
+
+    async def complete(self, call: UpstreamCall, body: JSON) -> JSON:
+        replica = self._pick()
+        replica.inflight += 1
+        try:
+            status, data = await replica.http.post_json(
+                "/" + call.endpoint, _with_model(body, call.upstream_model)
+            )
+        finally:
+            replica.inflight -= 1
+        if status >= 400:
+            raise error_for_status(status, _message(data, status))
+        return data
+
+    async def stream(self, call: UpstreamCall, body: JSON) -> AsyncIterator[JSON]:
+        replica = self._pick()
+        replica.inflight += 1
+        upstream_body = _with_model(body, call.upstream_model)
+        # Always ask for usage: the ledger needs it even when the client did not.
+        upstream_body["stream_options"] = {**(body.get("stream_options") or {}),
+                                           "include_usage": True}
+        finished = False
+        try:
+            async for status, line in replica.http.stream_lines(
+                "/" + call.endpoint, upstream_body
+            ):
+                if status >= 400:
+                    raise error_for_status(status, _message(_loads(line), status))
+                payload = _sse_payload(line)
+                if payload is None:
+                    continue
+                if payload == _DONE:
+                    finished = True
+                    break
+                chunk = _loads(payload)
+                if "error" in chunk:
+                    raise UpstreamFailure(_message(chunk, 502))
+                yield chunk
+        finally:
+            replica.inflight -= 1
+        if not finished:
+            raise UpstreamFailure("upstream stream ended before [DONE]")
+
+    def metrics_urls(self) -> list[str]:
+        """Prometheus endpoints of the replicas: engines serve /metrics beside /v1."""
+        return [r.http.base_url.removesuffix("/v1") + "/metrics" for r in self._replicas]
+
+    async def aclose(self) -> None:
+        for replica in self._replicas:
+            await replica.http.aclose()
+
+
+def _with_model(body: JSON, model: str) -> JSON:
+    if body.get("model") == model:
+        return dict(body)
+    return {**body, "model": model}
+
+
+def _sse_payload(line: bytes) -> bytes | None:
+    line = line.strip()
+    if not line.startswith(_DATA):
+        return None
+    return line[len(_DATA):].strip()
+
+
+def _loads(raw: bytes) -> JSON:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamFailure("upstream sent an invalid stream event") from exc
+    if not isinstance(data, dict):
+        raise UpstreamFailure("upstream sent a non-object stream event")
+    return data
+
+
+def _message(data: Any, status: int) -> str:
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        return str(data["error"].get("message") or f"upstream error {status}")
+    return f"upstream error {status}"

@@ -1,0 +1,151 @@
+"""Keeps a local engine serving: launch (single-node mode) or attach (Kubernetes), health-check,
+restart with exponential backoff.
+
+The gateway never waits on this: it reads `state` when routing, so while an engine restarts
+local-only requests get a clear 503 and `auto` traffic spills.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import aiohttp
+
+log = logging.getLogger(__name__)
+EngineState = Literal["starting", "ready", "restarting", "down"]
+
+
+class EngineSupervisor:
+    def __init__(
+        self,
+        name: str,
+        health_urls: Sequence[str],
+        *,
+        command: Sequence[str] | None = None,
+        startup_timeout_s: float = 120.0,
+        check_interval_s: float = 1.0,
+        failures_before_restart: int = 3,
+        max_backoff_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.health_urls = list(health_urls)
+        self.command = list(command) if command else None
+        self.state: EngineState = "starting"
+        self.restarts = 0
+        self._startup_timeout_s = startup_timeout_s
+        self._interval = check_interval_s
+        self._failures_before_restart = failures_before_restart
+        self._max_backoff_s = max_backoff_s
+        self._clock = clock
+        self._process: asyncio.subprocess.Process | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0))
+        self._task = asyncio.create_task(self._run(), name=f"supervise-{self.name}")
+
+    async def wait_ready(self, timeout_s: float) -> bool:
+        deadline = self._clock() + timeout_s
+        while self._clock() < deadline:
+            if self.ready:
+                return True
+            await asyncio.sleep(0.1)
+        return self.ready
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._terminate()
+        if self._session:
+            await self._session.close()
+        self.state = "down"
+
+    async def _run(self) -> None:
+        backoff = 1.0
+        while True:
+            if self.command:
+                await self._spawn()
+            healthy_once = await self._watch()
+            # The engine died or stopped answering: restart (managed) or keep probing.
+            self.state = "restarting"
+            await self._terminate()
+            backoff = 1.0 if healthy_once else min(backoff * 2, self._max_backoff_s)
+            self.restarts += 1
+            log.warning("engine %s unavailable; retrying in %.0f s", self.name, backoff)
+            await asyncio.sleep(backoff)
+
+    async def _watch(self) -> bool:
+        """Probe until the engine fails for good; True if it was ever healthy."""
+        started, failures, healthy_once = self._clock(), 0, False
+        while True:
+            if self._process and self._process.returncode is not None:
+                log.error("engine %s exited with %s", self.name, self._process.returncode)
+                return healthy_once
+            if await self._healthy():
+                failures, healthy_once = 0, True
+                if self.state != "ready":
+                    log.info("engine %s is ready", self.name)
+                self.state = "ready"
+            elif healthy_once:
+                failures += 1
+                if failures >= self._failures_before_restart:
+                    return True
+            elif self._clock() - started > self._startup_timeout_s:
+                log.error("engine %s not ready after %.0f s", self.name,
+                          self._startup_timeout_s)
+                return False
+            await asyncio.sleep(self._interval if healthy_once else 0.25)
+
+    async def _healthy(self) -> bool:
+        if self._session is None:
+            return False
+        for url in self.health_urls:
+            try:
+                async with self._session.get(url) as response:
+                    if response.status == 200:
+                        return True
+            except (TimeoutError, aiohttp.ClientError):
+                continue
+        return False
+
+    async def _spawn(self) -> None:
+        if self.command is None:
+            return
+        if self.state != "starting":
+            self.state = "restarting"
+        log.info("starting engine %s", self.name)
+        self._process = await asyncio.create_subprocess_exec(
+            *self.command, start_new_session=True, stdin=asyncio.subprocess.DEVNULL
+        )
+
+    async def _terminate(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), timeout=10)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()

@@ -1,0 +1,100 @@
+"""Step 2 of the path: what kind of request is this? Sensitivity, tier pin, tags.
+
+Fail closed: if the detector raises, the request is sensitive (class `detector_error`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from spillgate.backends.base import JSON, Tier
+from spillgate.errors import InvalidRequest
+
+log = logging.getLogger(__name__)
+
+TIER_HEADER = "x-spillgate-tier"
+DATA_CLASS_HEADER = "x-spillgate-data-class"
+TAGS_HEADER = "x-spillgate-tags"
+_TAG_PART = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class Detector(Protocol):
+    def scan(self, texts: Iterable[str]) -> frozenset[str]: ...
+
+
+TextExtractor = Callable[[Mapping[str, Any]], Iterator[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    classes: frozenset[str]  # entity classes found, plus "header"/"key_policy"/…
+    tier_pin: Tier | None
+
+    @property
+    def sensitive(self) -> bool:
+        return bool(self.classes)
+
+
+def classify(
+    body: JSON,
+    headers: Mapping[str, str],
+    *,
+    detector: Detector,
+    extract: TextExtractor,
+    key_local_only: bool,
+    route_local_only: bool,
+) -> Classification:
+    classes = set(_scan(detector, extract, body))
+    data_class = headers.get(DATA_CLASS_HEADER, "").strip().lower()
+    if data_class == "sensitive":
+        classes.add("declared")
+    elif data_class not in ("", "public", "internal"):
+        raise InvalidRequest(
+            f"{DATA_CLASS_HEADER} must be `sensitive` or `public`", param=DATA_CLASS_HEADER
+        )
+    if key_local_only:
+        classes.add("key_policy")
+    if route_local_only:
+        classes.add("route_policy")
+    return Classification(frozenset(classes), _tier_pin(headers))
+
+
+def _scan(detector: Detector, extract: TextExtractor, body: JSON) -> frozenset[str]:
+    try:
+        return detector.scan(extract(body))
+    except Exception:  # fail closed: an unscannable request is sensitive
+        log.exception("sensitivity detector failed; treating the request as sensitive")
+        return frozenset({"detector_error"})
+
+
+def _tier_pin(headers: Mapping[str, str]) -> Tier | None:
+    value = headers.get(TIER_HEADER, "").strip().lower()
+    if not value:
+        return None
+    if value == "local":
+        return "local"
+    if value == "api":
+        return "api"
+    raise InvalidRequest(f"{TIER_HEADER} must be `local` or `api`", param=TIER_HEADER)
+
+
+def parse_tags(headers: Mapping[str, str]) -> dict[str, str]:
+    """`x-spillgate-tags: project=atlas,task=summarize` → {"project": "atlas", …}."""
+    raw = headers.get(TAGS_HEADER, "")
+    tags: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not _TAG_PART.match(key) or not _TAG_PART.match(value):
+            raise InvalidRequest(
+                f"{TAGS_HEADER}: expected comma-separated key=value pairs of "
+                "[A-Za-z0-9_.-], at most 64 characters each",
+                param=TAGS_HEADER,
+            )
+        tags[key] = value
+    if len(tags) > 16:
+        raise InvalidRequest(f"{TAGS_HEADER}: at most 16 tags", param=TAGS_HEADER)
+    return tags
