@@ -20,6 +20,7 @@ from spillgate.api.errors import install_error_handlers
 from spillgate.api.responses import JSONResponse
 from spillgate.backends.registry import Backends, build_backends
 from spillgate.engines.catalog import Catalog
+from spillgate.routing.admission import InflightCounter
 from spillgate.routing.routes import build_routes
 from spillgate.routing.sensitivity import SensitivityDetector, request_texts
 from spillgate.service import Node
@@ -44,12 +45,14 @@ def create_app(settings: Settings) -> FastAPI:
     backends = build_backends(settings, catalog)
     metrics = GatewayMetrics()
     accountant = build_accountant(settings, catalog, routes, metrics)
-    capacity = CapacityMonitor(settings, backends, metrics)
+    inflight = InflightCounter()
+    capacity = CapacityMonitor(settings, routes, backends, metrics, inflight)
     node = Node(
         limits=settings.server,
         routes=routes,
         upstreams=dispatch.Upstreams(backends.backends, backends.breakers, backends.attempts),
         capacity=capacity.snapshot,
+        inflight=inflight,
         detector=SensitivityDetector(),
         extract=request_texts,
         accountant=accountant,

@@ -76,9 +76,13 @@ class PermissionDenied(ApiError):
     error_type = "permission_error"
 
 
-class ModelNotFound(ApiError):
+class NotFound(ApiError):
     status = 404
     error_type = "invalid_request_error"
+    default_code = "not_found"
+
+
+class ModelNotFound(NotFound):
     default_code = "model_not_found"
 
 

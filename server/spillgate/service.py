@@ -20,6 +20,7 @@ from spillgate.backends.base import JSON, Endpoint, UpstreamCall
 from spillgate.classify import Detector, TextExtractor, classify, parse_tags
 from spillgate.errors import ApiError, ServiceUnavailable, UpstreamError
 from spillgate.protocol import admit, max_output_tokens
+from spillgate.routing.admission import InflightCounter
 from spillgate.routing.router import (
     BudgetView,
     Decision,
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 class Accountant(Protocol):
     """Budgets, cost and ledger rows (spillgate.accounting.accountant)."""
 
+    def check_rate(self, key_id: str | None, tokens_estimate: int) -> None: ...
     def paid_allowed(self, key_id: str | None) -> bool: ...
     async def reserve(self, record: RequestRecord, target: Target) -> None: ...
     def open_row(self, record: RequestRecord) -> None: ...
@@ -61,6 +63,7 @@ class Node:
     routes: RouteTable
     upstreams: dispatch.Upstreams
     capacity: Callable[[], Mapping[str, LocalCapacity]]
+    inflight: InflightCounter
     detector: Detector
     extract: TextExtractor
     accountant: Accountant
@@ -95,6 +98,7 @@ async def serve(
         sensitivity=verdict.classes, max_output_tokens=max_output_tokens(body),
         prompt_estimate=len(raw) // 4,
     )
+    node.accountant.check_rate(client.key_id, record.prompt_estimate + record.max_output_tokens)
     facts = RequestFacts(
         sensitive=verdict.sensitive, tier_pin=verdict.tier_pin,
         tokens_needed=record.prompt_estimate + record.max_output_tokens,
@@ -104,6 +108,9 @@ async def serve(
     _guard_sensitive(decision, facts)
     record.reason = decision.reason
     _assign(record, decision.first)
+    if decision.first.tier == "local":
+        record.claimed_backend = decision.first.backend
+        node.inflight.enter(decision.first.backend)
     node.accountant.open_row(record)
     call_for = _call_factory(endpoint, request_id)
 
@@ -220,6 +227,9 @@ def _sse(obj: JSON) -> bytes:
 
 async def _settle(node: Node, record: RequestRecord, status: int) -> None:
     record.status = status
+    if record.claimed_backend:
+        node.inflight.leave(record.claimed_backend)
+        record.claimed_backend = None
     try:
         await node.accountant.finish(record)
     except Exception:  # the ledger must not take the answer down; the row is recovered later

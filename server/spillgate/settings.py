@@ -134,6 +134,16 @@ class TelemetrySettings(_Strict):
     interval_s: float = Field(1.0, gt=0, description="Sampling period of NVML and engine /metrics.")
     stale_after_s: float = Field(5.0, gt=0, description="Older readings count as unknown.")
     nvml: bool = Field(True, description="Read GPU telemetry through NVML when available.")
+    min_dwell_s: float = Field(
+        5.0, ge=0, description="Overflow hysteresis: least time between two spill-state changes."
+    )
+    kv_cache_high: float = Field(
+        0.9, gt=0, le=1, description="KV-cache usage at which a vLLM backend spills every request."
+    )
+    headroom: float = Field(
+        0.8, gt=0, le=1, description="Share of a route's TTFT objective the admission limit "
+        "plans to use (the rest absorbs estimation error)."
+    )
 
 
 class CostSettings(_Strict):

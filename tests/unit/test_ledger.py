@@ -201,6 +201,6 @@ async def test_admin_keys_api(ledger: Ledger) -> None:
         gone = await client.delete(f"/admin/keys/{key['key_id']}")
         assert gone.json() == {"key_id": key["key_id"], "revoked": True}
         again = await client.delete(f"/admin/keys/{key['key_id']}")
-        assert again.status_code == 400 and again.json()["error"]["code"] == "key_not_found"
+        assert again.status_code == 404 and again.json()["error"]["code"] == "key_not_found"
         refused = await client.post("/admin/keys", json={"name": "x", "rpm": -1})
         assert refused.status_code == 400 and "rpm" in refused.json()["error"]["message"]

@@ -12,6 +12,7 @@ from spillgate.routing.router import (
     LocalCapacity,
     RequestFacts,
     Route,
+    RouteLoad,
     Target,
     decide,
 )
@@ -27,6 +28,14 @@ UP = {"local-cpu": LocalCapacity(ready=True)}
 DOWN = {"local-cpu": LocalCapacity(ready=False)}
 FULL = {"local-cpu": LocalCapacity(ready=True, queue_full=True)}
 OVER = {"local-cpu": LocalCapacity(ready=True, spill_reason="overflow_queue")}
+AT_LIMIT = {"local-cpu": LocalCapacity(ready=True, inflight=6,
+                                       routes={"auto": RouteLoad(admit_limit=6)})}
+BELOW_LIMIT = {"local-cpu": LocalCapacity(ready=True, inflight=5,
+                                          routes={"auto": RouteLoad(admit_limit=6)})}
+KV_FULL = {"local-cpu": LocalCapacity(ready=True, routes={
+    "auto": RouteLoad(spill_reason="overflow_kv_cache", admit_limit=100)})}
+BLIND = {"local-cpu": LocalCapacity(ready=True, inflight=4, routes={
+    "auto": RouteLoad(admit_limit=4, limit_reason="telemetry_unknown")})}
 PLAIN = RequestFacts(sensitive=False)
 SECRET = RequestFacts(sensitive=True)
 BROKE = BudgetView(paid_allowed=False)
@@ -40,6 +49,13 @@ BROKE = BudgetView(paid_allowed=False)
         (AUTO, PLAIN, FULL, BudgetView(), ["openai", "anthropic"], "local_queue_full"),
         (AUTO, PLAIN, OVER, BudgetView(), ["openai", "anthropic"], "overflow_queue"),
         (AUTO, PLAIN, OVER, BROKE, ["local-cpu"], "budget_exhausted_local"),
+        (AUTO, PLAIN, AT_LIMIT, BudgetView(), ["openai", "anthropic"], "overflow_queue"),
+        (AUTO, PLAIN, BELOW_LIMIT, BudgetView(), ["local-cpu", "openai", "anthropic"],
+         "local_ok"),
+        (AUTO, PLAIN, KV_FULL, BudgetView(), ["openai", "anthropic"], "overflow_kv_cache"),
+        (AUTO, PLAIN, BLIND, BudgetView(), ["openai", "anthropic"], "telemetry_unknown"),
+        (AUTO, SECRET, AT_LIMIT, BudgetView(), ["local-cpu"], "sensitive_local"),
+        (LOCAL_ROUTE, PLAIN, AT_LIMIT, BudgetView(), ["local-cpu"], "local_policy"),
         (AUTO, PLAIN, UP, BROKE, ["local-cpu"], "local_ok"),
         (AUTO, SECRET, UP, BudgetView(), ["local-cpu"], "sensitive_local"),
         (AUTO, SECRET, OVER, BudgetView(), ["local-cpu"], "sensitive_local"),

@@ -18,7 +18,7 @@ from decimal import Decimal
 
 from spillgate.accounting.costclock import CostClock
 from spillgate.accounting.hardware import get_profile, load_profiles
-from spillgate.accounting.keys import KeyInfo, authenticate
+from spillgate.accounting.keys import KeyInfo, RateLimiter, authenticate
 from spillgate.accounting.ledger import Ledger, RequestOutcome, RequestStart
 from spillgate.accounting.pricing import PriceBook, cost
 from spillgate.accounting.record import RequestRecord
@@ -52,6 +52,7 @@ class Accountant:
         self._keys: dict[str, KeyInfo] = {}
         self._exhausted_until: dict[str, float] = {}
         self._remaining: dict[str, tuple[Decimal | None, Decimal | None]] = {}
+        self._limiter = RateLimiter()
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -104,6 +105,19 @@ class Accountant:
         self._keys[info.key_id] = info
         return Client(key_id=info.key_id, local_only=info.local_only)
 
+    def check_rate(self, key_id: str | None, tokens_estimate: int) -> None:
+        """Per-key RPM/TPM: count the request, or refuse it with 429 and Retry-After."""
+        info = self._keys.get(key_id or "")
+        if info is None:
+            return
+        wait = self._limiter.check(info.key_id, info.rpm, info.tpm, tokens_estimate,
+                                   time.monotonic())
+        if wait is not None:
+            raise RateLimited(
+                f"rate limit of key {info.key_id} reached (rpm={info.rpm}, tpm={info.tpm})",
+                code="rate_limit_exceeded", retry_after_s=wait,
+            )
+
     def paid_allowed(self, key_id: str | None) -> bool:
         until = self._exhausted_until.get(key_id or "")
         return until is None or until < time.monotonic()
@@ -118,6 +132,9 @@ class Accountant:
         worst = cost(price, record.prompt_estimate, 0, record.max_output_tokens)
         result = await self.ledger.reserve(info.key_id, record.request_id, worst)
         self._remaining[info.key_id] = (result.remaining_day, result.remaining_month)
+        for period, left in (("day", result.remaining_day), ("month", result.remaining_month)):
+            if left is not None:
+                self._metrics.budget_remaining.labels(info.key_id, period).set(float(left))
         if not result.ok:
             self._exhausted_until[info.key_id] = time.monotonic() + 5.0
             raise RateLimited(

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from spillgate.accounting.keys import create_key, list_keys, revoke_key
 from spillgate.accounting.ledger import Ledger
-from spillgate.errors import InvalidRequest, ServiceUnavailable
+from spillgate.errors import InvalidRequest, NotFound, ServiceUnavailable
 
 
 # --- spillgate keys ... -------------------------------------------------------------------
@@ -186,8 +186,7 @@ def admin_keys_router() -> APIRouter:
     @router.delete("/admin/keys/{key_id}")
     async def revoke(request: Request, key_id: str) -> dict[str, Any]:
         if not await revoke_key(_ledger_of(request), key_id):
-            raise InvalidRequest(f"no live key {key_id!r}", param="key_id",
-                                 code="key_not_found")
+            raise NotFound(f"no live key {key_id!r}", param="key_id", code="key_not_found")
         return {"key_id": key_id, "revoked": True}
 
     return router

@@ -47,6 +47,7 @@ class RequestRecord:
     max_output_tokens: int = 0
     prompt_estimate: int = 0
     reserved_usd: Decimal = Decimal(0)
+    claimed_backend: str | None = None  # local slot counted for admission until settled
     # filled at finish
     usage: Usage = field(default_factory=Usage)
     status: int = 200

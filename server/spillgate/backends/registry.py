@@ -93,7 +93,7 @@ def provider_backend(provider: ProviderSettings) -> Backend:
         from spillgate.backends.anthropic import AnthropicBackend
 
         return AnthropicBackend(
-            provider.name, provider.base_url, api_key, timeouts=timeouts,
+            provider.name, provider.base_url, api_key or "", timeouts=timeouts,
             max_connections=provider.max_connections,
         )
     return OpenAICompatBackend(

@@ -113,7 +113,17 @@ class EngineSupervisor:
                 log.error("engine %s not ready after %.0f s", self.name,
                           self._startup_timeout_s)
                 return False
-            await asyncio.sleep(self._interval if healthy_once else 0.25)
+            await self._pause(self._interval if healthy_once else 0.25)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep between probes, but wake at once if the managed engine exits: readiness
+        must drop the moment the process dies, not at the next probe."""
+        process = self._process
+        if process is None or process.returncode is not None:
+            await asyncio.sleep(seconds)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(process.wait(), seconds)
 
     async def _healthy(self) -> bool:
         if self._session is None:

@@ -11,7 +11,8 @@ a sensitive request's chain never contains a paid target.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Literal
 
 from spillgate.backends.base import Tier
@@ -47,12 +48,23 @@ class RequestFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class RouteLoad:
+    """The overflow controller's view of one (route, local backend) pair."""
+
+    spill_reason: str | None = None  # spill every auto request (engine saturated)
+    admit_limit: int | None = None  # requests in flight at which new ones spill
+    limit_reason: str = "overflow_queue"  # reason code of a spill caused by admit_limit
+
+
+@dataclass(frozen=True, slots=True)
 class LocalCapacity:
     """What the router knows about one local backend right now."""
 
     ready: bool
     queue_full: bool = False
-    spill_reason: str | None = None  # set by the overflow controller when it says spill
+    spill_reason: str | None = None  # backend-wide: every route spills
+    inflight: int = 0  # requests on the engine now (live gateway count + other clients)
+    routes: Mapping[str, RouteLoad] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,4 +184,13 @@ def _spill_reason(route: Route, state: LocalCapacity, local_serves: bool) -> str
         return "local_context_exceeded"
     if state.queue_full:
         return "local_queue_full"
-    return state.spill_reason
+    if state.spill_reason:
+        return state.spill_reason
+    load = state.routes.get(route.name)
+    if load is None:
+        return None
+    if load.spill_reason:
+        return load.spill_reason
+    if load.admit_limit is not None and state.inflight >= load.admit_limit:
+        return load.limit_reason
+    return None

@@ -34,6 +34,9 @@ class RouteTable:
     def names(self) -> list[str]:
         return sorted(self._routes)
 
+    def all(self) -> list[Route]:
+        return list(self._routes.values())
+
     def paid_models(self) -> set[str]:
         """Every `<provider>/<model>` some route may call (each needs a price)."""
         return {f"{t.backend}/{t.model}" for r in self._routes.values() for t in r.paid}

@@ -63,9 +63,9 @@ LLAMACPP_NAMES = EngineMetricNames(
     queue_capacity="spillgate_engine_queue_capacity",
     prompt_tokens="spillgate_engine_prompt_tokens_total",
     generation_tokens="spillgate_engine_generation_tokens_total",
-    completed=None,
+    completed="spillgate_engine_request_success_total",
     ttft="spillgate_engine_time_to_first_token_seconds",
-    queue_time=None,
+    queue_time="spillgate_engine_request_queue_time_seconds",
 )
 
 

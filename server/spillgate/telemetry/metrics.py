@@ -89,13 +89,19 @@ class GatewayMetrics:
         )
         self._auto_total = 0
         self._auto_spilled = 0
+        self._spilled_by_route: dict[str, int] = {}
 
     def record_auto(self, route: str, spilled: bool, reason: str) -> None:
         self._auto_total += 1
         if spilled:
             self._auto_spilled += 1
+            self._spilled_by_route[route] = self._spilled_by_route.get(route, 0) + 1
             self.spill_decisions.labels(route, reason).inc()
         self.spill_ratio.set(self._auto_spilled / self._auto_total)
+
+    def spilled_on(self, route: str) -> int:
+        """auto requests of `route` sent to a paid API since start."""
+        return self._spilled_by_route.get(route, 0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
