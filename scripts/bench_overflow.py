@@ -36,6 +36,7 @@ from tests.support import REPO, bundled_gguf, free_port, spawn, wait_http, write
 
 MAX_TOKENS = 24
 BATCH = 4
+HEADROOM = 0.8  # the node's default share of the TTFT objective planned for queueing
 SENSITIVE_SHARE = 0.10
 SENSITIVE_TEXTS = ("Refund card 4111 1111 1111 1111 please.",
                    "Write to jane.doe@example.com about the order.")
@@ -66,11 +67,19 @@ async def _one(session: aiohttp.ClientSession, url: str, body: dict[str, Any], a
     async with session.post(url, json=body) as r:
         backend = r.headers.get("x-spillgate-backend", "")
         async for line in r.content:
-            if ttft is None and line.startswith(b"data: {") and b'"content"' in line:
+            if ttft is None and _has_token(line):
                 ttft = time.perf_counter() - began
         if r.status != 200:
             ttft = None
         return Outcome(at, sensitive, r.status, ttft, backend)
+
+
+def _has_token(line: bytes) -> bool:
+    """A streamed chunk carrying generated text (not the role-only opening chunk)."""
+    if not line.startswith(b"data: {"):
+        return False
+    choices = json.loads(line[6:]).get("choices") or [{}]
+    return bool((choices[0].get("delta") or {}).get("content"))
 
 
 def schedule(capacity_rps: float, seconds: tuple[float, float, float], seed: int,
@@ -94,8 +103,12 @@ def rate_at(t: float, capacity: float, seconds: tuple[float, float, float]) -> f
     return capacity * (2.0 if t < ramp + hold else 0.5)
 
 
-def minimum_spill_share(capacity: float, seconds: tuple[float, float, float]) -> float:
-    """Share of offered requests above local capacity: ∫max(0, λ-μ) / ∫λ (numerically)."""
+def minimum_spill_share(capacity: float, seconds: tuple[float, float, float],
+                        local_rps: float | None = None) -> float:
+    """Share of offered requests above local capacity: ∫max(0, λ-μ) / ∫λ (numerically).
+    λ follows the schedule built on `capacity`; μ is `local_rps` when given (what the engine
+    actually served while sharing the machine), else `capacity`."""
+    mu = capacity if local_rps is None else local_rps
     total = sum(seconds)
     steps = 10_000
     dt = total / steps
@@ -103,7 +116,7 @@ def minimum_spill_share(capacity: float, seconds: tuple[float, float, float]) ->
     for i in range(steps):
         rate = rate_at((i + 0.5) * dt, capacity, seconds)
         offered += rate * dt
-        excess += max(0.0, rate - capacity) * dt
+        excess += max(0.0, rate - mu) * dt
     return excess / offered
 
 
@@ -150,7 +163,8 @@ def _node_config(tmp: Path, engine: str, fake: str, port: int, slo_ms: float,
                        "api_key_env": "FAKE_OPENAI_KEY", "models": ["gpt-4o-mini"]}],
         "routes": [{"name": "auto", "policy": "auto", "local": "smollm2",
                     "paid": "openai/gpt-4o-mini", "ttft_slo_ms": slo_ms}],
-        "telemetry": {"interval_s": 0.25, "stale_after_s": 1.5, "min_dwell_s": 2.0},
+        "telemetry": {"interval_s": 0.25, "stale_after_s": 1.5, "min_dwell_s": 2.0,
+                      "headroom": HEADROOM},
         "ledger": {"dsn": f"sqlite+aiosqlite:///{tmp}/ledger-{mode}.db"},
     })
 
@@ -162,7 +176,7 @@ def api_spend(tmp: Path, mode: str) -> float:
          "--dsn", f"sqlite+aiosqlite:///{tmp}/ledger-{mode}.db"],
         check=True, capture_output=True, text=True, cwd=REPO,
     ).stdout
-    return float(json.loads(out)["totals"]["api"]["cost_usd"])
+    return float(json.loads(out)["totals"]["api_usd"])
 
 
 def sensitive_leaked(fake: str) -> int:
@@ -187,11 +201,14 @@ def summarize(outcomes: list[Outcome], slo_s: float, spend: float, leaked: int,
         "api_spend_usd": spend,
         "sensitive_sent_to_api": leaked,
         "sensitive_requests": sum(o.sensitive for o in outcomes),
+        "misses": [{"at_s": round(o.at, 2), "backend": o.backend, "sensitive": o.sensitive,
+                    "status": o.status, "ttft_s": o.ttft_s}
+                   for o in outcomes if o.ttft_s is None or o.ttft_s > slo_s],
     }
 
 
 def run_mode(tmp: Path, mode: str, engine: str, fake: str, arrivals: list[tuple[float, bool]],
-             slo_ms: float) -> dict[str, Any]:
+             slo_ms: float, seconds: tuple[float, float, float]) -> dict[str, Any]:
     httpx.delete(fake + "/_fake/requests").raise_for_status()
     port = free_port()
     config = _node_config(tmp, engine, fake, port, slo_ms, mode)
@@ -201,6 +218,9 @@ def run_mode(tmp: Path, mode: str, engine: str, fake: str, arrivals: list[tuple[
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         outcomes = asyncio.run(offer(url, MODES[mode], arrivals, seed=11))
     result = summarize(outcomes, slo_ms / 1000, api_spend(tmp, mode), sensitive_leaked(fake))
+    ramp, hold, _ = seconds
+    held = [o for o in outcomes if ramp <= o.at < ramp + hold and o.backend == "local-cpu"]
+    result["local_rps_at_2x"] = len(held) / hold
     result["timeline"] = _timeline(outcomes)
     return result
 
@@ -220,6 +240,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="shorter phases (smoke run)")
     parser.add_argument("--slo-ms", type=float, default=1500.0, help="TTFT objective")
     parser.add_argument("--out", type=Path, default=REPO / "var" / "bench_overflow.json")
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     args = parser.parse_args()
     seconds = (10.0, 10.0, 8.0) if args.quick else (30.0, 30.0, 20.0)
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -243,13 +264,14 @@ def main() -> None:
                 "minimum_spill_share": minimum_spill_share(capacity, seconds),
                 "modes": {},
             }
-            for mode in MODES:
+            for mode in args.modes:
                 results["modes"][mode] = run_mode(tmp, mode, engine, fake, arrivals,
-                                                  args.slo_ms)
+                                                  args.slo_ms, seconds)
                 time.sleep(3)  # let the engine drain between modes
+    table = render(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
-    print(render(results))
+    print(table)
     print(f"\nwritten to {args.out}")
 
 
@@ -268,11 +290,21 @@ def render(results: dict[str, Any]) -> str:
             f"| {mode} | {100 * r['met_slo_share']:.1f}% | {p50} / {p95} | "
             f"{100 * r['spilled_share']:.1f}% | {r['api_spend_usd']:.6f} | "
             f"{r['sensitive_sent_to_api']} of {r['sensitive_requests']} | {r['errors']} |")
+    if {"auto", "always-API"} - set(results["modes"]):
+        return "\n".join(lines)
     auto, api = results["modes"]["auto"], results["modes"]["always-API"]
-    lines += ["", f"auto: spilled / minimum = "
-              f"{auto['spilled_share'] / max(results['minimum_spill_share'], 1e-9):.2f}x; "
-              f"spend / always-API = "
-              f"{auto['api_spend_usd'] / max(api['api_spend_usd'], 1e-12):.2f}"]
+    colocated = minimum_spill_share(results["capacity_rps"], tuple(results["phases_s"]),
+                                    auto["local_rps_at_2x"])
+    results["minimum_spill_share_colocated"] = colocated
+    lines += [
+        "", f"auto: spilled / minimum = "
+        f"{auto['spilled_share'] / max(results['minimum_spill_share'], 1e-9):.2f}x against the "
+        f"engine's capacity measured alone ({results['capacity_rps']:.2f} req/s), "
+        f"{auto['spilled_share'] / max(colocated, 1e-9):.2f}x against what it served at 2x "
+        f"while sharing the 2 cores with gateway, fake API and load generator "
+        f"({auto['local_rps_at_2x']:.2f} req/s, minimum {100 * colocated:.1f}%)",
+        f"auto: API spend / always-API = "
+        f"{auto['api_spend_usd'] / max(api['api_spend_usd'], 1e-12):.2f}"]
     return "\n".join(lines)
 
 

@@ -53,6 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
         upstreams=dispatch.Upstreams(backends.backends, backends.breakers, backends.attempts),
         capacity=capacity.snapshot,
         inflight=inflight,
+        priority_backends=frozenset(b.name for b in settings.local if b.sensitive_priority),
         detector=SensitivityDetector(),
         extract=request_texts,
         accountant=accountant,

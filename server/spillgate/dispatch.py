@@ -7,6 +7,7 @@ stream is committed to that backend and a later failure ends the stream with an 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -30,9 +31,15 @@ class Upstreams:
 @dataclass(slots=True)
 class OpenStream:
     target: Target
-    first: JSON
+    head: list[JSON]  # chunks up to and including the first one carrying output
     rest: AsyncIterator[JSON]
     failed_over: list[str]
+    deadline_missed: bool = False  # the local target gave no first token in time
+
+
+class DeadlineMissed(UpstreamFailure):
+    """A local stream produced no first token before the route's deadline (not a fault of
+    the engine: it is busy), so the request moves on to the paid target."""
 
 
 # A hook run before each target is tried; it may refuse (e.g. a paid reservation that the
@@ -47,33 +54,50 @@ async def complete(
     async def run(target: Target, backend: Backend) -> JSON:
         return await backend.complete(call_for(target), body)
 
-    target, result, failed = await _first_success(up, decision, before, run)
+    target, result, failed, _ = await _first_success(up, decision, before, run)
     return target, result, failed
+
+
+def _carries_output(chunk: JSON) -> bool:
+    """True from the first chunk with generated text, a tool call or a finish reason (an
+    engine may open a stream with a role-only chunk long before its first token)."""
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if (delta.get("content") or delta.get("tool_calls") or choice.get("text")
+                or choice.get("finish_reason")):
+            return True
+    return bool(chunk.get("usage"))
 
 
 async def open_stream(
     up: Upstreams, decision: Decision, call_for: Callable[[Target], UpstreamCall],
-    body: JSON, before: BeforeTarget,
+    body: JSON, before: BeforeTarget, *, local_deadline_s: float | None = None,
 ) -> OpenStream:
-    async def run(target: Target, backend: Backend) -> tuple[JSON, AsyncIterator[JSON]]:
+    async def run(target: Target, backend: Backend) -> tuple[list[JSON], AsyncIterator[JSON]]:
         iterator = aiter(backend.stream(call_for(target), body))
-        try:
-            first = await anext(iterator)
-        except StopAsyncIteration:
-            raise UpstreamFailure("upstream stream ended before any chunk") from None
-        return first, iterator
+        head: list[JSON] = []
+        while not head or not _carries_output(head[-1]):
+            try:
+                head.append(await anext(iterator))
+            except StopAsyncIteration:
+                if head:
+                    break
+                raise UpstreamFailure("upstream stream ended before any chunk") from None
+        return head, iterator
 
-    target, (first, rest), failed = await _first_success(up, decision, before, run)
-    return OpenStream(target, first, rest, failed)
+    target, (head, rest), failed, missed = await _first_success(
+        up, decision, before, run, local_deadline_s)
+    return OpenStream(target, head, rest, failed, missed)
 
 
 async def _first_success(
     up: Upstreams, decision: Decision, before: BeforeTarget,
-    run: Callable[[Target, Backend], Awaitable[T]],
-) -> tuple[Target, T, list[str]]:
+    run: Callable[[Target, Backend], Awaitable[T]], local_deadline_s: float | None = None,
+) -> tuple[Target, T, list[str], bool]:
     failed: list[str] = []
     last_error: ApiError | None = None
-    for target in decision.targets:
+    missed = False
+    for index, target in enumerate(decision.targets):
         backend = up.backends[target.backend]
         try:
             await before(target)
@@ -81,21 +105,37 @@ async def _first_success(
             failed.append(target.backend)
             last_error = exc
             continue
+        # Only a local target with somewhere to go next races a deadline.
+        deadline = local_deadline_s if (
+            target.tier == "local" and index + 1 < len(decision.targets)) else None
         try:
-            result = await call_with_retries(
+            result = await _within(deadline, call_with_retries(
                 functools.partial(run, target, backend),
                 max_attempts=up.attempts.get(target.backend, 1),
                 breaker=up.breakers[target.backend],
                 backend=target.backend,
-            )
+            ))
         except UpstreamFailure as exc:
             failed.append(target.backend)
+            missed = missed or isinstance(exc, DeadlineMissed)
             last_error = _explain(target, exc)
             continue
-        return target, result, failed
+        return target, result, failed, missed
     if last_error is None:
         raise ServiceUnavailable("no backend is configured for this route")
     raise last_error
+
+
+async def _within(deadline_s: float | None, call: Awaitable[T]) -> T:
+    """Await `call`, cancelling it (which closes the upstream connection, so the engine
+    drops the request) when it has not finished by the deadline."""
+    if deadline_s is None:
+        return await call
+    try:
+        async with asyncio.timeout(deadline_s):
+            return await call
+    except TimeoutError:
+        raise DeadlineMissed(f"no first token within {deadline_s:.2f} s") from None
 
 
 def _explain(target: Target, exc: UpstreamFailure) -> ApiError:

@@ -6,6 +6,7 @@ returned `Reply` or `StreamReply` into an HTTP response.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -68,6 +69,7 @@ class Node:
     extract: TextExtractor
     accountant: Accountant
     metrics: GatewayMetrics
+    priority_backends: frozenset[str] = frozenset()  # local engines honouring `priority`
 
 
 @dataclass(slots=True)
@@ -106,6 +108,7 @@ async def serve(
     decision = decide(facts, node.capacity(), BudgetView(node.accountant.paid_allowed(
         client.key_id)), route)
     _guard_sensitive(decision, facts)
+    _set_priority(node, body, decision, facts)
     record.reason = decision.reason
     _assign(record, decision.first)
     if decision.first.tier == "local":
@@ -132,6 +135,14 @@ def _guard_sensitive(decision: Decision, facts: RequestFacts) -> None:
         )
 
 
+def _set_priority(node: Node, body: JSON, decision: Decision, facts: RequestFacts) -> None:
+    """Sensitive requests cannot spill, so the engine admits them before spillable ones.
+    A client's own `priority` is dropped: it must not jump the shared local queue."""
+    body.pop("priority", None)
+    if facts.sensitive and decision.first.backend in node.priority_backends:
+        body["priority"] = -1
+
+
 def _call_factory(endpoint: Endpoint, request_id: str) -> Callable[[Target], UpstreamCall]:
     def call_for(target: Target) -> UpstreamCall:
         return UpstreamCall(endpoint, request_id, target.model)
@@ -146,6 +157,9 @@ def _assign(record: RequestRecord, target: Target) -> None:
 def _served(node: Node, route: Route, record: RequestRecord, target: Target,
             failed: list[str]) -> None:
     _assign(record, target)
+    if record.claimed_backend and target.tier != "local":
+        node.inflight.leave(record.claimed_backend)  # no longer on the local engine
+        record.claimed_backend = None
     if failed:
         record.reason = f"{record.reason}+fallback"
     if route.policy == "auto":
@@ -180,11 +194,16 @@ async def _stream(
 ) -> StreamReply:
     began = time.perf_counter()
     try:
-        opened = await dispatch.open_stream(node.upstreams, decision, call_for, body, before)
+        opened = await dispatch.open_stream(node.upstreams, decision, call_for, body, before,
+                                            local_deadline_s=route.local_deadline_s)
     except ApiError as exc:
         await _settle(node, record, exc.status)
         raise
-    _served(node, route, record, opened.target, opened.failed_over)
+    failed = opened.failed_over
+    if opened.deadline_missed:  # local was busy, not broken: a spill, not a fallback
+        record.reason = "overflow_deadline"
+        failed = [b for b in failed if b != decision.first.backend]
+    _served(node, route, record, opened.target, failed)
     record.ttft_s = time.perf_counter() - began
     want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     chunks = _relay(node, record, opened, want_usage, began)
@@ -198,8 +217,7 @@ async def _relay(
     """Forward chunks; settle exactly once whether the stream ends, fails or is cancelled."""
     status, seen_tokens, usage = 499, 0, None
     try:
-        chunk: JSON | None = opened.first
-        while chunk is not None:
+        async for chunk in _chunks(opened):
             if "usage" in chunk and chunk["usage"] and not chunk.get("choices"):
                 usage = Usage.from_openai(chunk["usage"])
                 if want_usage:
@@ -207,7 +225,6 @@ async def _relay(
             else:
                 seen_tokens += len(chunk.get("choices") or ())
                 yield _sse(chunk)
-            chunk = await anext(opened.rest, None)
         status = 200
         yield b"data: [DONE]\n\n"
     except ApiError as exc:
@@ -216,9 +233,22 @@ async def _relay(
         # Never a silent clean finish: the client sees an OpenAI-shaped error event.
         yield _sse(exc.body())
     finally:
+        # Close the upstream at once (a client that went away frees the engine's slot now,
+        # not when the garbage collector gets to the generator).
+        close = getattr(opened.rest, "aclose", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                await close()
         record.latency_s = time.perf_counter() - began
         record.usage = usage or Usage(record.prompt_estimate, 0, seen_tokens, measured=False)
         await _settle(node, record, status)
+
+
+async def _chunks(opened: dispatch.OpenStream) -> AsyncIterator[JSON]:
+    for chunk in opened.head:
+        yield chunk
+    async for chunk in opened.rest:
+        yield chunk
 
 
 def _sse(obj: JSON) -> bytes:

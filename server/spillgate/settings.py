@@ -75,6 +75,10 @@ class LocalBackendSettings(_Strict):
     max_batch: int = Field(4, ge=1, description="Sequences decoded together (llama.cpp).")
     max_queue: int = Field(32, ge=1, description="Waiting requests before the engine says 429.")
     max_connections: int = Field(256, ge=1, description="HTTP connection pool size.")
+    sensitive_priority: bool = Field(
+        True, description="Send sensitive requests with `priority: -1` so the engine admits them "
+        "before spillable ones (vLLM needs --scheduling-policy priority; the launcher sets it)."
+    )
     connect_timeout_s: float = Field(2.0, gt=0, description="Connect timeout to the engine.")
     read_timeout_s: float = Field(120.0, gt=0, description="Max gap between bytes.")
     startup_timeout_s: float = Field(120.0, gt=0, description="Time a new engine has to be ready.")
@@ -108,6 +112,12 @@ class RouteSettings(_Strict):
     )
     local_only: bool = Field(False, description="Treat every request on this route as sensitive.")
     ttft_slo_ms: float = Field(2000.0, gt=0, description="Time-to-first-token objective.")
+    local_deadline_ms: float | None = Field(
+        None, gt=0, description="auto routes, streams: a local request with no first token by "
+        "then is cancelled and sent to the paid model (before any byte reached the client; "
+        "never for sensitive requests). Default: 60% of ttft_slo_ms, leaving the rest for "
+        "the paid API's own first token."
+    )
     on_budget_exhausted: Literal["local", "reject"] = Field(
         "local", description="With no paid budget left: stay local (and queue) or answer 429."
     )

@@ -253,3 +253,40 @@ def test_metrics_count_tokens(engine: Proc) -> None:
     assert gauge(engine, "spillgate_engine_time_to_first_token_seconds_count") == ttft_before + 1
     assert gauge(engine, "spillgate_engine_requests_waiting") == 0
     assert gauge(engine, "spillgate_engine_queue_capacity") > 0
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    """An engine with one slot and room to queue, to watch the admission order."""
+    port = free_port()
+    argv = ["-m", "spillgate.engines.llamacpp", "--model-path", bundled_gguf(),
+            "--served-name", MODEL, "--port", str(port), "--max-batch", "1",
+            "--max-queue", "8", "--n-ctx", "512"]
+    log = Path(tmp_path_factory.mktemp("single")) / "engine.log"
+    with spawn(argv, log, f"http://127.0.0.1:{port}/v1",
+               f"http://127.0.0.1:{port}/health") as proc:
+        yield proc
+
+
+async def test_urgent_priority_is_admitted_before_earlier_arrivals(single: Proc) -> None:
+    finished: list[str] = []
+
+    async def ask(client: httpx.AsyncClient, name: str, max_tokens: int, **extra: Any) -> None:
+        body = {"model": MODEL, "prompt": LONG_PROMPT, "max_tokens": max_tokens,
+                "temperature": 0, **extra}
+        response = await client.post("/completions", json=body)
+        assert response.status_code == 200, response.text
+        finished.append(name)
+
+    async with httpx.AsyncClient(base_url=single.base_url, timeout=60) as client:
+        tasks = [asyncio.create_task(ask(client, "first", 64))]
+        for _ in range(500):  # until the first request holds the only slot
+            if gauge(single, "spillgate_engine_requests_running") >= 1:
+                break
+            await asyncio.sleep(0.02)
+        for name, extra in (("b", {}), ("c", {"priority": 0}), ("urgent", {"priority": -1})):
+            tasks.append(asyncio.create_task(ask(client, name, 4, **extra)))
+            await asyncio.sleep(0.1)  # arrival order b, c, urgent
+        assert gauge(single, "spillgate_engine_requests_waiting") == 3
+        await asyncio.gather(*tasks)
+    assert finished == ["first", "urgent", "b", "c"]

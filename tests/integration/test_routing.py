@@ -236,3 +236,30 @@ def test_anthropic_tool_calls_round_trip(node_local_down: Proc, paid: Proc) -> N
     sent = recorded(paid)[-1]["body"]
     assert sent["tools"][0]["input_schema"]["required"] == ["city"]
     assert sent["tool_choice"] == {"type": "tool", "name": "get_weather"}
+
+
+def _stream(node: Proc, content: str) -> tuple[httpx.Response, list[str]]:
+    body = {"model": "auto", "max_tokens": 16, "stream": True,
+            "messages": [{"role": "user", "content": content}]}
+    with httpx.stream("POST", node.base_url + "/chat/completions", json=body,
+                      timeout=30) as response:
+        return response, list(response.iter_lines())
+
+
+def test_local_stream_past_its_first_token_deadline_spills(
+    node_local_fake: Proc, local_fake: Proc, paid: Proc
+) -> None:
+    # The route's objective is 2 s, so local gets 1.2 s to produce a first token.
+    fault(local_fake, ttft_ms=3000)
+    response, lines = _stream(node_local_fake, "Name a colour.")
+    assert response.status_code == 200 and "data: [DONE]" in lines
+    assert response.headers["x-spillgate-backend"] == "openai"
+    assert response.headers["x-spillgate-route"] == "auto;reason=overflow_deadline"
+    assert len(recorded(paid)) == 1 and len(recorded(local_fake)) == 1
+    # Sensitive data waits for local instead, and is queued ahead of spillable requests.
+    response, lines = _stream(node_local_fake, "Refund card 4111 1111 1111 1111.")
+    assert response.headers["x-spillgate-backend"] == "local-cpu"
+    assert "data: [DONE]" in lines
+    assert len(recorded(paid)) == 1
+    assert recorded(local_fake)[-1]["body"]["priority"] == -1
+    assert "priority" not in recorded(paid)[0]["body"]

@@ -53,7 +53,8 @@ def test_value_kinds_and_local_path() -> None:
     }
     argv = vllm_argv(entry, host="0.0.0.0", port=1, served_name="m")
     assert argv[2] == "/models/llama"
-    tail = argv[9:]
+    assert argv[9:11] == ["--scheduling-policy", "priority"]  # sensitive requests go first
+    tail = argv[11:]
     assert tail == ["--enforce-eager", "--no-enable-prefix-caching",
                     "--limit-mm-per-prompt", '{"image":2}', "--middleware", "a.B", "c.D"]
 

@@ -47,7 +47,8 @@ from spillgate.accounting.pricing import (
 )
 
 Bucket = Literal["hour", "day"]
-SPILL_REASONS = ("overflow", "local_unavailable")
+SPILL_REASONS = ("overflow", "local_unavailable", "local_queue_full", "local_context_exceeded",
+                 "telemetry_unknown")
 _STEP = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
 ZERO = Decimal(0)
 

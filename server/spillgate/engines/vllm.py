@@ -28,7 +28,7 @@ from spillgate.engines.catalog import Catalog
 from spillgate.errors import ConfigError
 from spillgate.settings import repo_models_dir
 
-RESERVED = frozenset({"host", "port", "model", "served-model-name"})
+RESERVED = frozenset({"host", "port", "model", "served-model-name", "scheduling-policy"})
 INSTALL_HINT = "vLLM is not installed: pip install .[gpu]  (needs a CUDA GPU)"
 
 
@@ -68,8 +68,10 @@ def vllm_argv(
     extra: Sequence[str] = (),
 ) -> list[str]:
     """`vllm serve …` for one catalog entry (the first element is the program name `vllm`)."""
+    # Priority scheduling lets the gateway put sensitive requests (which cannot spill) ahead
+    # of spillable ones in the engine's queue (request field `priority`, lower first).
     argv = ["vllm", "serve", model_source(catalog_entry), "--served-model-name", served_name,
-            "--host", host, "--port", str(port)]
+            "--host", host, "--port", str(port), "--scheduling-policy", "priority"]
     for key, value in (catalog_entry.get("vllm_args") or {}).items():
         if _flag(str(key))[2:] in RESERVED:
             raise ConfigError(

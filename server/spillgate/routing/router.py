@@ -38,6 +38,7 @@ class Route:
     local_only: bool = False
     on_budget_exhausted: Literal["local", "reject"] = "local"
     ttft_slo_s: float = 2.0
+    local_deadline_s: float | None = None  # auto streams: first-token deadline of local
 
 
 @dataclass(frozen=True, slots=True)

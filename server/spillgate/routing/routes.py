@@ -56,6 +56,9 @@ def build_routes(settings: Settings, catalog: Catalog) -> RouteTable:
     return RouteTable(routes.values())
 
 
+LOCAL_DEADLINE_SHARE = 0.6  # of the TTFT objective: the paid API's first token needs the rest
+
+
 def _local_targets(settings: Settings, catalog: Catalog) -> dict[str, Target]:
     targets = {}
     for backend in settings.local:
@@ -119,4 +122,6 @@ def _configured_route(
         local_only=rs.local_only,
         on_budget_exhausted=rs.on_budget_exhausted,
         ttft_slo_s=rs.ttft_slo_ms / 1000.0,
+        local_deadline_s=(rs.local_deadline_ms or LOCAL_DEADLINE_SHARE * rs.ttft_slo_ms) / 1000.0
+        if rs.policy == "auto" else None,
     )

@@ -40,6 +40,9 @@ class _Generation(_Open):
     stop: str | list[str] | None = None
     n: int | None = Field(None, ge=1)
     user: str | None = None
+    # vLLM's field: lower is admitted first (ties in arrival order). The gateway sends -1 for
+    # sensitive requests, which cannot spill and so must not wait behind spillable ones.
+    priority: int = 0
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(

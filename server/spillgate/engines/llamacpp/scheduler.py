@@ -39,6 +39,7 @@ class Job:
     max_tokens: int
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stops: tuple[str, ...] = ()
+    priority: int = 0  # lower is admitted first; ties keep arrival order
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +172,8 @@ class Scheduler:
             self._thread.join(timeout_s)
 
     def submit(self, job: Job, loop: asyncio.AbstractEventLoop) -> Ticket:
-        """Queue a job (FIFO); raises RateLimited when `max_queue` jobs already wait."""
+        """Queue a job (by priority, then arrival); raises RateLimited when `max_queue` jobs
+        already wait."""
         if not self.alive:
             raise ServiceUnavailable("the llama.cpp decode loop is not running",
                                      code="engine_unavailable")
@@ -183,10 +185,20 @@ class Scheduler:
                     f"engine queue is full ({self._config.max_queue} waiting); retry later",
                     code="engine_queue_full", retry_after_s=1.0)
             ticket._on_cancel = self._cancel_waiting
-            self._pending.append(ticket)
+            self._enqueue(ticket)
             self._metrics.waiting.set(len(self._pending))
             self._cond.notify()
         return ticket
+
+    def _enqueue(self, ticket: Ticket) -> None:
+        """Behind every waiting job of the same or a more urgent priority (caller holds the
+        lock). The common case, all priorities equal, is an append."""
+        priority = ticket.job.priority
+        if not self._pending or self._pending[-1].job.priority <= priority:
+            self._pending.append(ticket)
+            return
+        index = next(i for i, t in enumerate(self._pending) if t.job.priority > priority)
+        self._pending.insert(index, ticket)
 
     def _cancel_waiting(self, ticket: Ticket) -> None:
         with self._cond:

@@ -61,4 +61,4 @@ class Engine:
                 f"has {len(tokens)} tokens", param=param, code="context_length_exceeded")
         room = self.n_ctx - len(tokens)
         return Job(prompt=tokens, max_tokens=min(budget or room, room),
-                   sampling=body.sampling(), stops=body.stops())
+                   sampling=body.sampling(), stops=body.stops(), priority=body.priority)
