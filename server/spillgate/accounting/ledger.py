@@ -32,13 +32,12 @@ import asyncio
 import contextlib
 import logging
 import socket
-import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -64,6 +63,7 @@ from spillgate.accounting.schema import (
     hardware_periods,
     requests,
 )
+from spillgate.accounting.ttlcache import TTLCache
 
 if TYPE_CHECKING:
     from spillgate.accounting.keys import KeyInfo
@@ -78,8 +78,6 @@ RETRY_S = 1.0
 DEFAULT_GRACE_S = 600.0
 KEY_CACHE_TTL_S = 5.0
 SNAPSHOT_TTL_S = 1.0
-K = TypeVar("K")
-V = TypeVar("V")
 
 
 def utc_now() -> datetime:
@@ -105,33 +103,6 @@ class HardwarePeriodLike(Protocol):
     def power_watts(self) -> float | None: ...
     @property
     def profile(self) -> str: ...
-
-
-class TTLCache(Generic[K, V]):
-    """A bounded map whose entries expire; `get` gives (value,) or None when absent/expired."""
-
-    def __init__(self, ttl_s: float, max_entries: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._ttl, self._max, self._clock = ttl_s, max_entries, clock
-        self._items: OrderedDict[K, tuple[float, V]] = OrderedDict()
-
-    def get(self, key: K) -> tuple[V] | None:
-        hit = self._items.get(key)
-        if hit is None or hit[0] < self._clock():
-            return None
-        return (hit[1],)
-
-    def put(self, key: K, value: V, ttl_s: float | None = None) -> None:
-        self._items[key] = (self._clock() + (self._ttl if ttl_s is None else ttl_s), value)
-        self._items.move_to_end(key)
-        while len(self._items) > self._max:
-            self._items.popitem(last=False)
-
-    def discard(self, key: K) -> None:
-        self._items.pop(key, None)
-
-    def clear(self) -> None:
-        self._items.clear()
 
 
 @dataclass(frozen=True, slots=True)
