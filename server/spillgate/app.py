@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 from spillgate import dispatch
 from spillgate.accounting.accountant import build_accountant
@@ -29,6 +30,10 @@ from spillgate.telemetry.capacity import CapacityMonitor
 from spillgate.telemetry.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
+
+
+_NO_OTEL: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False,
+                             "operation_spans": False}
 
 
 @dataclass
@@ -74,8 +79,11 @@ def create_app(settings: Settings) -> FastAPI:
             await parts.backends.aclose()
             await accountant.aclose()
 
+    # FastAPI's native OpenTelemetry is off: the node exports Prometheus metrics, and the
+    # per-request spans cost measurable latency with no provider configured to receive them.
     app = FastAPI(title="Spillgate", version="0.1.0", lifespan=lifespan,
-                  default_response_class=JSONResponse, docs_url=None, redoc_url=None)
+                  default_response_class=JSONResponse, docs_url=None, redoc_url=None,
+                  openapi_url=None, telemetry=_NO_OTEL)
     app.state.node = node
     app.state.settings = settings
     app.state.accountant = accountant

@@ -11,6 +11,8 @@ Rules the service relies on:
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,7 +23,6 @@ from tenacity import (
     RetryCallState,
     retry_if_exception,
     stop_after_attempt,
-    wait_random_exponential,
 )
 
 from spillgate.backends.base import UpstreamFailure
@@ -75,32 +76,51 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, UpstreamFailure) and not isinstance(exc, BreakerOpen)
 
 
-def _wait(state: RetryCallState) -> float:
-    exc = state.outcome.exception() if state.outcome else None
+def _wait_after(exc: BaseException | None, attempt_number: int) -> float:
+    """Retry-After when the upstream gave one (capped), else exponential backoff with jitter."""
     if isinstance(exc, UpstreamFailure) and exc.retry_after_s is not None:
         return min(exc.retry_after_s, MAX_RETRY_AFTER_S)
-    return float(wait_random_exponential(multiplier=0.1, max=2.0)(state))
+    return random.uniform(0.0, min(2.0, 0.1 * 2 ** (attempt_number - 1)))
+
+
+async def _guarded(attempt: Callable[[], Awaitable[T]], breaker: CircuitBreaker,
+                   backend: str) -> T:
+    breaker.before_call(backend)
+    try:
+        result = await attempt()
+    except UpstreamFailure:
+        breaker.record_failure()
+        raise
+    breaker.record_success()
+    return result
 
 
 async def call_with_retries(
     attempt: Callable[[], Awaitable[T]], *, max_attempts: int, breaker: CircuitBreaker,
     backend: str,
 ) -> T:
-    """Run `attempt` until it succeeds, a non-retryable error occurs, or attempts run out."""
+    """Run `attempt` until it succeeds, a non-retryable error occurs, or attempts run out.
+
+    The first attempt runs bare (the common case pays no retry machinery); only after a
+    retryable failure does tenacity take over the remaining attempts."""
+    try:
+        return await _guarded(attempt, breaker, backend)
+    except UpstreamFailure as exc:
+        if max_attempts <= 1 or not _retryable(exc):
+            raise
+        await asyncio.sleep(_wait_after(exc, 1))
+
+    def wait(state: RetryCallState) -> float:  # attempt 1 of this loop is attempt 2 overall
+        failure = state.outcome.exception() if state.outcome else None
+        return _wait_after(failure, state.attempt_number + 1)
+
     retrying = AsyncRetrying(
-        stop=stop_after_attempt(max_attempts),
-        wait=_wait,
+        stop=stop_after_attempt(max_attempts - 1),
+        wait=wait,
         retry=retry_if_exception(_retryable),
         reraise=True,
     )
     async for attempt_state in retrying:
         with attempt_state:
-            breaker.before_call(backend)
-            try:
-                result = await attempt()
-            except UpstreamFailure:
-                breaker.record_failure()
-                raise
-            breaker.record_success()
-            return result
+            return await _guarded(attempt, breaker, backend)
     raise AssertionError("unreachable: tenacity reraises the last failure")  # pragma: no cover
