@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.pg import pg_dsn  # noqa: F401  (session fixture: a throwaway PostgreSQL)
+from tests.pg import ledger_dsn, pg_dsn  # noqa: F401  (fixtures: SQLite and PostgreSQL)
 from tests.support import Proc, bundled_gguf, free_port, spawn, wait_http, write_config
 
 

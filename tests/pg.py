@@ -106,3 +106,12 @@ async def fresh_database(dsn: str) -> str:
     finally:
         await conn.close()
     return url.set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def ledger_dsn(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each ledger test once on a fresh SQLite file (in folders that do not exist yet: the
+    ledger creates them) and once on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path}/not/yet/there/ledger.db"
+    return await fresh_database(request.getfixturevalue("pg_dsn"))

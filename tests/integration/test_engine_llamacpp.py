@@ -4,6 +4,7 @@ official OpenAI SDK: OpenAI shapes, errors, concurrency, the bounded queue and d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import Iterator
@@ -23,16 +24,21 @@ MODEL = "smollm2"
 LONG_PROMPT = "Count from 1 to 1000, separated by commas: 1, 2, 3, 4, 5,"
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
-    """An engine with one slot and one queue place, to fill its queue on purpose."""
+def _small_engine(tmp_path_factory: pytest.TempPathFactory, name: str, max_queue: int,
+                  ) -> contextlib.AbstractContextManager[Proc]:
+    """An engine with a single decode slot and `max_queue` queue places."""
     port = free_port()
     argv = ["-m", "spillgate.engines.llamacpp", "--model-path", bundled_gguf(),
             "--served-name", MODEL, "--port", str(port), "--max-batch", "1",
-            "--max-queue", "1", "--n-ctx", "512"]
-    log = Path(tmp_path_factory.mktemp("tiny")) / "engine.log"
-    with spawn(argv, log, f"http://127.0.0.1:{port}/v1",
-               f"http://127.0.0.1:{port}/health") as proc:
+            "--max-queue", str(max_queue), "--n-ctx", "512"]
+    log = Path(tmp_path_factory.mktemp(name)) / "engine.log"
+    return spawn(argv, log, f"http://127.0.0.1:{port}/v1", f"http://127.0.0.1:{port}/health")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    """One slot and one queue place, to fill its queue on purpose."""
+    with _small_engine(tmp_path_factory, "tiny", max_queue=1) as proc:
         yield proc
 
 
@@ -257,14 +263,8 @@ def test_metrics_count_tokens(engine: Proc) -> None:
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
-    """An engine with one slot and room to queue, to watch the admission order."""
-    port = free_port()
-    argv = ["-m", "spillgate.engines.llamacpp", "--model-path", bundled_gguf(),
-            "--served-name", MODEL, "--port", str(port), "--max-batch", "1",
-            "--max-queue", "8", "--n-ctx", "512"]
-    log = Path(tmp_path_factory.mktemp("single")) / "engine.log"
-    with spawn(argv, log, f"http://127.0.0.1:{port}/v1",
-               f"http://127.0.0.1:{port}/health") as proc:
+    """One slot and room to queue, to watch the admission order."""
+    with _small_engine(tmp_path_factory, "single", max_queue=8) as proc:
         yield proc
 
 

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -17,18 +16,15 @@ from spillgate.accounting.budgets import worst_case_cost
 from spillgate.accounting.keys import KeyInfo, RateLimiter, create_key
 from spillgate.accounting.ledger import Ledger, RequestStart
 from spillgate.accounting.schema import budget_counters, budget_reservations
-from tests.pg import fresh_database
 
 session_loop = pytest.mark.asyncio(loop_scope="session")
 T0 = datetime(2026, 11, 22, 23, 50, tzinfo=UTC)
 CENT = Decimal("0.01")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def dsn(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/ledger.db"
-    return await fresh_database(request.getfixturevalue("pg_dsn"))
+@pytest.fixture
+def dsn(ledger_dsn: str) -> str:
+    return ledger_dsn
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,18 +18,15 @@ from spillgate.accounting.ledger import Ledger, RequestOutcome, RequestStart
 from spillgate.accounting.migrations import MIGRATIONS, current_version, migrate
 from spillgate.accounting.schema import api_keys
 from spillgate.api.errors import install_error_handlers
-from tests.pg import fresh_database
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 T0 = datetime(2026, 11, 22, 10, 30, tzinfo=UTC)
 EVER = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def dsn(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/not/yet/there/ledger.db"
-    return await fresh_database(request.getfixturevalue("pg_dsn"))
+@pytest.fixture
+def dsn(ledger_dsn: str) -> str:
+    return ledger_dsn
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from spillgate.accounting.keys import create_key, list_keys, revoke_key
 from spillgate.accounting.ledger import Ledger
+from spillgate.accounting.report_cli import decimal_arg
 from spillgate.errors import InvalidRequest, NotFound, ServiceUnavailable
 
 
@@ -51,11 +52,8 @@ def add_keys_commands(subparsers: Any) -> None:
 
 
 def _usd(text: str) -> Decimal:
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"not an amount: {text!r}") from None
-    if not value.is_finite() or value < 0:
+    value = decimal_arg(text)
+    if value < 0:
         raise argparse.ArgumentTypeError(f"not a non-negative amount: {text!r}")
     return value
 

@@ -72,24 +72,24 @@ def add_report_commands(subparsers: Any) -> None:
     rep.set_defaults(func=run_report)
 
     plan = subparsers.add_parser("plan", help="monthly cost of all-API, all-local and hybrid")
-    plan.add_argument("--tokens-per-day", type=_decimal, required=True)
-    plan.add_argument("--peak-factor", type=_decimal, default=Decimal(3), help="peak / mean")
+    plan.add_argument("--tokens-per-day", type=decimal_arg, required=True)
+    plan.add_argument("--peak-factor", type=decimal_arg, default=Decimal(3), help="peak / mean")
     plan.add_argument("--hardware", required=True, help="profile name in hardware.yaml")
     plan.add_argument("--format", choices=("md", "json", "html"), default="md")
     plan.add_argument("--api-model", default=DEFAULT_REFERENCE, help="paid model to compare")
     plan.add_argument(
         "--tokens-per-second-per-gpu",
-        type=_decimal,
+        type=decimal_arg,
         help="one unit's throughput (default: the profile's tokens_per_second)",
     )
     plan.add_argument(
         "--hybrid-percentile",
-        type=_decimal,
+        type=decimal_arg,
         help="size the hybrid's local part for this load percentile (0..1), not the mean",
     )
     plan.add_argument(
         "--input-share",
-        type=_decimal,
+        type=decimal_arg,
         default=Decimal("0.75"),
         help="share of tokens that are prompt tokens (blends the API price)",
     )
@@ -98,7 +98,7 @@ def add_report_commands(subparsers: Any) -> None:
     plan.set_defaults(func=run_plan)
 
 
-def _decimal(text: str) -> Decimal:
+def decimal_arg(text: str) -> Decimal:
     try:
         value = Decimal(text)
     except InvalidOperation:
