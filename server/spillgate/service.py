@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -207,13 +207,25 @@ async def _stream(
     record.ttft_s = time.perf_counter() - began
     want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     chunks = _relay(node, record, opened, want_usage, began)
-    return StreamReply(chunks, _headers(node, record, with_cost=False))
+    # Start the relay now: a started generator always runs its `finally` (settle, release
+    # the local slot), even when the client is gone before the server iterates the body.
+    first = await anext(chunks)
+    return StreamReply(_prefixed(first, chunks), _headers(node, record, with_cost=False))
+
+
+async def _prefixed(first: bytes, rest: AsyncGenerator[bytes]) -> AsyncIterator[bytes]:
+    try:
+        yield first
+        async for item in rest:
+            yield item
+    finally:
+        await rest.aclose()
 
 
 async def _relay(
     node: Node, record: RequestRecord, opened: dispatch.OpenStream, want_usage: bool,
     began: float,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes]:
     """Forward chunks; settle exactly once whether the stream ends, fails or is cancelled."""
     status, seen_tokens, usage = 499, 0, None
     try:
