@@ -6,12 +6,13 @@ returned `Reply` or `StreamReply` into an HTTP response.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import orjson
 
@@ -36,6 +37,8 @@ from spillgate.settings import ServerSettings
 from spillgate.telemetry.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
+CLIENT_CLOSED = 499  # the status recorded when the client went away first (nginx's code)
+T = TypeVar("T")
 
 
 class Accountant(Protocol):
@@ -167,21 +170,32 @@ def _served(node: Node, route: Route, record: RequestRecord, target: Target,
     node.accountant.served(record)
 
 
+async def _settled_if_failed(node: Node, record: RequestRecord, call: Awaitable[T]) -> T:
+    """Await the dispatch; if it fails or the client goes away, settle the row (and release
+    the local slot) before the error propagates: no row left open, no slot leaked."""
+    try:
+        return await call
+    except ApiError as exc:
+        await _settle(node, record, exc.status)
+        raise
+    except asyncio.CancelledError:
+        await _settle(node, record, CLIENT_CLOSED)
+        raise
+
+
 async def _complete(
     node: Node, route: Route, decision: Decision, record: RequestRecord, body: JSON,
     call_for: Callable[[Target], UpstreamCall], before: dispatch.BeforeTarget,
 ) -> Reply:
     began = time.perf_counter()
-    try:
-        target, result, failed = await dispatch.complete(
-            node.upstreams, decision, call_for, body, before)
-    except ApiError as exc:
-        await _settle(node, record, exc.status)
-        raise
+    target, result, failed = await _settled_if_failed(node, record, dispatch.complete(
+        node.upstreams, decision, call_for, body, before))
     _served(node, route, record, target, failed)
     record.latency_s = time.perf_counter() - began
     usage = Usage.from_openai(result.get("usage"))
     if usage is None:
+        record.usage = Usage(record.prompt_estimate, 0, 0, measured=False)
+        await _settle(node, record, UpstreamError.status)
         raise UpstreamError(f"backend {target.backend} returned no usage")
     record.usage = usage
     await _settle(node, record, 200)
@@ -193,12 +207,9 @@ async def _stream(
     call_for: Callable[[Target], UpstreamCall], before: dispatch.BeforeTarget,
 ) -> StreamReply:
     began = time.perf_counter()
-    try:
-        opened = await dispatch.open_stream(node.upstreams, decision, call_for, body, before,
-                                            local_deadline_s=route.local_deadline_s)
-    except ApiError as exc:
-        await _settle(node, record, exc.status)
-        raise
+    opened = await _settled_if_failed(node, record, dispatch.open_stream(
+        node.upstreams, decision, call_for, body, before,
+        local_deadline_s=route.local_deadline_s))
     failed = opened.failed_over
     if opened.deadline_missed:  # local was busy, not broken: a spill, not a fallback
         record.reason = "overflow_deadline"
@@ -227,7 +238,7 @@ async def _relay(
     began: float,
 ) -> AsyncGenerator[bytes]:
     """Forward chunks; settle exactly once whether the stream ends, fails or is cancelled."""
-    status, seen_tokens, usage = 499, 0, None
+    status, seen_tokens, usage = CLIENT_CLOSED, 0, None
     try:
         async for chunk in _chunks(opened):
             if "usage" in chunk and chunk["usage"] and not chunk.get("choices"):

@@ -37,7 +37,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -54,6 +54,7 @@ from spillgate.accounting.budgets import (
     settle_in,
     snapshot_in,
 )
+from spillgate.accounting.costclock import HardwarePeriod
 from spillgate.accounting.migrations import READONLY, migrate, open_engine
 from spillgate.accounting.schema import (
     Money,
@@ -82,27 +83,6 @@ SNAPSHOT_TTL_S = 1.0
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-class HardwarePeriodLike(Protocol):
-    """A cost-clock period (spillgate.accounting.costclock.HardwarePeriod)."""
-
-    @property
-    def started_at(self) -> datetime: ...
-    @property
-    def ended_at(self) -> datetime: ...
-    @property
-    def busy_s(self) -> float: ...
-    @property
-    def idle_s(self) -> float: ...
-    @property
-    def busy_usd(self) -> Decimal: ...
-    @property
-    def idle_usd(self) -> Decimal: ...
-    @property
-    def power_watts(self) -> float | None: ...
-    @property
-    def profile(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,7 +378,7 @@ class Ledger:
             result = await conn.execute(query.order_by(h.started_at))
             return [dict(row._mapping) for row in result]
 
-    async def record_hardware_period(self, period: HardwarePeriodLike) -> None:
+    async def record_hardware_period(self, period: HardwarePeriod) -> None:
         async with self.transaction() as conn:
             await conn.execute(insert(hardware_periods).values(
                 node_id=self.node_id, started_at=period.started_at, ended_at=period.ended_at,

@@ -22,7 +22,6 @@ class Backends:
     supervisors: dict[str, EngineSupervisor] = field(default_factory=dict)
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     attempts: dict[str, int] = field(default_factory=dict)
-    local_batch: dict[str, int] = field(default_factory=dict)
 
     async def aclose(self) -> None:
         for supervisor in self.supervisors.values():
@@ -49,7 +48,6 @@ def build_backends(settings: Settings, catalog: Catalog) -> Backends:
         # full queue only adds wait, and a restarting engine is tracked by its supervisor.
         built.breakers[local.name] = CircuitBreaker(failure_threshold=10**9, reset_after_s=1)
         built.attempts[local.name] = 1
-        built.local_batch[local.name] = local.max_batch
     for provider in settings.providers:
         built.backends[provider.name] = provider_backend(provider)
         built.breakers[provider.name] = CircuitBreaker(

@@ -88,20 +88,19 @@ class CapacityMonitor:
             inflight=self._inflight, interval_s=self._interval_s, clock=clock,
         )
         self._view: Mapping[str, LocalCapacity] = MappingProxyType({})
-        self._external: dict[str, int] = {}
         self._spilled_seen: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
 
     # --- the request path ---------------------------------------------------------------
 
     def snapshot(self) -> Mapping[str, LocalCapacity]:
-        view = {}
-        for name, base in self._view.items():
-            supervisor = self._backends.supervisors[name]
-            live = self._inflight_counter.count(name)
-            view[name] = replace(base, ready=supervisor.ready,
-                                 inflight=live + self._external.get(name, 0))
-        return view
+        """The background view plus what must be live: readiness and our own in-flight
+        requests (the view's `inflight` holds only the load other clients put on the engine)."""
+        return {
+            name: replace(base, ready=self._backends.supervisors[name].ready,
+                          inflight=base.inflight + self._inflight_counter.count(name))
+            for name, base in self._view.items()
+        }
 
     # --- background ---------------------------------------------------------------------
 
@@ -152,7 +151,7 @@ class CapacityMonitor:
         fresh = snap.fresh_engines(name, now, config.stale_after_s)
         depth = sum((r.running or 0) + (r.waiting or 0) for r in fresh)
         # Work other clients put on the engine: what it reports beyond our own requests.
-        self._external[name] = max(0, round(depth) - snap.inflight.get(name, 0)) if fresh else 0
+        external = max(0, round(depth) - snap.inflight.get(name, 0)) if fresh else 0
         queue_full = any(
             r.queue_capacity is not None and (r.waiting or 0) >= r.queue_capacity for r in fresh
         )
@@ -172,7 +171,7 @@ class CapacityMonitor:
                                         tracks, headroom=self._headroom),
                 limit_reason=OVERFLOW_QUEUE if fresh else TELEMETRY_UNKNOWN,
             )
-        return LocalCapacity(ready=False, queue_full=queue_full,
+        return LocalCapacity(ready=False, queue_full=queue_full, inflight=external,
                              routes=MappingProxyType(routes))
 
     def _export(self, snap: CapacitySnapshot, now: float) -> None:
