@@ -15,12 +15,15 @@ raised, the caller treats the request as sensitive.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final
 
 import phonenumbers
 
+from spillgate.routing import sensitivity_normalize as normalize
 from spillgate.routing import sensitivity_rules as rules
+from spillgate.routing import sensitivity_walk as walk
 
 PAYMENT_CARD: Final = "payment_card"
 IBAN: Final = "iban"
@@ -32,48 +35,103 @@ SECRET: Final = "secret"
 ALL_CLASSES: Final = frozenset({PAYMENT_CARD, IBAN, US_SSN, EMAIL, PHONE, SECRET})
 
 
+SCAN_BUDGET: Final = "scan_budget"
+# Classes that say the node could not read the request, rather than what it found in it.
+UNSCANNABLE: Final = walk.UNSCANNABLE_CLASSES | {SCAN_BUDGET}
+DEFAULT_BUDGET_S: Final = 1.0
+# How much of the previous string is kept to catch a value split across two strings.
+_SEAM = 64
+_SPELLED_HINTS = (" dot ", "(at)", "[at]", "{at}", "<at>", "(dot)", "[dot]")
+
+
+class ScanBudgetExceeded(Exception):
+    """The scan ran past its time budget; the caller treats the request as unscannable."""
+
+
 class SensitivityDetector:
     """Finds which entity classes occur in a set of texts. Stateless after construction."""
 
-    __slots__ = ("_rules",)
+    __slots__ = ("_budget_s", "_rules")
 
-    def __init__(self) -> None:
+    def __init__(self, budget_s: float = DEFAULT_BUDGET_S) -> None:
         self._rules = rules.compile_rules()
+        self._budget_s = budget_s
         _warm_phone_metadata()
+        normalize.warm()
 
     def __repr__(self) -> str:
         return "SensitivityDetector()"
 
+    def scan_body(self, body: Mapping[str, Any]) -> frozenset[str]:
+        """Classes found in every string of `body`, plus why any part of it was unscannable
+        (token ids, binary, the time budget): a non-empty answer means "never spill"."""
+        extracted = walk.body_texts(body)
+        try:
+            found = self.scan(extracted.texts)
+        except ScanBudgetExceeded:
+            found = frozenset({SCAN_BUDGET})
+        return found | extracted.unscannable
+
     def scan(self, texts: Iterable[str]) -> frozenset[str]:
-        """Entity classes found in any of `texts`; non-str items are skipped."""
+        """Entity classes found in any of `texts` (each normalized and decoded, and across
+        the seams between consecutive texts); non-str items are skipped.
+
+        Raises ScanBudgetExceeded once the scan has run longer than the budget."""
+        deadline = time.perf_counter() + self._budget_s
         found: set[str] = set()
+        seam = ""
         for text in texts:
-            if isinstance(text, str) and text:
-                self._scan_one(text, found)
-                if len(found) == len(ALL_CLASSES):
-                    break
+            if not isinstance(text, str) or not text:
+                continue
+            readings = normalize.views(text)
+            for view in readings:
+                self._scan_one(view, found, deadline)
+            if seam:  # a value split across two messages: "4111 1111" + "1111 1111"
+                head = readings[0][:_SEAM]
+                self._scan_one(seam + head, found, deadline)
+                self._scan_one(seam + " " + head, found, deadline)
+            seam = (seam + readings[0])[-_SEAM:]
+            if len(found) == len(ALL_CLASSES):
+                break
         return frozenset(found)
 
-    def _scan_one(self, text: str, found: set[str]) -> None:
+    def _scan_one(self, text: str, found: set[str], deadline: float) -> None:
         r = self._rules
         if SECRET not in found and rules.find_secret(r, text):
             found.add(SECRET)
-        if EMAIL not in found and "@" in text and rules.find_email(r, text):
+        if EMAIL not in found and self._has_email(text):
             found.add(EMAIL)
         # Digit entities all live inside a cluster of >= 7 digits; rules see only those
         # windows. Order matters: each rule marks its spans taken so later, looser rules
-        # (card after IBAN, phone last) skip them.
-        taken: list[rules.Span] = []
+        # (card after IBAN, phone last) skip them. A rule whose class is already found is
+        # not run again: the answer cannot change, and the cost stays bounded.
+        taken = rules.Taken()
         for m in r.digit_cluster.finditer(text):
+            if time.perf_counter() > deadline:
+                raise ScanBudgetExceeded
             window = m.span()
-            if rules.find_ibans(r, text, window, taken):
+            if IBAN not in found and rules.find_ibans(r, text, window, taken):
                 found.add(IBAN)
-            if rules.find_cards(r, text, window, taken):
+            if PAYMENT_CARD not in found and rules.find_cards(r, text, window, taken):
                 found.add(PAYMENT_CARD)
-            if rules.find_ssns(r, text, window, taken):
+            if US_SSN not in found and rules.find_ssns(r, text, window, taken):
                 found.add(US_SSN)
             if PHONE not in found and rules.find_phone(r, text, window, taken):
                 found.add(PHONE)
+            if found.issuperset(_DIGIT_CLASSES):
+                break
+
+    def _has_email(self, text: str) -> bool:
+        r = self._rules
+        if "@" in text and rules.find_email(r, text):
+            return True
+        lowered = text.lower()
+        return any(hint in lowered for hint in _SPELLED_HINTS) and rules.find_spelled_email(
+            r, text
+        )
+
+
+_DIGIT_CLASSES: Final = frozenset({IBAN, PAYMENT_CARD, US_SSN, PHONE})
 
 
 def _warm_phone_metadata() -> None:

@@ -16,6 +16,7 @@ Patterns are compiled once per detector (`compile_rules`), not at import.
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 
@@ -30,13 +31,22 @@ Span = tuple[int, int]
 DEFAULT_REGIONS: tuple[str, ...] = ("US", "GB", "DE", "FR")
 NANP_REGIONS: tuple[str | None, ...] = ("US",)
 TRUNK_ZERO_REGIONS: tuple[str | None, ...] = ("GB", "DE", "FR")
+# After a phone word any region's national format counts; "+…" needs none.
+CONTEXT_REGIONS: tuple[str | None, ...] = (
+    None, "US", "GB", "DE", "FR", "ES", "IT", "NL", "PL", "BR", "IN", "JP", "AU", "MX", "SE",
+    "CH", "AT", "BE", "PT", "IE", "DK", "NO", "FI", "CZ", "RU", "TR", "ZA", "CN", "KR",
+)
 _INTERNATIONAL: tuple[str | None, ...] = (None,)
 
 # Words that make an unformatted digit run read as a phone number ("call 4155552671").
 _PHONE_CONTEXT = (
-    r"\b(?:phone|tel|telephone|mobile|cell|call|fax|whatsapp|sms|text\s+me"
-    r"|(?:my|your|his|her|our|their)\s+number)\b"
+    r"\b(?:phone|tel|telephone|mobile|cell|call|fax|whatsapp|sms|text\s+me|dial|ring|contact"
+    r"|reach|hotline|landline|telefon|telefono|tel[eé]fono|t[eé]l[eé]phone|portable|handy"
+    r"|m[oó]vil|cellulare|numer\s+telefonu|mob|ph|tlf|tfn|tele[fp]oon|puhelin|denwa"
+    r"|(?:my|your|his|her|our|their)\s+number|number\s+is)\b"
 )
+# Words that make a 9-digit run (or dotted groups) read as a US social security number.
+_SSN_CONTEXT = r"\b(?:ssn|ssns|social\s+security|soc\.?\s*sec|ss\s*#|ss\s+no|itin|taxpayer)"
 # RFC 5322 dot-atom characters of an email local part.
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-]"
 # Digit rules: not glued to a word, a sign, a decimal point, a path, a longer number or the
@@ -82,7 +92,11 @@ class CompiledRules:
     phone_nanp: re.Pattern[str]
     phone_trunk: re.Pattern[str]
     phone_bare: re.Pattern[str]
+    phone_grouped: re.Pattern[str]
     phone_context: re.Pattern[str]
+    ssn_context: re.Pattern[str]
+    spelled_at: re.Pattern[str]
+    spelled_domain: re.Pattern[str]
     date_like: re.Pattern[str]
     tax_id_shape: re.Pattern[str]
     email_local: re.Pattern[str]
@@ -101,10 +115,14 @@ def compile_rules() -> CompiledRules:
         # and phone number lies inside one such cluster. "[0-9]" scans faster than "\d".
         digit_cluster=rx(r"[0-9](?:[ .()/\-]{0,3}[0-9]){6,}"),
         # 12-19 digits, single spaces or dashes between any digits; a longer run never matches.
-        card=rx(_LEFT + r"\d(?:[ \-]?\d){11,18}(?![\w/]|[ .\-]?\d)"),
+        card=rx(_LEFT + r"\d(?:[ \-./]?\d){11,18}(?![\w/]|[ .\-/]?\d)"),
         # Country code, check digits, then the BBAN compact or in groups of four.
-        iban=rx(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b"),
-        ssn=rx(_LEFT + r"(\d{3})([ \-])(\d{2})\2(\d{4})(?![\w/]|[.\-]?\d)"),
+        # Case-insensitive: "de89 3704 …" is the same account as "DE89 3704 …".
+        iban=rx(r"\b[A-Z]{2}\d{2}(?:[ \-]?[A-Z0-9]{4}){2,7}(?:[ \-]?[A-Z0-9]{1,3})?\b",
+                re.IGNORECASE),
+        # AAA-GG-SSSS with one repeated separator, or none (then only after an SSN word).
+        ssn=rx(_LEFT + r"(\d{3})([ \-.]?)(\d{2})\2(\d{4})(?![\w/]|[.\-]?\d)"),
+        ssn_context=rx(_SSN_CONTEXT, re.IGNORECASE),
         # "+" then 8-15 digits; up to two of " .-()" between digits ("+1 (415) 555-2671").
         phone_e164=rx(r"(?<![\w+])\+(?:[ .\-()]{0,2}\d){8,15}" + _PHONE_RIGHT),
         # North American: (415) 555-2671, 415-555-2671, 415.555.2671, 1-415-555-2671.
@@ -122,12 +140,25 @@ def compile_rules() -> CompiledRules:
         ),
         # Unformatted national numbers count only after a phone word (see phone_context).
         phone_bare=rx(_PHONE_LEFT + r"(?:1?\d{10}|0\d{8,11})" + _PHONE_RIGHT),
+        # Any grouping of 2-6 digit groups (optionally "+", "(0)", parentheses), read as a
+        # phone only after a phone word: "teléfono 912 34 56 78", "Tel. 06-12345678".
+        phone_grouped=rx(
+            _PHONE_LEFT + r"(?:\+|\(\+?\d{1,4}\) ?)?\d{1,5}(?:(?: ?\(0\) ?| ?[.\-/] ?|[ ()]{1,2})"
+            r"\d{1,6}){1,6}" + _PHONE_RIGHT
+        ),
         phone_context=rx(_PHONE_CONTEXT, re.IGNORECASE),
         # 01.05.2024, 05/01/24, 01-05-2024: dates, never phones.
         date_like=rx(r"\d{1,2}([./\-])\d{1,2}\1\d{2,4}"),
         # US tax ids, valid or not, are never phone numbers: SSN AAA-GG-SSSS, EIN NN-NNNNNNN.
         tax_id_shape=rx(r"\d{3}([ \-])\d{2}\1\d{4}|\d{2}-\d{7}"),
         email_local=rx(rf"{_ATOM}+(?:\.{_ATOM}+)*\Z"),
+        # Spelled-out addresses: "jane at example dot org", "jane [at] example [dot] org".
+        spelled_at=rx(r"[A-Za-z0-9](?: +at +| *[(\[{<]at[)\]}>] *)(?=[A-Za-z0-9])", re.IGNORECASE),
+        spelled_domain=rx(
+            r"[A-Za-z0-9\-]{1,63}(?:(?: +dot +| *[(\[{<]dot[)\]}>] *|\.)[A-Za-z0-9\-]{1,63}){1,4}"
+            r"(?![\w\-])",
+            re.IGNORECASE,
+        ),
         email_domain=rx(
             r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w\-])"
         ),
@@ -155,8 +186,24 @@ _SECRETS: tuple[tuple[str, int, str | tuple[str, ...], str], ...] = (
 )
 
 
-def _overlaps(span: Span, taken: list[Span]) -> bool:
-    return any(span[0] < end and start < span[1] for start, end in taken)
+class Taken:
+    """The spans already confirmed in one text, kept sorted; they never overlap each other,
+    so one bisect finds the only span a candidate could overlap (log time, not a scan)."""
+
+    __slots__ = ("_ends", "_starts")
+
+    def __init__(self) -> None:
+        self._starts: list[int] = []
+        self._ends: list[int] = []
+
+    def overlaps(self, span: Span) -> bool:
+        i = bisect.bisect_left(self._starts, span[1])
+        return i > 0 and self._ends[i - 1] > span[0]
+
+    def add(self, span: Span) -> None:
+        i = bisect.bisect_left(self._starts, span[0])
+        self._starts.insert(i, span[0])
+        self._ends.insert(i, span[1])
 
 
 def _digits(s: str) -> str:
@@ -169,9 +216,11 @@ def _digits(s: str) -> str:
 def _card_iin_plausible(digits: str) -> bool:
     """ISO/IEC 7812 issuer prefixes of the card networks; cuts Luhn's 1-in-10 false hits.
 
-    Visa 4; Mastercard 51-55 and 2221-2720; Mir 2200-2204; Amex 34/37; Diners 30/36/38/39;
-    JCB 35; Discover/UnionPay/RuPay/Maestro 6; Maestro 50, 56-59; UnionPay 81.
-    ISBNs (9...), trunk-prefixed phone numbers (0...) and epoch milliseconds (1...) fall out.
+    Visa 4; Mastercard 51-55 and 2221-2720; Mir 2200-2204, Borica 2205; Amex 34/37; Diners
+    30/36/38/39; JCB 35 and the 15-digit 1800/2131; UATP 1 (15 digits); Discover/UnionPay/
+    RuPay/Maestro/Verve 6; Maestro/Dankort 50, 56-59; UnionPay/RuPay 81/82; Troy 9792.
+    ISBNs (978/979), trunk-prefixed phone numbers (0...) and epoch milliseconds (13 digits
+    of 1...) fall out.
     """
     first = digits[0]
     if first in "456":
@@ -180,18 +229,22 @@ def _card_iin_plausible(digits: str) -> bool:
         return digits[1] in "0456789"
     if first == "2":
         head = int(digits[:4])
-        return 2200 <= head <= 2204 or 2221 <= head <= 2720
-    return digits.startswith("81")
+        return 2200 <= head <= 2205 or 2221 <= head <= 2720 or head == 2131
+    if first == "1":
+        return len(digits) == 15  # UATP, JCB 1800
+    if first == "8":
+        return digits[1] in "12"
+    return digits.startswith("9792")
 
 
-def find_cards(rules: CompiledRules, text: str, window: Span, taken: list[Span]) -> bool:
+def find_cards(rules: CompiledRules, text: str, window: Span, taken: Taken) -> bool:
     found = False
     for m in rules.card.finditer(text, window[0], window[1] + DIGIT_REACH):
-        if _overlaps(m.span(), taken):
+        if taken.overlaps(m.span()):
             continue
         digits = _digits(m.group())
         if _card_iin_plausible(digits) and luhn.is_valid(digits):
-            taken.append(m.span())
+            taken.add(m.span())
             found = True
     return found
 
@@ -199,18 +252,18 @@ def find_cards(rules: CompiledRules, text: str, window: Span, taken: list[Span])
 # ---------------------------------------------------------------- IBAN
 
 
-def find_ibans(rules: CompiledRules, text: str, window: Span, taken: list[Span]) -> bool:
+def find_ibans(rules: CompiledRules, text: str, window: Span, taken: Taken) -> bool:
     found = False
     lo, hi = max(0, window[0] - IBAN_REACH), window[1] + IBAN_REACH
     for m in rules.iban.finditer(text, lo, hi):
-        if _overlaps(m.span(), taken):
+        if taken.overlaps(m.span()):
             continue
         # The greedy match may have swallowed a following uppercase word or number group:
         # retry without trailing groups until one validates (a few tries at most).
         groups = m.group().split(" ")
         while groups and sum(map(len, groups)) >= 15:
             if stdnum_iban.is_valid("".join(groups)):
-                taken.append((m.start(), m.start() + len(" ".join(groups))))
+                taken.add((m.start(), m.start() + len(" ".join(groups))))
                 found = True
                 break
             groups.pop()
@@ -220,15 +273,18 @@ def find_ibans(rules: CompiledRules, text: str, window: Span, taken: list[Span])
 # ---------------------------------------------------------------- US SSN
 
 
-def find_ssns(rules: CompiledRules, text: str, window: Span, taken: list[Span]) -> bool:
+def find_ssns(rules: CompiledRules, text: str, window: Span, taken: Taken) -> bool:
+    """AAA-GG-SSSS or AAA GG SSSS anywhere; no separator or dots only after an SSN word."""
     found = False
     for m in rules.ssn.finditer(text, window[0], window[1] + DIGIT_REACH):
-        if _overlaps(m.span(), taken):
+        if taken.overlaps(m.span()):
+            continue
+        if m.group(2) in ("", ".") and not _word_before(rules.ssn_context, text, m.start()):
             continue
         # stdnum rejects area 000/666/9xx, group 00, serial 0000 and the famous
         # advertising numbers (078-05-1120 ...).
         if stdnum_ssn.is_valid(m.group(1) + m.group(3) + m.group(4)):
-            taken.append(m.span())
+            taken.add(m.span())
             found = True
     return found
 
@@ -236,34 +292,37 @@ def find_ssns(rules: CompiledRules, text: str, window: Span, taken: list[Span]) 
 # ---------------------------------------------------------------- phone numbers
 
 
-def _valid_phone(candidate: str, regions: tuple[str | None, ...]) -> bool:
+def _possible_phone(candidate: str, regions: tuple[str | None, ...]) -> bool:
+    """libphonenumber's `is_possible_number`, not `is_valid_number`: a number a user typed is
+    personal data whether or not its range is assigned today."""
     for region in regions:
         try:
             number = phonenumbers.parse(candidate, region)
         except phonenumbers.NumberParseException:
             continue
-        if phonenumbers.is_valid_number(number):
+        if phonenumbers.is_possible_number(number):
             return True
     return False
 
 
 def _phone_at(
-    rules: CompiledRules, m: re.Match[str], regions: tuple[str | None, ...], taken: list[Span]
+    rules: CompiledRules, m: re.Match[str], regions: tuple[str | None, ...], taken: Taken
 ) -> bool:
     candidate = m.group()
     if (
-        _overlaps(m.span(), taken)
+        taken.overlaps(m.span())
         or rules.date_like.fullmatch(candidate)
         or rules.tax_id_shape.fullmatch(candidate)
-        or not _valid_phone(candidate, regions)
+        or not _possible_phone(candidate, regions)
     ):
         return False
-    taken.append(m.span())
+    taken.add(m.span())
     return True
 
 
-def find_phone(rules: CompiledRules, text: str, window: Span, taken: list[Span]) -> bool:
-    """E.164 anywhere; national formats of the default regions; bare runs after a phone word."""
+def find_phone(rules: CompiledRules, text: str, window: Span, taken: Taken) -> bool:
+    """Typical groupings anywhere (E.164, North American, trunk-0 national); after a phone
+    word, any grouping or a bare run that some region would accept as a number."""
     lo, hi = max(0, window[0] - DIGIT_REACH), window[1] + DIGIT_REACH
     shapes = (
         (rules.phone_e164, _INTERNATIONAL),
@@ -274,20 +333,20 @@ def find_phone(rules: CompiledRules, text: str, window: Span, taken: list[Span])
         for m in pattern.finditer(text, lo, hi):
             if _phone_at(rules, m, regions, taken):
                 return True
-    for m in rules.phone_bare.finditer(text, lo, hi):
-        if not _phone_word_before(rules, text, m.start()):
-            continue
-        regions = TRUNK_ZERO_REGIONS if m.group().startswith("0") else NANP_REGIONS
-        if _phone_at(rules, m, regions, taken):
-            return True
+    for pattern in (rules.phone_grouped, rules.phone_bare):
+        for m in pattern.finditer(text, lo, hi):
+            if _word_before(rules.phone_context, text, m.start()) and _phone_at(
+                rules, m, CONTEXT_REGIONS, taken
+            ):
+                return True
     return False
 
 
-def _phone_word_before(rules: CompiledRules, text: str, start: int) -> bool:
-    """A phone word earlier in the same sentence, at most 40 characters back."""
+def _word_before(context: re.Pattern[str], text: str, start: int) -> bool:
+    """A context word earlier in the same sentence, at most 40 characters back."""
     lo = max(0, start - 40)
     sentence = max(text.rfind(". ", lo, start), text.rfind("\n", lo, start))
-    return rules.phone_context.search(text, max(lo, sentence + 1), start) is not None
+    return context.search(text, max(lo, sentence + 1), start) is not None
 
 
 # ---------------------------------------------------------------- email
@@ -306,6 +365,36 @@ def find_email(rules: CompiledRules, text: str) -> bool:
         if local and domain and not _asset_suffix(domain.group()) and not _url_userinfo(text, at):
             return True
         at = text.find("@", at + 1)
+    return False
+
+
+_TLDS = frozenset(
+    "com org net edu gov mil int io co uk de fr es it nl pl be ch at se no dk fi ie pt cz ru eu "
+    "us ca au nz in jp cn kr br mx ar za info biz me tv ai dev app xyz online site email mail "
+    "gmail".split()
+)
+_SPELLED_DOT = re.compile(r" *[(\[{<]dot[)\]}>] *| +dot +|\.", re.IGNORECASE)
+_NOT_A_DOMAIN = frozenset({"the", "a", "an", "this", "that", "my", "your", "our", "their", "home"})
+
+
+def find_spelled_email(rules: CompiledRules, text: str) -> bool:
+    """ "jane at example dot org", "jane [at] example [dot] org", "jane (at) example.org".
+
+    A plain " at " needs a spelled " dot " after it (so "look at example.com" is prose); the
+    last label must be a common top-level domain."""
+    for at in rules.spelled_at.finditer(text):
+        domain = rules.spelled_domain.match(text, at.end())
+        if domain is None:
+            continue
+        labels = _SPELLED_DOT.split(domain.group())
+        bracketed_at = any(ch in at.group() for ch in "([{<")
+        spelled_dot = len(labels) - 1 > domain.group().count(".")
+        if (
+            (bracketed_at or spelled_dot)
+            and labels[-1].lower() in _TLDS
+            and labels[0].lower() not in _NOT_A_DOMAIN
+        ):
+            return True
     return False
 
 

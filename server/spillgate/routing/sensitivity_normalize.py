@@ -1,0 +1,133 @@
+"""Normalization before matching: every way a value can be written, read back to plain text.
+
+The rules match ASCII shapes ("4111 1111 1111 1111", "a@b.com"). A client (or a careless
+copy-paste) writes the same values in forms those shapes miss; `views(text)` returns the text
+as the rules should read it, plus one decoded copy per encoding found in it:
+
+- Unicode NFKC (full-width digits and "＠" become ASCII), format characters stripped (zero-width
+  space/joiners, soft hyphen, BOM), every Unicode space folded to " " and every dash to "-";
+  runs of spaces between two digits become one space ("4111  1111" → "4111 1111");
+- percent-encoding ("%40"), HTML entities ("&#64;", "&commat;") and JSON escapes ("\\u0040");
+- base64 runs that decode to text (each run of >= 12 base64 characters is tried; binary
+  results are ignored here: binary *payloads* are the walker's business).
+
+Decoded copies are normalized again, to a fixed small depth, so "base64 of a percent-encoded
+email" is read too. Everything is linear in the text: `str.translate`, `unicodedata`, and
+regexes without nested quantifiers.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import html
+import re
+import sys
+import unicodedata
+from functools import cache
+from urllib.parse import unquote
+
+MAX_DEPTH = 2
+# A base64 run: at least 12 characters (9 bytes: the shortest email or phone number) of the
+# standard or URL-safe alphabet, optional padding. Single class + bounded padding: linear.
+_B64_RUN = re.compile(r"[A-Za-z0-9+/_\-]{12,}={0,2}")
+_JSON_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
+_SPACES_BETWEEN_DIGITS = re.compile(r"(?<=\d)[ \t]{2,}(?=\d)")
+_TEXT_CONTROL = {ord("\t"): None, ord("\n"): None, ord("\r"): None}
+
+
+@cache
+def _fold_table() -> dict[int, str | None]:
+    """Format characters → removed; Unicode spaces → " "; Unicode dashes → "-".
+
+    Built once (a pass over every code point, ~0.3 s) when the detector is constructed."""
+    table: dict[int, str | None] = {}
+    for code in range(0x80, sys.maxunicode + 1):
+        category = unicodedata.category(chr(code))
+        if category == "Cf":
+            table[code] = None
+        elif category in ("Zs", "Zl", "Zp"):
+            table[code] = " "
+        elif category == "Pd":
+            table[code] = "-"
+    for code in (0x2212, 0x2043, 0xFE63, 0xFF0D):  # minus sign, hyphen bullet, small/wide dash
+        table[code] = "-"
+    return table
+
+
+def warm() -> None:
+    """Build the fold table now (start-up), not on the first non-ASCII request."""
+    _fold_table()
+
+
+def fold(text: str) -> str:
+    """NFKC, strip format characters, fold spaces and dashes, squeeze spaces between digits."""
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text).translate(_fold_table())
+    if "  " in text or "\t" in text:
+        text = _SPACES_BETWEEN_DIGITS.sub(" ", text)
+    return text
+
+
+def views(text: str) -> list[str]:
+    """`text` folded, then each decoded form of it (folded too); duplicates left out."""
+    out: list[str] = []
+    _collect(text, 0, out)
+    return out
+
+
+def _collect(text: str, depth: int, out: list[str]) -> None:
+    folded = fold(text)
+    if folded in out:
+        return
+    out.append(folded)
+    if depth >= MAX_DEPTH:
+        return
+    for decoded in _decodings(folded):
+        if decoded != folded:
+            _collect(decoded, depth + 1, out)
+
+
+def _decodings(text: str) -> list[str]:
+    """One copy with every character-level escape decoded, plus one per base64 text run."""
+    unescaped = text
+    if "%" in unescaped:
+        unescaped = unquote(unescaped, errors="replace")
+    if "&" in unescaped:
+        unescaped = html.unescape(unescaped)
+    if "\\u" in unescaped:
+        unescaped = _JSON_ESCAPE.sub(_unescape_json, unescaped)
+    return [unescaped, *_base64_texts(text)]
+
+
+def _unescape_json(match: re.Match[str]) -> str:
+    return chr(int(match.group(1), 16))
+
+
+def _base64_texts(text: str) -> list[str]:
+    """Text decoded from each base64 run; runs that decode to binary are skipped."""
+    found: list[str] = []
+    for match in _B64_RUN.finditer(text):
+        decoded = decode_base64_text(match.group())
+        if decoded is not None:
+            found.append(decoded)
+    return found
+
+
+def decode_base64_text(run: str) -> str | None:
+    """The UTF-8 text a base64 run encodes, or None if it is not base64 of printable text."""
+    stripped = run.rstrip("=")
+    if len(stripped) % 4 == 1:
+        return None
+    padded = stripped + "=" * (-len(stripped) % 4)
+    try:
+        raw = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
+        decoded = raw.decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    return decoded if is_text(decoded) else None
+
+
+def is_text(decoded: str) -> bool:
+    """Printable text: no control characters other than tab and newlines."""
+    return decoded.isprintable() or decoded.translate(_TEXT_CONTROL).isprintable()
