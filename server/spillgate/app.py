@@ -24,7 +24,8 @@ from spillgate.backends.registry import Backends, build_backends
 from spillgate.engines.catalog import Catalog
 from spillgate.routing.admission import InflightCounter
 from spillgate.routing.routes import build_routes
-from spillgate.routing.sensitivity import SensitivityDetector, request_texts
+from spillgate.routing.sensitivity import SensitivityDetector
+from spillgate.routing.sensitivity_walk import body_texts
 from spillgate.service import Node
 from spillgate.settings import Settings, is_loopback
 from spillgate.telemetry.capacity import CapacityMonitor
@@ -70,7 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
         inflight=inflight,
         priority_backends=frozenset(b.name for b in settings.local if b.sensitive_priority),
         detector=SensitivityDetector(),
-        extract=request_texts,
+        extract=body_texts,
         accountant=accountant,
         metrics=metrics,
     )

@@ -19,7 +19,7 @@ import orjson
 from spillgate import dispatch
 from spillgate.accounting.record import RequestRecord, Usage
 from spillgate.backends.base import JSON, Endpoint, UpstreamCall
-from spillgate.classify import Detector, TextExtractor, classify, parse_tags
+from spillgate.classify import Detector, TextExtractor, classify_async, parse_tags
 from spillgate.errors import ApiError, ServiceUnavailable, UpstreamError
 from spillgate.protocol import admit, max_output_tokens
 from spillgate.routing.admission import InflightCounter
@@ -93,8 +93,10 @@ async def serve(
 ) -> Reply | StreamReply:
     body, _ = admit(endpoint, raw, node.limits)
     route = node.routes.resolve(str(body["model"]))
-    verdict = classify(body, headers, detector=node.detector, extract=node.extract,
-                       key_local_only=client.local_only, route_local_only=route.local_only)
+    verdict = await classify_async(
+        body, headers, detector=node.detector, extract=node.extract,
+        key_local_only=client.local_only, route_local_only=route.local_only,
+        body_bytes=len(raw))
     for entity in verdict.classes:
         node.metrics.sensitive.labels(entity).inc()
     record = RequestRecord(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from stdnum import luhn
 
-from spillgate.routing.sensitivity import ALL_CLASSES, SensitivityDetector, request_texts
+from spillgate.routing.sensitivity import ALL_CLASSES, SensitivityDetector
 
 
 @pytest.fixture(scope="module")
@@ -353,6 +354,31 @@ LOCATIONS: list[tuple[str, dict[str, Any]]] = [
     ("embeddings input list", {"model": "m", "input": ["a", EMAIL]}),
     ("user field", _chat({"role": "user", "content": "hi"}, user=EMAIL)),
     ("metadata", _chat({"role": "user", "content": "hi"}, metadata={"owner": EMAIL})),
+    # Positions a fixed list of fields missed: everything is scanned unless allowlisted.
+    ("metadata key", _chat({"role": "user", "content": "hi"}, metadata={EMAIL: "x"})),
+    ("nested metadata", _chat({"role": "user", "content": "hi"}, metadata={"a": {"b": [EMAIL]}})),
+    ("tool_call_id", _chat({"role": "tool", "tool_call_id": EMAIL, "content": "ok"})),
+    ("tool_choice name", _chat({"role": "user", "content": "hi"},
+                               tool_choice={"type": "function", "function": {"name": EMAIL}})),
+    ("extra_body", _chat({"role": "user", "content": "hi"}, extra_body={"note": EMAIL})),
+    ("prompt_cache_key", _chat({"role": "user", "content": "hi"}, prompt_cache_key=EMAIL)),
+    ("web_search_options", _chat({"role": "user", "content": "hi"},
+                                 web_search_options={"user_location": {"city": EMAIL}})),
+    ("prediction", _chat({"role": "user", "content": "hi"},
+                         prediction={"type": "content", "content": EMAIL})),
+    ("unknown message key", _chat({"role": "user", "content": "hi", "x_note": EMAIL})),
+    ("unknown part key", _chat({"role": "user", "content": [{"type": "text", "text": "hi",
+                                                              "note": EMAIL}]})),
+    ("audio transcript", _chat({"role": "assistant", "audio": {"id": "a1",
+                                                               "transcript": EMAIL}})),
+    ("file part filename", _chat({"role": "user", "content": [
+        {"type": "file", "file": {"filename": EMAIL, "file_id": "file-1"}}]})),
+    ("text data URL", _chat({"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "data:text/plain,mail%20" + EMAIL}}]})),
+    ("base64 text data URL", _chat({"role": "user", "content": [
+        {"type": "image_url", "image_url": {
+            "url": "data:text/plain;base64," + base64.b64encode(EMAIL.encode()).decode()}}]})),
+    ("model-shaped field elsewhere", _chat({"role": "user", "content": "hi"}, x={"model": EMAIL})),
 ]
 
 
@@ -360,13 +386,44 @@ LOCATIONS: list[tuple[str, dict[str, Any]]] = [
 def test_request_texts_reach_every_location(
     detector: SensitivityDetector, where: str, body: dict[str, Any]
 ) -> None:
-    assert detector.scan(request_texts(body)) == {"email"}, where
+    assert detector.scan_body(body) == {"email"}, where
 
 
-def test_token_id_inputs_and_odd_shapes_are_skipped() -> None:
-    bodies: list[Any] = [
+@pytest.mark.parametrize(
+    "body",
+    [
         {"model": "m", "input": [[1, 2, 3], [4, 5]]},
         {"model": "m", "prompt": [101, 2023, 102]},
+        {"model": "m", "prompt": [[101, 2023, 102]]},
+    ],
+)
+def test_token_id_prompts_are_unscannable(detector: SensitivityDetector, body: Any) -> None:
+    # Only the tokenizer knows what token ids say: such a request must never spill.
+    assert detector.scan_body(body) == {"token_ids"}
+
+
+def test_binary_payloads_are_unscannable(detector: SensitivityDetector) -> None:
+    pdf = base64.b64encode(b"%PDF-1.4\n\x00\x01\x02\xff" * 8).decode()
+    audio = base64.b64encode(bytes(range(256))).decode()
+    bodies = [
+        _chat({"role": "user", "content": [{"type": "file", "file": {
+            "filename": "a.pdf", "file_data": f"data:application/pdf;base64,{pdf}"}}]}),
+        _chat({"role": "user", "content": [{"type": "input_audio", "input_audio": {
+            "data": audio, "format": "wav"}}]}),
+        _chat({"role": "user", "content": [{"type": "image_url", "image_url": {
+            "url": f"data:image/png;base64,{audio}"}}]}),  # claims PNG, is not one
+    ]
+    for body in bodies:
+        assert detector.scan_body(body) == {"binary"}
+
+
+def test_large_numbers_are_scanned_as_text(detector: SensitivityDetector) -> None:
+    assert detector.scan_body({"model": "m", "x": {"card": 4111111111111111}}) == {
+        "payment_card"}
+
+
+def test_odd_shapes_are_scanned_not_raised(detector: SensitivityDetector) -> None:
+    bodies: list[Any] = [
         {"model": "m", "messages": "not a list"},
         {"model": "m", "messages": [None, 3, {"role": "user", "content": 7}]},
         {"model": "m", "tools": [{"type": "function", "function": "nope"}]},
@@ -387,7 +444,7 @@ def test_token_id_inputs_and_odd_shapes_are_skipped() -> None:
         "not a mapping",
     ]
     for body in bodies:
-        assert list(request_texts(body)) == []
+        assert detector.scan_body(body) == frozenset()
 
 
 def test_clean_body_is_clean(detector: SensitivityDetector) -> None:
@@ -405,4 +462,4 @@ def test_clean_body_is_clean(detector: SensitivityDetector) -> None:
             }
         ],
     )
-    assert detector.scan(request_texts(body)) == frozenset()
+    assert detector.scan_body(body) == frozenset()
