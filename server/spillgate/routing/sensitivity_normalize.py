@@ -4,9 +4,9 @@ The rules match ASCII shapes ("4111 1111 1111 1111", "a@b.com"). A client (or a 
 copy-paste) writes the same values in forms those shapes miss; `views(text)` returns the text
 as the rules should read it, plus one decoded copy per encoding found in it:
 
-- Unicode NFKC (full-width digits and "＠" become ASCII), format characters stripped (zero-width
-  space/joiners, soft hyphen, BOM), every Unicode space folded to " " and every dash to "-";
-  runs of spaces between two digits become one space ("4111  1111" → "4111 1111");
+- Unicode NFKC (full-width digits and at signs become ASCII), format characters stripped
+  (zero-width space/joiners, soft hyphen, BOM), every Unicode space folded to " " and every
+  dash to "-"; runs of spaces between two digits become one space ("4111  1111" → "4111 1111");
 - percent-encoding ("%40"), HTML entities ("&#64;", "&commat;") and JSON escapes ("\\u0040");
 - base64 runs that decode to text (each run of >= 12 base64 characters is tried; binary
   results are ignored here: binary *payloads* are the walker's business).
