@@ -42,8 +42,16 @@ _INTERNATIONAL: tuple[str | None, ...] = (None,)
 _PHONE_CONTEXT = (
     r"\b(?:phone|tel|telephone|mobile|cell|call|fax|whatsapp|sms|text\s+me|dial|ring|contact"
     r"|reach|hotline|landline|telefon|telefono|tel[eé]fono|t[eé]l[eé]phone|portable|handy"
-    r"|m[oó]vil|cellulare|numer\s+telefonu|mob|ph|tlf|tfn|tele[fp]oon|puhelin|denwa"
+    r"|m[oó]vil|cellulare|celular|cel|mobil|mobiel|matkapuhelin|cep|telefone|fone|numer\s+telefonu|mob|ph|tlf|tfn|tele[fp]oon|puhelin|denwa"
     r"|(?:my|your|his|her|our|their)\s+number|number\s+is)\b"
+)
+# Labels that say a digit group is not a phone number: "ABN 04 575 408 925", "serial
+# 0840-9777-1688", "ZIP 09491-3592". The nearest label before a candidate decides. Cards have
+# no such exception: Luhn and the IIN ranges keep their false hits rare, and recall comes first.
+_NOT_PERSONAL = (
+    r"\b(?:abn|acn|ein|vat|tin|postcode|post\s+code|zip|postal|part|serial|s/n|sku|ean|gtin"
+    r"|upc|isbn|issn|barcode|order|invoice|ref|reference|tracking|usps|ups|fedex|dhl|build"
+    r"|version|release|ticket|batch)\b"
 )
 # Words that make a 9-digit run (or dotted groups) read as a US social security number.
 _SSN_CONTEXT = r"\b(?:ssn|ssns|social\s+security|soc\.?\s*sec|ss\s*#|ss\s+no|itin|taxpayer)"
@@ -93,6 +101,7 @@ class CompiledRules:
     phone_trunk: re.Pattern[str]
     phone_bare: re.Pattern[str]
     phone_grouped: re.Pattern[str]
+    not_personal: re.Pattern[str]
     phone_context: re.Pattern[str]
     ssn_context: re.Pattern[str]
     spelled_at: re.Pattern[str]
@@ -116,6 +125,7 @@ def compile_rules() -> CompiledRules:
         digit_cluster=rx(r"[0-9](?:[ .()/\-]{0,3}[0-9]){6,}"),
         # 12-19 digits, single spaces or dashes between any digits; a longer run never matches.
         card=rx(_LEFT + r"\d(?:[ \-./]?\d){11,18}(?![\w/]|[ .\-/]?\d)"),
+        not_personal=rx(_NOT_PERSONAL, re.IGNORECASE),
         # Country code, check digits, then the BBAN compact or in groups of four.
         # Case-insensitive: "de89 3704 …" is the same account as "DE89 3704 …".
         iban=rx(r"\b[A-Z]{2}\d{2}(?:[ \-]?[A-Z0-9]{4}){2,7}(?:[ \-]?[A-Z0-9]{1,3})?\b",
@@ -143,8 +153,8 @@ def compile_rules() -> CompiledRules:
         # Any grouping of 2-6 digit groups (optionally "+", "(0)", parentheses), read as a
         # phone only after a phone word: "teléfono 912 34 56 78", "Tel. 06-12345678".
         phone_grouped=rx(
-            _PHONE_LEFT + r"(?:\+|\(\+?\d{1,4}\) ?)?\d{1,5}(?:(?: ?\(0\) ?| ?[.\-/] ?|[ ()]{1,2})"
-            r"\d{1,6}){1,6}" + _PHONE_RIGHT
+            _PHONE_LEFT + r"(?:\+|\(\+?\d{1,4}\)[ .\-]?)?\d{1,15}"
+            r"(?:(?: ?\(0\) ?| ?[.\-/] ?|[ ()]{1,2})\d{1,12}){0,6}" + _PHONE_RIGHT
         ),
         phone_context=rx(_PHONE_CONTEXT, re.IGNORECASE),
         # 01.05.2024, 05/01/24, 01-05-2024: dates, never phones.
@@ -234,7 +244,19 @@ def _card_iin_plausible(digits: str) -> bool:
         return len(digits) == 15  # UATP, JCB 1800
     if first == "8":
         return digits[1] in "12"
-    return digits.startswith("9792")
+    return digits.startswith("9792") and len(digits) == 16
+
+
+def _inside_digit_groups(text: str, start: int) -> bool:
+    """The match continues a chain of digit groups ("2741 4420 0307 …": the tail of a 22-digit
+    tracking number), unless that group is glued to a word ("visa13 4222…")."""
+    i = start - 1
+    if i < 1 or text[i] not in " .-/" or not text[i - 1].isdigit():
+        return False
+    i -= 1
+    while i >= 0 and text[i].isdigit():
+        i -= 1
+    return i < 0 or not text[i].isalpha()
 
 
 def find_cards(rules: CompiledRules, text: str, window: Span, taken: Taken) -> bool:
@@ -243,7 +265,11 @@ def find_cards(rules: CompiledRules, text: str, window: Span, taken: Taken) -> b
         if taken.overlaps(m.span()):
             continue
         digits = _digits(m.group())
-        if _card_iin_plausible(digits) and luhn.is_valid(digits):
+        if (
+            _card_iin_plausible(digits)
+            and luhn.is_valid(digits)
+            and not _inside_digit_groups(text, m.start())
+        ):
             taken.add(m.span())
             found = True
     return found
@@ -311,6 +337,7 @@ def _phone_at(
     candidate = m.group()
     if (
         taken.overlaps(m.span())
+        or _labelled_otherwise(rules, m.string, m.start())
         or rules.date_like.fullmatch(candidate)
         or rules.tax_id_shape.fullmatch(candidate)
         or not _possible_phone(candidate, regions)
@@ -333,20 +360,42 @@ def find_phone(rules: CompiledRules, text: str, window: Span, taken: Taken) -> b
         for m in pattern.finditer(text, lo, hi):
             if _phone_at(rules, m, regions, taken):
                 return True
-    for pattern in (rules.phone_grouped, rules.phone_bare):
-        for m in pattern.finditer(text, lo, hi):
-            if _word_before(rules.phone_context, text, m.start()) and _phone_at(
-                rules, m, CONTEXT_REGIONS, taken
-            ):
-                return True
+    for m in rules.phone_grouped.finditer(text, lo, hi):
+        if _word_before(rules.phone_context, text, m.start()) and _phone_at(
+            rules, m, CONTEXT_REGIONS, taken
+        ):
+            return True
     return False
 
 
 def _word_before(context: re.Pattern[str], text: str, start: int) -> bool:
-    """A context word earlier in the same sentence, at most 40 characters back."""
-    lo = max(0, start - 40)
-    sentence = max(text.rfind(". ", lo, start), text.rfind("\n", lo, start))
-    return context.search(text, max(lo, sentence + 1), start) is not None
+    """A context word at most 40 characters back, with no sentence end after it (the dot of
+    an abbreviation right after the word, "Tel. …", "Soc. Sec. …", does not end it)."""
+    last = _last_match(context, text, max(0, start - 40), start)
+    if last is None:
+        return False
+    return _SENTENCE_END.search(text, last, start) is None
+
+
+_SENTENCE_END = re.compile(r"[.!?] +[A-Z]|\n")
+
+
+def _last_match(pattern: re.Pattern[str], text: str, lo: int, hi: int) -> int | None:
+    end = None
+    for m in pattern.finditer(text, lo, hi):
+        end = m.end()
+    return end
+
+
+def _labelled_otherwise(rules: CompiledRules, text: str, start: int) -> bool:
+    """The nearest label in the 24 characters before `start` says "not a phone number"
+    (serial, ABN, ZIP, order …) and no phone word comes after it."""
+    lo = max(0, start - 24)
+    other = _last_match(rules.not_personal, text, lo, start)
+    if other is None:
+        return False
+    mine = _last_match(rules.phone_context, text, lo, start)
+    return mine is None or mine < other
 
 
 # ---------------------------------------------------------------- email
