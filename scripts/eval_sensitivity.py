@@ -1,10 +1,14 @@
-"""Precision/recall of the sensitivity detector on the generated corpus.
+"""Precision/recall of the sensitivity detector on the tuning corpus and the evaluation corpus.
 
-    .venv/bin/python scripts/eval_sensitivity.py [--scale 1.0] [--seed 1234] [--show-errors N]
+    .venv/bin/python scripts/eval_sensitivity.py [--scale 1.0] [--seed 1234]
+        [--eval-seed 90210] [--show-errors N]
 
-Prints a per-class table (support, TP, FP, FN, precision, recall, F1), the micro overall and
-the request-level "any sensitive class" line that the routing decision depends on; writes the
-same as JSON to var/eval_sensitivity.json.
+Two corpora, reported apart: `tuning` (scripts/sensitivity_corpus.py, the one the rules were
+fitted to) and `evaluation` (scripts/sensitivity_eval_corpus.py: another generator, seed and
+locales, every encoding, values split across messages). For each: a per-class table (support,
+TP, FP, FN, precision, recall, F1), the micro overall, the request-level "any sensitive class"
+line that the routing decision depends on, and the share of harmless requests kept local.
+Writes the same as JSON to var/eval_sensitivity.json.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from sensitivity_corpus import DEFAULT_SEED, Case, generate_corpus
+from sensitivity_corpus import DEFAULT_SEED, generate_corpus
+from sensitivity_eval_corpus import DEFAULT_EVAL_SEED, generate_eval_corpus
 from spillgate.routing.sensitivity import ALL_CLASSES, SensitivityDetector
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +45,14 @@ def _metrics(tp: int, fp: int, fn: int) -> dict[str, float | int]:
     }
 
 
+Case = dict[str, Any]
+
+
+def texts_of(case: Case) -> list[str]:
+    """The tuning corpus has one `text` per case, the evaluation corpus a list of `texts`."""
+    return list(case["texts"]) if "texts" in case else [case["text"]]
+
+
 def evaluate(
     cases: list[Case], detector: SensitivityDetector
 ) -> tuple[dict[str, dict[str, float | int]], list[tuple[Case, list[str]]]]:
@@ -47,7 +61,7 @@ def evaluate(
     any_counts = [0, 0, 0]
     errors: list[tuple[Case, list[str]]] = []
     for case in cases:
-        predicted = detector.scan([case["text"]])
+        predicted = detector.scan(texts_of(case))
         expected = set(case["classes"])
         for cls, slot in counts.items():
             if cls in predicted and cls in expected:
@@ -79,46 +93,56 @@ def print_table(table: dict[str, dict[str, float | int]]) -> None:
         )
 
 
+def report(name: str, cases: list[Case], detector: SensitivityDetector, seed: int,
+           show_errors: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    table, errors = evaluate(cases, detector)
+    elapsed = time.perf_counter() - started
+    negatives = [c for c in cases if not c["classes"]]
+    kept_local = sum(1 for c in negatives if detector.scan(texts_of(c)))
+    share = kept_local / len(negatives) if negatives else 0.0
+    print(
+        f"\n{name} corpus: {len(cases)} cases, {len(negatives)} harmless "
+        f"({len(negatives) / len(cases):.0%}), seed {seed}; scanned in {elapsed:.2f} s"
+    )
+    print_table(table)
+    print(f"harmless requests kept local: {kept_local}/{len(negatives)} = {share:.2%}")
+    for case, predicted in errors[:show_errors]:
+        print(f"  expected {case['classes']} got {predicted}: {texts_of(case)!r}")
+    return {
+        "corpus": {"cases": len(cases), "negatives": len(negatives), "seed": seed},
+        "metrics": table,
+        "harmless_kept_local": round(share, 4),
+        "misclassified": len(errors),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--eval-seed", type=int, default=DEFAULT_EVAL_SEED)
     parser.add_argument(
         "--show-errors",
         type=int,
         default=0,
         metavar="N",
-        help="print up to N misclassified cases (local debugging only)",
+        help="print up to N misclassified cases per corpus (local debugging only)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "eval_sensitivity.json")
     args = parser.parse_args()
 
-    cases = generate_corpus(scale=args.scale, seed=args.seed)
     detector = SensitivityDetector()
-    started = time.perf_counter()
-    table, errors = evaluate(cases, detector)
-    elapsed = time.perf_counter() - started
-    negatives = sum(1 for c in cases if not c["classes"])
-    print(
-        f"corpus: {len(cases)} cases, {negatives} hard negatives "
-        f"({negatives / len(cases):.0%}), seed {args.seed}; scanned in {elapsed:.2f} s"
-    )
-    print_table(table)
-    for case, predicted in errors[: args.show_errors]:
-        print(f"  expected {case['classes']} got {predicted}: {case['text']!r}")
-
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    report = {
-        "corpus": {
-            "cases": len(cases),
-            "negatives": negatives,
-            "seed": args.seed,
-            "scale": args.scale,
-        },
-        "metrics": table,
-        "misclassified": len(errors),
+    tuning: list[Case] = [dict(c) for c in generate_corpus(scale=args.scale, seed=args.seed)]
+    evaluation: list[Case] = [dict(c) for c in generate_eval_corpus(args.scale, args.eval_seed)]
+    result = {
+        "tuning": report("tuning", tuning, detector, args.seed, args.show_errors),
+        "evaluation": report("evaluation", evaluation, detector, args.eval_seed,
+                             args.show_errors),
+        "scale": args.scale,
     }
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0
 

@@ -99,7 +99,7 @@ _IINS = [("1800", 15), ("2131", 15), ("3528", 16), ("3589", 19), ("4", 13), ("4"
          ("508", 16), ("81", 16), ("9792", 16), ("5019", 16), ("506099", 19), ("1", 15)]
 _CARD_LINES = ["Kortnummer: {x}", "cartão {x} venc. 11/29", "Kreditkarte {x} bitte belasten",
                "card on file → {x}", "pay with {x}", "{x} is the card they used",
-               "numero de tarjeta {x}", "kart numarası {x}"]
+               "numero de tarjeta {x}", "kart numaras\u0131 {x}"]
 
 
 def _card(m: _Maker) -> str:
@@ -289,7 +289,7 @@ def _harmless(m: _Maker) -> str:
         lambda: f"total 1\u202f{m.num(3)}\u202f{m.num(3)},{m.num(2)} kr",
         lambda: f"at {m.r.uniform(-90, 90):.6f}, {m.r.uniform(-180, 180):.6f}",
         lambda: f"postcode {m.num(3)} {m.num(2)} / ZIP {m.num(5)}-{m.num(4)}",
-        lambda: f"open {m.r.randint(6, 11):02d}:{m.r.choice(['00', '30'])}–"
+        lambda: f"open {m.r.randint(6, 11):02d}:{m.r.choice(['00', '30'])}\u2013"
                 f"{m.r.randint(16, 22)}:00, room {m.num(4)}",
         lambda: f"release {m.r.randint(1, 20)}.{m.r.randint(0, 99)}.{m.r.randint(0, 999)}"
                 f" build {m.num(8)}",
