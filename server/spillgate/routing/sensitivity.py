@@ -43,8 +43,9 @@ SCAN_BUDGET: Final = "scan_budget"
 # Classes that say the node could not read the request, rather than what it found in it.
 UNSCANNABLE: Final = walk.UNSCANNABLE_CLASSES | {SCAN_BUDGET}
 DEFAULT_BUDGET_S: Final = 1.0
-# How much of the previous string is kept to catch a value split across two strings.
-_SEAM = 64
+# How much of each side of the seam between two consecutive strings is scanned again, joined,
+# to catch a value split across them (long enough for an HTML-entity-encoded card number).
+_SEAM = 256
 # Substrings without which no spelled-out address can occur (checked case by case: cheaper
 # than lower-casing the text).
 _SPELLED_HINTS = ("dot", "DOT", "at)", "at]", "AT)", "AT]", "at}", "at>")
@@ -93,9 +94,8 @@ class SensitivityDetector:
             for view in readings:
                 self._scan_one(view, found, deadline)
             if seam:  # a value split across two messages: "4111 1111" + "1111 1111"
-                head = readings[0][:_SEAM]
-                self._scan_one(seam + head, found, deadline)
-                self._scan_one(seam + " " + head, found, deadline)
+                for view in normalize.views(seam + readings[0][:_SEAM]):
+                    self._scan_one(view, found, deadline)
             seam = (seam + readings[0])[-_SEAM:]
             if len(found) == len(ALL_CLASSES):
                 break

@@ -35,7 +35,7 @@ _B64_MASK = bytes(ord("a") if i in _B64_ALPHABET else ord(" ") for i in range(25
 _B64_SEED = b"a" * 12
 _JSON_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
 _SPACES_BETWEEN_DIGITS = re.compile(r"([0-9])[ \t]{2,}(?=[0-9])")
-_TEXT_CONTROL = {ord("\t"): None, ord("\n"): None, ord("\r"): None}
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 @cache
@@ -141,5 +141,6 @@ def decode_base64_text(run: str) -> str | None:
 
 
 def is_text(decoded: str) -> bool:
-    """Printable text: no control characters other than tab and newlines."""
-    return decoded.isprintable() or decoded.translate(_TEXT_CONTROL).isprintable()
+    """Text: no control characters other than tab and newlines (Unicode spaces, format
+    characters and the rest are text a person could have written)."""
+    return decoded.isprintable() or _CONTROL.search(decoded) is None
