@@ -32,7 +32,7 @@ TARGET_MS = 50.0
 
 def _config(tmp: Path, paid_url: str, port: int) -> Path:
     return write_config(tmp / "node.yaml", {
-        "server": {"port": port},
+        "server": {"port": port, "max_body_bytes": 8 << 20},  # 1 MiB of text, JSON-escaped
         "local": [{"name": "local-cpu", "model": "smollm2",
                    "base_urls": [f"http://127.0.0.1:{free_port()}/v1"]}],
         "providers": [{"name": "openai", "kind": "openai", "base_url": paid_url + "/v1",

@@ -92,7 +92,10 @@ class SensitivityDetector:
                 continue
             readings = normalize.views(text)
             for view in readings:
-                self._scan_one(view, found, deadline)
+                for piece in _slices(view):
+                    self._scan_one(piece, found, deadline)
+                    if piece is not view:
+                        time.sleep(0)  # hand the GIL over: the event loop may be waiting
             if seam:  # a value split across two messages: "4111 1111" + "1111 1111"
                 for view in normalize.views(seam + readings[0][:_SEAM]):
                     self._scan_one(view, found, deadline)
@@ -137,6 +140,20 @@ class SensitivityDetector:
 
 
 _DIGIT_CLASSES: Final = frozenset({IBAN, PAYMENT_CARD, US_SSN, PHONE})
+# Long texts are matched in overlapping slices. Each regex call is one C call holding the
+# GIL, and a pattern that fails at every position of a megabyte (Luhn-shaped groups) would
+# hold it for most of a second; a slice bounds that to milliseconds, so the event loop keeps
+# serving while a worker thread scans. The overlap is longer than any value as written
+# (an HTML-entity-encoded card number is ~150 characters), so no value is cut in two.
+SLICE: Final = 8192
+_OVERLAP: Final = 512
+
+
+def _slices(text: str) -> list[str]:
+    if len(text) <= SLICE:
+        return [text]
+    step = SLICE - _OVERLAP
+    return [text[i : i + SLICE] for i in range(0, len(text) - _OVERLAP, step)]
 
 
 def _warm_phone_metadata() -> None:

@@ -28,6 +28,7 @@ from functools import cache
 from urllib.parse import unquote
 
 MAX_DEPTH = 2
+FOLD_SLICE = 8192
 # A base64 run: at least 12 characters (9 bytes: the shortest email or phone number) of the
 # standard or URL-safe alphabet (padding is optional to the decoder).
 _B64_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/_-")
@@ -63,9 +64,17 @@ def warm() -> None:
 
 
 def fold(text: str) -> str:
-    """NFKC, strip format characters, fold spaces and dashes, squeeze spaces between digits."""
+    """NFKC, strip format characters, fold spaces and dashes, squeeze spaces between digits.
+
+    Long non-ASCII text is folded in slices: one `translate` over a megabyte is a single C
+    call that holds the GIL for ~0.2 s, and the event loop (scanning runs in a worker thread
+    for large bodies) must get its turn."""
     if not text.isascii():
-        text = unicodedata.normalize("NFKC", text).translate(_fold_table())
+        table = _fold_table()
+        text = "".join(
+            unicodedata.normalize("NFKC", text[i : i + FOLD_SLICE]).translate(table)
+            for i in range(0, len(text), FOLD_SLICE)
+        )
     if "  " in text or "\t" in text:
         text = _SPACES_BETWEEN_DIGITS.sub(r"\1 ", text)
     return text
