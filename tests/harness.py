@@ -7,6 +7,7 @@ walk through every exit of the request path and check what it left behind.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
@@ -23,8 +25,8 @@ from spillgate.accounting.keys import create_key
 from spillgate.accounting.ledger import Ledger
 from spillgate.accounting.schema import budget_counters, budget_reservations, requests
 from spillgate.app import create_app
-from spillgate.backends.reliability import CircuitBreaker
 from spillgate.backends.registry import Backends
+from spillgate.backends.reliability import CircuitBreaker
 from spillgate.fakes.backend import AlwaysReady, FakeBackend
 from spillgate.service import Node
 from spillgate.settings import Settings
@@ -134,6 +136,37 @@ class Harness:
                         and sample.labels.get("status") == status):
                     total += sample.value
         return total
+
+
+async def leave_early(app: FastAPI, body: dict[str, Any], leave: asyncio.Event,
+                      *, on_first_byte: bool = False) -> list[dict[str, Any]]:
+    """Drive the ASGI app as a client that disconnects once `leave` is set (or once the first
+    body byte arrives): httpx's ASGITransport cannot leave halfway. Returns what was sent."""
+    raw = orjson.dumps(body)
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions", "query_string": b"", "root_path": "",
+        "headers": [(b"host", b"gateway"), (b"content-type", b"application/json"),
+                    (b"content-length", str(len(raw)).encode())],
+        "client": ("127.0.0.1", 50000), "server": ("gateway", 80),
+    }
+    pending = [{"type": "http.request", "body": raw, "more_body": False}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if pending:
+            return pending.pop()
+        await leave.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if on_first_byte and message["type"] == "http.response.body" and message.get("body"):
+            leave.set()
+
+    await asyncio.wait_for(app(scope, receive, send), 10)
+    return sent
 
 
 @contextlib.asynccontextmanager

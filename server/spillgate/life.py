@@ -19,13 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import traceback
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from spillgate.accounting.record import RequestRecord
-from spillgate.errors import ApiError
+from spillgate.errors import ApiError, InternalError, describe
 from spillgate.routing.router import Target
 
 if TYPE_CHECKING:
@@ -33,22 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 CLIENT_CLOSED = 499  # the status recorded when the client went away first (nginx's code)
-
-
-class InternalError(ApiError):
-    """A failure of the gateway itself; the client gets a 500 and nothing leaks."""
-
-    default_code = "internal_error"
-
-
-def describe(exc: BaseException) -> str:
-    """`Type at file:line` — enough to find a bug, with no exception text (it may quote the
-    request) and no multi-kilobyte traceback."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    if not frames:
-        return type(exc).__name__
-    last = frames[-1]
-    return f"{type(exc).__name__} at {last.filename.rsplit('/', 1)[-1]}:{last.lineno}"
 
 
 class RequestLife:

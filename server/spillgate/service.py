@@ -20,8 +20,8 @@ from spillgate import dispatch
 from spillgate.accounting.record import RequestRecord, Usage
 from spillgate.backends.base import JSON, Endpoint, UpstreamCall
 from spillgate.classify import Detector, TextExtractor, classify, parse_tags
-from spillgate.errors import ApiError, ServiceUnavailable, UpstreamError
-from spillgate.life import CLIENT_CLOSED, InternalError, RequestLife, describe
+from spillgate.errors import ApiError, InternalError, ServiceUnavailable, UpstreamError, describe
+from spillgate.life import CLIENT_CLOSED, RequestLife
 from spillgate.protocol import admit, max_output_tokens
 from spillgate.routing.admission import InflightCounter
 from spillgate.routing.router import (

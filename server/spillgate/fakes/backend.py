@@ -26,6 +26,7 @@ class Script:
     usage: bool = True  # False: the answer (or stream) carries no usage
     hang: bool = False  # wait until cancelled (a client leaving, a deadline)
     error_after_first: BaseException | None = None  # streams: raised after the first chunk
+    hang_after_first: bool = False  # streams: wait after the first chunk until cancelled
 
 
 class FakeBackend:
@@ -50,13 +51,16 @@ class FakeBackend:
         self.started.set()
         return self.scripts.popleft() if self.scripts else Script()
 
+    async def _hang(self) -> None:
+        try:
+            await asyncio.Event().wait()
+        except (asyncio.CancelledError, GeneratorExit):
+            self.cancelled += 1
+            raise
+
     async def _enter(self, script: Script) -> None:
         if script.hang:
-            try:
-                await asyncio.Event().wait()
-            except asyncio.CancelledError:
-                self.cancelled += 1
-                raise
+            await self._hang()
         if script.error is not None:
             raise script.error
 
@@ -92,6 +96,8 @@ class FakeBackend:
                                                                "content": "o"}}]}
             if script.error_after_first is not None:
                 raise script.error_after_first
+            if script.hang_after_first:
+                await self._hang()
             yield {**base, "choices": [{"index": 0, "delta": {"content": "k"},
                                         "finish_reason": "stop"}]}
             if script.usage:
