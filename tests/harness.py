@@ -25,6 +25,7 @@ from spillgate.accounting.keys import create_key
 from spillgate.accounting.ledger import Ledger
 from spillgate.accounting.schema import budget_counters, budget_reservations, requests
 from spillgate.app import create_app
+from spillgate.backends.anthropic_translate import to_anthropic_request
 from spillgate.backends.registry import Backends
 from spillgate.backends.reliability import CircuitBreaker
 from spillgate.fakes.backend import AlwaysReady, FakeBackend
@@ -169,11 +170,20 @@ async def leave_early(app: FastAPI, body: dict[str, Any], leave: asyncio.Event,
     return sent
 
 
+def openai_wire(body: dict[str, Any], model: str) -> bytes:
+    return orjson.dumps({**body, "model": model})  # what OpenAICompatBackend sends
+
+
+def anthropic_wire(body: dict[str, Any], model: str) -> bytes:
+    return orjson.dumps(to_anthropic_request(body, model))  # what AnthropicBackend sends
+
+
 @contextlib.asynccontextmanager
 async def harness(tmp: Path, **server: Any) -> AsyncIterator[Harness]:
     clock = ManualClock()
-    local, paid, fallback = (FakeBackend(LOCAL, "local"), FakeBackend(PAID, "api"),
-                             FakeBackend(FALLBACK, "api"))
+    local, paid, fallback = (FakeBackend(LOCAL, "local", wire=openai_wire),
+                             FakeBackend(PAID, "api", wire=openai_wire),
+                             FakeBackend(FALLBACK, "api", wire=anthropic_wire))
     backends = Backends(
         backends={b.name: b for b in (local, paid, fallback)},
         supervisors={LOCAL: AlwaysReady(LOCAL)},

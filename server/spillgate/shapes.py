@@ -17,7 +17,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
 
 from spillgate.backends.base import JSON, Endpoint
@@ -34,7 +41,7 @@ class FunctionDef(_Open):
     name: str = Field(min_length=1)
     description: str | None = None
     parameters: dict[str, Any] | None = None
-    strict: bool | None = None
+    strict: StrictBool | None = None
 
 
 class Tool(_Open):
@@ -106,7 +113,7 @@ class ChatShapes(_Open):
     messages: list[MessageShape] | None = None  # presence and roles: protocol.ChatRequest
     tools: list[Tool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
-    parallel_tool_calls: bool | None = None
+    parallel_tool_calls: StrictBool | None = None
     stop: Stop = None
     user: str | None = None
     seed: int | None = None
@@ -120,7 +127,7 @@ class CompletionShapes(_Open):
     stop: Stop = None
     user: str | None = None
     seed: int | None = None
-    echo: bool | None = None
+    echo: StrictBool | None = None
     suffix: str | None = None
 
 

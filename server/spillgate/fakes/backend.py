@@ -1,5 +1,9 @@
 """An in-process backend behind the `Backend` protocol, scripted call by call.
 
+The body is encoded as the real adapter would (`wire`: OpenAI JSON, or the Anthropic
+translation) before the script runs, so malformed input breaks here exactly where it would
+break a real backend.
+
 It lets `httpx.ASGITransport` tests drive every exit of the request path in milliseconds: an
 answer, an answer without usage, an upstream failure, any other exception, a call that hangs
 until it is cancelled, a stream that fails after its first chunk. It counts calls in progress
@@ -12,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from spillgate.backends.base import JSON, Tier, UpstreamCall
@@ -32,10 +36,14 @@ class Script:
 class FakeBackend:
     """A backend whose calls follow the queued scripts, then answer normally."""
 
-    def __init__(self, name: str, tier: Tier, *, completion_tokens: int = 3) -> None:
+    def __init__(self, name: str, tier: Tier, *, completion_tokens: int = 3,
+                 wire: Callable[[JSON, str], object] | None = None) -> None:
         self.name = name
         self.tier: Tier = tier
         self.completion_tokens = completion_tokens
+        # Encode each request as the real adapter would (e.g. Anthropic translation, then
+        # JSON serialization), so a body the adapter cannot handle fails here as it would there.
+        self.wire = wire
         self.scripts: deque[Script] = deque()
         self.calls: list[JSON] = []
         self.active = 0  # calls started and not yet finished or cancelled
@@ -46,7 +54,9 @@ class FakeBackend:
         self.scripts.extend(scripts)
         return self
 
-    def _next(self, body: JSON) -> Script:
+    def _next(self, call: UpstreamCall, body: JSON) -> Script:
+        if self.wire is not None:
+            self.wire(body, call.upstream_model)
         self.calls.append(body)
         self.started.set()
         return self.scripts.popleft() if self.scripts else Script()
@@ -69,7 +79,7 @@ class FakeBackend:
                 "total_tokens": 5 + self.completion_tokens}
 
     async def complete(self, call: UpstreamCall, body: JSON) -> JSON:
-        script = self._next(body)
+        script = self._next(call, body)
         self.active += 1
         try:
             await self._enter(script)
@@ -86,7 +96,7 @@ class FakeBackend:
             self.active -= 1
 
     async def stream(self, call: UpstreamCall, body: JSON) -> AsyncIterator[JSON]:
-        script = self._next(body)
+        script = self._next(call, body)
         self.active += 1
         try:
             await self._enter(script)
