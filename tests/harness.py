@@ -26,8 +26,10 @@ from spillgate.accounting.ledger import Ledger
 from spillgate.accounting.schema import budget_counters, budget_reservations, requests
 from spillgate.app import create_app
 from spillgate.backends.anthropic_translate import to_anthropic_request
+from spillgate.backends.base import UpstreamCall
 from spillgate.backends.registry import Backends
 from spillgate.backends.reliability import CircuitBreaker
+from spillgate.errors import InvalidRequest
 from spillgate.fakes.backend import AlwaysReady, FakeBackend
 from spillgate.service import Node
 from spillgate.settings import Settings
@@ -170,12 +172,15 @@ async def leave_early(app: FastAPI, body: dict[str, Any], leave: asyncio.Event,
     return sent
 
 
-def openai_wire(body: dict[str, Any], model: str) -> bytes:
-    return orjson.dumps({**body, "model": model})  # what OpenAICompatBackend sends
+def openai_wire(call: UpstreamCall, body: dict[str, Any]) -> bytes:
+    return orjson.dumps({**body, "model": call.upstream_model})  # OpenAICompatBackend's
 
 
-def anthropic_wire(body: dict[str, Any], model: str) -> bytes:
-    return orjson.dumps(to_anthropic_request(body, model))  # what AnthropicBackend sends
+def anthropic_wire(call: UpstreamCall, body: dict[str, Any]) -> bytes:
+    """What AnthropicBackend sends (it serves chat/completions only)."""
+    if call.endpoint != "chat/completions":
+        raise InvalidRequest("Anthropic serves chat/completions only")
+    return orjson.dumps(to_anthropic_request(body, call.upstream_model))
 
 
 @contextlib.asynccontextmanager

@@ -111,7 +111,8 @@ async def _serve(
     record = RequestRecord(
         request_id=request_id, key_id=client.key_id, route=route.name,
         stream=bool(body.get("stream")), started_at=time.time(), tags=parse_tags(headers),
-        sensitivity=verdict.classes, max_output_tokens=max_output_tokens(body),
+        sensitivity=verdict.classes,
+        max_output_tokens=0 if endpoint == "embeddings" else max_output_tokens(body),
         prompt_estimate=len(raw) // 4,
     )
     node.accountant.check_rate(client.key_id, record.prompt_estimate + record.max_output_tokens)

@@ -37,7 +37,7 @@ class FakeBackend:
     """A backend whose calls follow the queued scripts, then answer normally."""
 
     def __init__(self, name: str, tier: Tier, *, completion_tokens: int = 3,
-                 wire: Callable[[JSON, str], object] | None = None) -> None:
+                 wire: Callable[[UpstreamCall, JSON], object] | None = None) -> None:
         self.name = name
         self.tier: Tier = tier
         self.completion_tokens = completion_tokens
@@ -56,7 +56,7 @@ class FakeBackend:
 
     def _next(self, call: UpstreamCall, body: JSON) -> Script:
         if self.wire is not None:
-            self.wire(body, call.upstream_model)
+            self.wire(call, body)
         self.calls.append(body)
         self.started.set()
         return self.scripts.popleft() if self.scripts else Script()
