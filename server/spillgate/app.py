@@ -1,6 +1,8 @@
 """create_app(settings): build every part, join them on app.state, start/stop background work.
 
-Nothing here is a module-level global: two apps in one process share nothing.
+Nothing here is a module-level global: two apps in one process share nothing. Tests may pass
+their own `backends` (e.g. `spillgate.fakes.backend.FakeBackend`s) and a monotonic `clock`,
+and drive the whole request path in process through `httpx.ASGITransport`.
 """
 
 from __future__ import annotations
@@ -8,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from fastapi import FastAPI
@@ -55,14 +58,18 @@ class Parts:
     capacity: CapacityMonitor
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(
+    settings: Settings, *, backends: Backends | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> FastAPI:
     catalog = Catalog.load(settings.models_dir / "catalog.yaml")
     routes = build_routes(settings, catalog)
-    backends = build_backends(settings, catalog)
+    if backends is None:
+        backends = build_backends(settings, catalog)
     metrics = GatewayMetrics()
     accountant = build_accountant(settings, catalog, routes, metrics)
     inflight = InflightCounter()
-    capacity = CapacityMonitor(settings, routes, backends, metrics, inflight)
+    capacity = CapacityMonitor(settings, routes, backends, metrics, inflight, clock=clock)
     node = Node(
         limits=settings.server,
         routes=routes,

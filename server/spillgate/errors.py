@@ -12,10 +12,13 @@ SpillgateError
     ├── RateLimited               429 (engine queue full, key RPM/TPM, budget) + Retry-After
     ├── UpstreamError             502 a backend answered with something unusable
     ├── ServiceUnavailable        503 no backend able to serve (local restarting, sensitive…)
-    └── UpstreamTimeout           504
+    ├── UpstreamTimeout           504
+    └── InternalError             500 a failure of the gateway itself (a bug): nothing leaks
 """
 
 from __future__ import annotations
+
+import traceback
 
 
 class SpillgateError(Exception):
@@ -114,6 +117,21 @@ class UpstreamTimeout(ApiError):
     status = 504
     error_type = "timeout_error"
     default_code = "upstream_timeout"
+
+
+class InternalError(ApiError):
+    default_code = "internal_error"
+
+
+def describe(exc: BaseException) -> str:
+    """`Type at file:line` for a one-line log: enough to find a bug, with no exception text
+    (it may quote the request) and no multi-kilobyte traceback."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = [f for f in frames if "/spillgate/" in f.filename] or frames
+    if not ours:
+        return type(exc).__name__
+    last = ours[-1]  # the deepest frame of our own code: where to look
+    return f"{type(exc).__name__} at {last.filename.rsplit('/', 1)[-1]}:{last.lineno}"
 
 
 def error_for_status(status: int, message: str, retry_after_s: float | None = None) -> ApiError:

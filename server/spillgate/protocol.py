@@ -12,6 +12,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from spillgate import shapes
 from spillgate.backends.base import JSON, Endpoint
 from spillgate.errors import ForbiddenField, InvalidRequest
 from spillgate.settings import ServerSettings
@@ -128,6 +129,7 @@ def max_output_tokens(body: JSON) -> int:
 
 def admit(endpoint: Endpoint, raw: bytes, limits: ServerSettings) -> tuple[JSON, _Open]:
     body = parse_body(raw)
+    shapes.check(endpoint, body)  # depth limit first, then the fields adapters translate
     refuse_forbidden_fields(body)
     parsed = validate(endpoint, body)
     clamp_limits(endpoint, body, limits)

@@ -6,13 +6,13 @@ returned `Reply` or `StreamReply` into an HTTP response.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import orjson
 
@@ -20,7 +20,8 @@ from spillgate import dispatch
 from spillgate.accounting.record import RequestRecord, Usage
 from spillgate.backends.base import JSON, Endpoint, UpstreamCall
 from spillgate.classify import Detector, TextExtractor, classify_async, parse_tags
-from spillgate.errors import ApiError, ServiceUnavailable, UpstreamError
+from spillgate.errors import ApiError, InternalError, ServiceUnavailable, UpstreamError, describe
+from spillgate.life import CLIENT_CLOSED, RequestLife
 from spillgate.protocol import admit, max_output_tokens
 from spillgate.routing.admission import InflightCounter
 from spillgate.routing.router import (
@@ -37,8 +38,6 @@ from spillgate.settings import ServerSettings
 from spillgate.telemetry.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
-CLIENT_CLOSED = 499  # the status recorded when the client went away first (nginx's code)
-T = TypeVar("T")
 
 
 class Accountant(Protocol):
@@ -91,8 +90,20 @@ async def serve(
     node: Node, endpoint: Endpoint, raw: bytes, headers: Mapping[str, str], client: Client,
     request_id: str,
 ) -> Reply | StreamReply:
+    """Serve one request. `RequestLife` owns its row, local slot, reservation and metrics
+    through every exit (see spillgate.life)."""
+    async with RequestLife(node, request_id) as life:
+        return await _serve(life, endpoint, raw, headers, client)
+
+
+async def _serve(
+    life: RequestLife, endpoint: Endpoint, raw: bytes, headers: Mapping[str, str],
+    client: Client,
+) -> Reply | StreamReply:
+    node, request_id = life.node, life.request_id
     body, _ = admit(endpoint, raw, node.limits)
     route = node.routes.resolve(str(body["model"]))
+    life.route = route.name
     verdict = await classify_async(
         body, headers, detector=node.detector, extract=node.extract,
         key_local_only=client.local_only, route_local_only=route.local_only,
@@ -102,7 +113,8 @@ async def serve(
     record = RequestRecord(
         request_id=request_id, key_id=client.key_id, route=route.name,
         stream=bool(body.get("stream")), started_at=time.time(), tags=parse_tags(headers),
-        sensitivity=verdict.classes, max_output_tokens=max_output_tokens(body),
+        sensitivity=verdict.classes,
+        max_output_tokens=0 if endpoint == "embeddings" else max_output_tokens(body),
         prompt_estimate=len(raw) // 4,
     )
     node.accountant.check_rate(client.key_id, record.prompt_estimate + record.max_output_tokens)
@@ -116,10 +128,7 @@ async def serve(
     _set_priority(node, body, decision, facts)
     record.reason = decision.reason
     _assign(record, decision.first)
-    if decision.first.tier == "local":
-        record.claimed_backend = decision.first.backend
-        node.inflight.enter(decision.first.backend)
-    node.accountant.open_row(record)
+    life.begin(record, decision.first)
     call_for = _call_factory(endpoint, request_id)
 
     async def before(target: Target) -> None:
@@ -127,8 +136,8 @@ async def serve(
             await node.accountant.reserve(record, target)
 
     if record.stream:
-        return await _stream(node, route, decision, record, body, call_for, before)
-    return await _complete(node, route, decision, record, body, call_for, before)
+        return await _stream(life, route, decision, record, body, call_for, before)
+    return await _complete(life, route, decision, record, body, call_for, before)
 
 
 def _guard_sensitive(decision: Decision, facts: RequestFacts) -> None:
@@ -159,71 +168,58 @@ def _assign(record: RequestRecord, target: Target) -> None:
     record.backend, record.tier, record.model = target.backend, target.tier, target.model
 
 
-def _served(node: Node, route: Route, record: RequestRecord, target: Target,
+def _served(life: RequestLife, route: Route, record: RequestRecord, target: Target,
             failed: list[str]) -> None:
     _assign(record, target)
-    if record.claimed_backend and target.tier != "local":
-        node.inflight.leave(record.claimed_backend)  # no longer on the local engine
-        record.claimed_backend = None
+    if target.tier != "local":
+        life.release_slot()  # no longer on the local engine
     if failed:
         record.reason = f"{record.reason}+fallback"
     if route.policy == "auto":
-        node.metrics.record_auto(route.name, target.tier == "api", record.reason)
-    node.accountant.served(record)
-
-
-async def _settled_if_failed(node: Node, record: RequestRecord, call: Awaitable[T]) -> T:
-    """Await the dispatch; if it fails or the client goes away, settle the row (and release
-    the local slot) before the error propagates: no row left open, no slot leaked."""
-    try:
-        return await call
-    except ApiError as exc:
-        await _settle(node, record, exc.status)
-        raise
-    except asyncio.CancelledError:
-        await _settle(node, record, CLIENT_CLOSED)
-        raise
+        life.node.metrics.record_auto(route.name, target.tier == "api", record.reason)
+    life.node.accountant.served(record)
 
 
 async def _complete(
-    node: Node, route: Route, decision: Decision, record: RequestRecord, body: JSON,
+    life: RequestLife, route: Route, decision: Decision, record: RequestRecord, body: JSON,
     call_for: Callable[[Target], UpstreamCall], before: dispatch.BeforeTarget,
 ) -> Reply:
     began = time.perf_counter()
-    target, result, failed = await _settled_if_failed(node, record, dispatch.complete(
-        node.upstreams, decision, call_for, body, before))
-    _served(node, route, record, target, failed)
+    target, result, failed = await dispatch.complete(
+        life.node.upstreams, decision, call_for, body, before)
+    _served(life, route, record, target, failed)
     record.latency_s = time.perf_counter() - began
     usage = Usage.from_openai(result.get("usage"))
     if usage is None:
         record.usage = Usage(record.prompt_estimate, 0, 0, measured=False)
-        await _settle(node, record, UpstreamError.status)
         raise UpstreamError(f"backend {target.backend} returned no usage")
     record.usage = usage
-    await _settle(node, record, 200)
-    return Reply(result, _headers(node, record))
+    await life.settle(200)
+    return Reply(result, _headers(life.node, record))
 
 
 async def _stream(
-    node: Node, route: Route, decision: Decision, record: RequestRecord, body: JSON,
+    life: RequestLife, route: Route, decision: Decision, record: RequestRecord, body: JSON,
     call_for: Callable[[Target], UpstreamCall], before: dispatch.BeforeTarget,
 ) -> StreamReply:
     began = time.perf_counter()
-    opened = await _settled_if_failed(node, record, dispatch.open_stream(
-        node.upstreams, decision, call_for, body, before,
-        local_deadline_s=route.local_deadline_s))
+    opened = await dispatch.open_stream(
+        life.node.upstreams, decision, call_for, body, before,
+        local_deadline_s=route.local_deadline_s)
+    life.on_exit(functools.partial(_close, opened.rest))
     failed = opened.failed_over
     if opened.deadline_missed:  # local was busy, not broken: a spill, not a fallback
         record.reason = "overflow_deadline"
         failed = [b for b in failed if b != decision.first.backend]
-    _served(node, route, record, opened.target, failed)
+    _served(life, route, record, opened.target, failed)
     record.ttft_s = time.perf_counter() - began
     want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    chunks = _relay(node, record, opened, want_usage, began)
+    chunks = _relay(life, record, opened, want_usage, began)
     # Start the relay now: a started generator always runs its `finally` (settle, release
     # the local slot), even when the client is gone before the server iterates the body.
     first = await anext(chunks)
-    return StreamReply(_prefixed(first, chunks), _headers(node, record, with_cost=False))
+    life.hand_over()
+    return StreamReply(_prefixed(first, chunks), _headers(life.node, record, with_cost=False))
 
 
 async def _prefixed(first: bytes, rest: AsyncGenerator[bytes]) -> AsyncIterator[bytes]:
@@ -235,8 +231,17 @@ async def _prefixed(first: bytes, rest: AsyncGenerator[bytes]) -> AsyncIterator[
         await rest.aclose()
 
 
+async def _close(stream: AsyncIterator[JSON]) -> None:
+    """Close an upstream stream at once (a client that went away frees the engine's slot
+    now, not when the garbage collector gets to the generator)."""
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            await close()
+
+
 async def _relay(
-    node: Node, record: RequestRecord, opened: dispatch.OpenStream, want_usage: bool,
+    life: RequestLife, record: RequestRecord, opened: dispatch.OpenStream, want_usage: bool,
     began: float,
 ) -> AsyncGenerator[bytes]:
     """Forward chunks; settle exactly once whether the stream ends, fails or is cancelled."""
@@ -257,16 +262,15 @@ async def _relay(
         log.warning("stream from %s failed after first byte: %s", record.backend, exc.message)
         # Never a silent clean finish: the client sees an OpenAI-shaped error event.
         yield _sse(exc.body())
+    except Exception as exc:  # a malformed chunk, a bug: one line, an error event, a 500 row
+        status = 500
+        log.error("stream of request %s failed: %s", record.request_id, describe(exc))
+        yield _sse(InternalError("internal error; the stream was cut short").body())
     finally:
-        # Close the upstream at once (a client that went away frees the engine's slot now,
-        # not when the garbage collector gets to the generator).
-        close = getattr(opened.rest, "aclose", None)
-        if close is not None:
-            with contextlib.suppress(Exception):
-                await close()
+        await _close(opened.rest)
         record.latency_s = time.perf_counter() - began
         record.usage = usage or Usage(record.prompt_estimate, 0, seen_tokens, measured=False)
-        await _settle(node, record, status)
+        await life.settle(status)
 
 
 async def _chunks(opened: dispatch.OpenStream) -> AsyncIterator[JSON]:
@@ -278,31 +282,6 @@ async def _chunks(opened: dispatch.OpenStream) -> AsyncIterator[JSON]:
 
 def _sse(obj: JSON) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
-
-
-async def _settle(node: Node, record: RequestRecord, status: int) -> None:
-    record.status = status
-    if record.claimed_backend:
-        node.inflight.leave(record.claimed_backend)
-        record.claimed_backend = None
-    try:
-        await node.accountant.finish(record)
-    except Exception:  # the ledger must not take the answer down; the row is recovered later
-        log.exception("settling request %s failed", record.request_id)
-    m = node.metrics
-    m.tokens.labels(record.backend, "prompt").inc(record.usage.prompt_tokens)
-    m.tokens.labels(record.backend, "completion").inc(record.usage.completion_tokens)
-    if record.ttft_s is not None:
-        m.ttft.labels(record.backend).observe(record.ttft_s)
-    if record.latency_s is not None:
-        m.duration.labels(record.backend).observe(record.latency_s)
-    _count(node, record, status)
-
-
-def _count(node: Node, record: RequestRecord, status: int) -> None:
-    node.metrics.requests.labels(
-        record.backend or "none", record.route, record.reason or "refused", str(status)
-    ).inc()
 
 
 def _headers(node: Node, record: RequestRecord, with_cost: bool = True) -> dict[str, str]:

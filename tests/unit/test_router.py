@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spillgate.errors import PermissionDenied, RateLimited, ServiceUnavailable
+from spillgate.errors import InvalidRequest, PermissionDenied, RateLimited, ServiceUnavailable
 from spillgate.routing.router import (
     BudgetView,
     LocalCapacity,
@@ -122,7 +122,7 @@ def test_sensitive_requests_never_get_a_paid_target(
     facts = RequestFacts(True, pin, tokens)  # type: ignore[arg-type]
     try:
         decision = decide(facts, {"local-cpu": capacity}, BudgetView(paid_allowed), route)
-    except (ServiceUnavailable, PermissionDenied, RateLimited):
+    except (ServiceUnavailable, PermissionDenied, RateLimited, InvalidRequest):
         return
     assert all(t.tier == "local" for t in decision.targets)
 
@@ -134,6 +134,6 @@ def test_exhausted_budget_never_yields_a_paid_target(
     facts = RequestFacts(False, None, tokens)
     try:
         decision = decide(facts, {"local-cpu": capacity}, BROKE, route)
-    except (ServiceUnavailable, PermissionDenied, RateLimited):
+    except (ServiceUnavailable, PermissionDenied, RateLimited, InvalidRequest):
         return
     assert all(t.tier == "local" for t in decision.targets)

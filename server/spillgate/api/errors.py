@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from spillgate.api.responses import JSONResponse
-from spillgate.errors import ApiError, InvalidRequest
+from spillgate.errors import ApiError, InternalError, InvalidRequest, describe
 
 log = logging.getLogger(__name__)
 REQUEST_ID = "x-request-id"
@@ -46,10 +46,10 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    # Log the type and request id only: exception text could echo request content.
-    log.error("unhandled %s on request %s", type(exc).__name__,
-              getattr(request.state, "request_id", "?"), exc_info=exc)
-    return error_response(ApiError("internal error"), request)
+    # One line, type and place only: exception text could echo request content.
+    log.error("unhandled error on request %s: %s",
+              getattr(request.state, "request_id", "?"), describe(exc))
+    return error_response(InternalError("internal error"), request)
 
 
 def install_error_handlers(app: FastAPI) -> None:

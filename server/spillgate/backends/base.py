@@ -74,3 +74,18 @@ class Backend(Protocol):
     async def aclose(self) -> None:
         """Release pooled connections."""
         ...
+
+
+class Supervisor(Protocol):
+    """Keeps a local backend's engine serving (`backends.supervisor.EngineSupervisor`)."""
+
+    name: str
+
+    @property
+    def ready(self) -> bool:
+        """True while the engine answers its health check."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...

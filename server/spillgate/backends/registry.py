@@ -6,7 +6,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from spillgate.backends.base import Backend
+from spillgate.backends.base import Backend, Supervisor
 from spillgate.backends.http import Timeouts
 from spillgate.backends.openai_compat import OpenAICompatBackend
 from spillgate.backends.reliability import CircuitBreaker
@@ -19,7 +19,7 @@ from spillgate.settings import LocalBackendSettings, ProviderSettings, Settings
 @dataclass
 class Backends:
     backends: dict[str, Backend] = field(default_factory=dict)
-    supervisors: dict[str, EngineSupervisor] = field(default_factory=dict)
+    supervisors: dict[str, Supervisor] = field(default_factory=dict)
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     attempts: dict[str, int] = field(default_factory=dict)
 

@@ -6,7 +6,10 @@ Rules the service relies on:
 - a Retry-After from the upstream is honoured (capped), otherwise exponential backoff with
   jitter;
 - the breaker opens after N consecutive failures, lets one half-open probe through after the
-  reset time, and closes on its success.
+  reset time, and closes on its success;
+- a probe that ends any other way (cancelled, a client error, a bug) is released without a
+  verdict, so the next call probes again: the breaker is never left waiting for an outcome
+  that will not come.
 """
 
 from __future__ import annotations
@@ -65,6 +68,10 @@ class CircuitBreaker:
         self.opened_at = None
         self.probing = False
 
+    def release_probe(self) -> None:
+        """The call ended without saying anything about the backend's health."""
+        self.probing = False
+
     def record_failure(self) -> None:
         self.failures += 1
         self.probing = False
@@ -90,6 +97,9 @@ async def _guarded(attempt: Callable[[], Awaitable[T]], breaker: CircuitBreaker,
         result = await attempt()
     except UpstreamFailure:
         breaker.record_failure()
+        raise
+    except BaseException:  # cancelled, refused as invalid, or a bug: no verdict on health
+        breaker.release_probe()
         raise
     breaker.record_success()
     return result

@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from spillgate.backends.base import Tier
-from spillgate.errors import PermissionDenied, RateLimited, ServiceUnavailable
+from spillgate.errors import InvalidRequest, PermissionDenied, RateLimited, ServiceUnavailable
 
 Policy = Literal["local", "api", "auto"]
 
@@ -145,10 +145,10 @@ def _paid(route: Route, facts: RequestFacts, budget: BudgetView, reason: str) ->
         )
     targets = tuple(t for t in route.paid if _fits(t, facts))
     if not targets:
-        raise ServiceUnavailable(
+        raise InvalidRequest(  # the request is too large, not the node unavailable
             f"no paid model on route {route.name} has a context window large enough for "
             f"{facts.tokens_needed} tokens",
-            code="context_length_exceeded",
+            param="messages", code="context_length_exceeded",
         )
     return Decision(targets, reason)
 
