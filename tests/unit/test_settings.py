@@ -114,7 +114,8 @@ def test_generated_virtual_keys_meet_the_rules(raw: bytes) -> None:
 
 
 @pytest.mark.parametrize("key", ["changeme-changeme-1", "your-api-key-goes-here",
-                                 "sk-xxxxxxxxxxxxxxxx", "<insert your key here>", "${SPILLGATE_KEY_VALUE}",
+                                 "sk-xxxxxxxxxxxxxxxx", "<insert your key here>",
+                                 "${SPILLGATE_KEY_VALUE}",
                                  "sk-...0123456789abc", "replace-me-with-a-real-key"])
 def test_placeholders_are_refused_whatever_their_length(key: str) -> None:
     assert key_problem(key) == "a placeholder key is not allowed"
