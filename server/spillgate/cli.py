@@ -44,6 +44,7 @@ PASSTHROUGH: dict[str, Callable[[list[str]], int]] = {
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from spillgate.api.http_limits import HeadLimits, head_limited_protocol
     from spillgate.app import create_app
     from spillgate.settings import load_settings
 
@@ -59,8 +60,11 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     if not settings.client_keys():
         log.warning("no client API keys configured: open access, allowed on loopback only")
+    limits = HeadLimits(settings.server.max_header_bytes, settings.server.max_headers,
+                        settings.server.header_timeout_s)
     uvicorn.run(app, host=settings.server.host, port=settings.server.port,
-                log_level=settings.server.log_level, loop="uvloop", http="httptools",
+                log_level=settings.server.log_level, loop="uvloop",
+                http=head_limited_protocol(limits),  # httptools, with bounded request heads
                 access_log=False, timeout_graceful_shutdown=10)
     return 0
 
