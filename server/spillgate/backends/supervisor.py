@@ -173,9 +173,16 @@ class EngineSupervisor:
 
     async def _terminate(self) -> None:
         process, self._process = self._process, None
-        if process is not None and process.stdin is not None:
-            process.stdin.close()
-        if process is None or process.returncode is not None:
+        if process is None:
+            return
+        try:
+            await self._stop_process(process)
+        finally:
+            if process.stdin is not None:
+                process.stdin.close()  # the lifeline: closed last, the engine is gone
+
+    async def _stop_process(self, process: asyncio.subprocess.Process) -> None:
+        if process.returncode is not None:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
