@@ -11,14 +11,16 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
+from sqlalchemy.exc import SQLAlchemyError
 
 from spillgate import dispatch
-from spillgate.accounting.accountant import build_accountant
+from spillgate.accounting.accountant import Accountant, build_accountant
+from spillgate.accounting.keys import live_keys_exist
 from spillgate.api import admin, health, openai
 from spillgate.api.deps import Authenticator
 from spillgate.api.errors import install_error_handlers
@@ -56,6 +58,18 @@ class Parts:
 
     backends: Backends
     capacity: CapacityMonitor
+
+
+def _live_keys_probe(accountant: Accountant) -> Callable[[], Awaitable[bool]]:
+    """Whether virtual keys exist; True (refuse anonymous) while the ledger cannot say."""
+    async def probe() -> bool:
+        try:
+            return await live_keys_exist(accountant.ledger)
+        except (RuntimeError, SQLAlchemyError) as exc:  # not open yet, or unreachable
+            log.warning("cannot tell whether virtual keys exist (%s): refusing anonymous "
+                        "requests", type(exc).__name__)
+            return True
+    return probe
 
 
 def create_app(
@@ -106,9 +120,12 @@ def create_app(
     app.state.node = node
     app.state.settings = settings
     app.state.accountant = accountant
+    anonymous = settings.server.allow_anonymous_loopback
     app.state.authenticate = Authenticator(
         settings.client_keys(), accountant.lookup_key,
-        open_access=not settings.client_keys() and is_loopback(settings.server.host),
+        open_access=(not settings.client_keys() and is_loopback(settings.server.host)
+                     and anonymous is not False),
+        keys_exist=None if anonymous else _live_keys_probe(accountant),
     )
     install_error_handlers(app)
     app.include_router(openai.router)

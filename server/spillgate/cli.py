@@ -7,8 +7,12 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from spillgate.errors import ConfigError
+
+if TYPE_CHECKING:
+    from spillgate.settings import Settings
 
 log = logging.getLogger("spillgate")
 
@@ -41,9 +45,21 @@ PASSTHROUGH: dict[str, Callable[[list[str]], int]] = {
 }
 
 
+def _engine_port_taken(settings: Settings) -> str | None:
+    """Why an engine to launch cannot bind (its port is held), else None: said once at
+    start, instead of an engine that fails and restarts forever."""
+    from spillgate.backends.supervisor import port_in_use, port_taken_message
+
+    for backend in settings.local:
+        if not backend.base_urls and port_in_use(backend.port):
+            return f"local.{backend.name}: engine {port_taken_message(backend.port)}"
+    return None
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from spillgate.api.http_limits import HeadLimits, head_limited_protocol
     from spillgate.app import create_app
     from spillgate.settings import load_settings
 
@@ -59,8 +75,15 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     if not settings.client_keys():
         log.warning("no client API keys configured: open access, allowed on loopback only")
+    taken = _engine_port_taken(settings)
+    if taken:
+        print(f"spillgate: {taken}", file=sys.stderr)
+        return 2
+    limits = HeadLimits(settings.server.max_header_bytes, settings.server.max_headers,
+                        settings.server.header_timeout_s)
     uvicorn.run(app, host=settings.server.host, port=settings.server.port,
-                log_level=settings.server.log_level, loop="uvloop", http="httptools",
+                log_level=settings.server.log_level, loop="uvloop",
+                http=head_limited_protocol(limits),  # httptools, with bounded request heads
                 access_log=False, timeout_graceful_shutdown=10)
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +21,15 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from spillgate.errors import ConfigError
 
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "password", "sk-xxx", ""})
+# Keys are bearer secrets compared in full: 16 characters is the least that cannot be
+# guessed online, and it refuses the "x", "test", "sk-1" kind of key left in from a demo.
+MIN_KEY_LENGTH = 16
+# Words and shapes of a key copied from documentation. None can occur in a generated key
+# (url-safe base64 or hex has no `<`, `$` or `.`; a word of 5+ letters is vanishingly rare).
+_PLACEHOLDER = re.compile(
+    r"change[-_ ]?me|replace[-_ ]?me|placeholder|your[-_ ]?(api[-_ ]?)?key|example|dummy"
+    r"|<[^>]*>|\$\{[^}]*\}|\.\.\.", re.IGNORECASE)
+_ONE_CHARACTER = re.compile(r"([a-z]{2,3}-)?(.)\2*", re.IGNORECASE)  # sk-xxxxxxxx, 00000000
 
 
 def repo_models_dir() -> Path:
@@ -54,6 +64,32 @@ class ServerSettings(_Strict):
     max_top_logprobs: int = Field(5, ge=0, description="`top_logprobs` is clamped to this.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level. Prompts and completions are never logged at any level."
+    )
+    allow_anonymous_loopback: bool | None = Field(
+        None, description="Requests without a valid key on a loopback bind with no static "
+        "keys. Unset: allowed until the first virtual key exists, then refused (so a client "
+        "cannot drop its key to escape the key's budget or local_only). true: always allowed; "
+        "false: never.",
+    )
+    metrics_key_env: str | None = Field(
+        None, description="Env var holding a bearer key that GET /metrics then requires. "
+        "Unset: /metrics is open (scrape it from inside the cluster only).",
+    )
+    metrics_key_ids: bool = Field(
+        False, description="Label per-key metrics (remaining budget) with virtual key ids. "
+        "Off: those series are left out of /metrics.",
+    )
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="Request line and headers larger than this get 431 "
+        "and the connection is closed, before anything is buffered further.",
+    )
+    max_headers: int = Field(
+        100, ge=8, description="More header fields than this in one request get 431."
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="A connection must deliver a request's complete headers "
+        "within this many seconds of its first byte (or of connecting), else it is closed "
+        "(slow-header attacks).",
     )
 
 
@@ -215,6 +251,10 @@ class Settings(BaseSettings):
         key = os.environ.get(self.server.admin_key_env, "").strip()
         return key or None
 
+    def metrics_key(self) -> str | None:
+        key = os.environ.get(self.server.metrics_key_env or "", "").strip()
+        return key or None
+
     def ledger_dsn(self) -> str:
         if self.ledger.dsn_env and os.environ.get(self.ledger.dsn_env):
             return os.environ[self.ledger.dsn_env]
@@ -266,11 +306,32 @@ def format_validation_error(exc: ValidationError) -> str:
     return "invalid configuration:\n" + "\n".join(lines)
 
 
+def key_problem(key: str) -> str | None:
+    """Why `key` cannot be a bearer key (placeholder, too short), or None when it can."""
+    if (key.lower() in PLACEHOLDER_SECRETS or _PLACEHOLDER.search(key)
+            or _ONE_CHARACTER.fullmatch(key)):
+        return "a placeholder key is not allowed"
+    if len(key) < MIN_KEY_LENGTH:
+        return f"a key needs at least {MIN_KEY_LENGTH} characters (got {len(key)})"
+    return None
+
+
 def check_secrets(settings: Settings) -> None:
-    """Refuse to start with an exposed address and no key, or with placeholder secrets."""
+    """Refuse to start with an exposed address and no key, or with placeholder or short
+    keys (client, admin, metrics). The message names the setting, never the key."""
     keys = settings.client_keys()
-    if any(k.lower() in PLACEHOLDER_SECRETS for k in keys):
-        raise ConfigError("server.api_keys_env: a placeholder key is not allowed")
+    named = [("server.api_keys_env", settings.server.api_keys_env, k) for k in sorted(keys)]
+    named += [(field, env, key) for field, env, key in (
+        ("server.admin_key_env", settings.server.admin_key_env, settings.admin_key()),
+        ("server.metrics_key_env", settings.server.metrics_key_env, settings.metrics_key()),
+    ) if key]
+    for field, env, key in named:
+        problem = key_problem(key)
+        if problem:
+            raise ConfigError(f"{field} (${env}): {problem}")
+    if settings.server.metrics_key_env and not settings.metrics_key():
+        raise ConfigError(f"server.metrics_key_env: ${settings.server.metrics_key_env} is "
+                          "not set (unset metrics_key_env to leave /metrics open)")
     if not keys and not is_loopback(settings.server.host):
         raise ConfigError(
             f"server.host: binding {settings.server.host} needs client keys in "

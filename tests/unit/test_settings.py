@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
+from spillgate.accounting.keys import SECRET_PREFIX
 from spillgate.engines.catalog import Catalog
 from spillgate.errors import ConfigError, ModelNotFound
 from spillgate.routing.routes import build_routes
-from spillgate.settings import Settings, load_settings
+from spillgate.settings import MIN_KEY_LENGTH, Settings, key_problem, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,9 +57,9 @@ def test_exposed_address_without_keys_refuses_to_start(
     monkeypatch.delenv("SPILLGATE_API_KEYS", raising=False)
     with pytest.raises(ConfigError, match=r"server\.host"):
         load_settings(write(tmp_path, {"server": {"host": "0.0.0.0"}}))
-    monkeypatch.setenv("SPILLGATE_API_KEYS", "k-1234567890")
+    monkeypatch.setenv("SPILLGATE_API_KEYS", "k-1234567890abcdef")
     assert load_settings(write(tmp_path, {"server": {"host": "0.0.0.0"}})).client_keys() == {
-        "k-1234567890"}
+        "k-1234567890abcdef"}
 
 
 def test_placeholder_keys_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -93,3 +97,56 @@ def test_default_routes_cover_local_auto_and_concrete_models() -> None:
 def test_route_chains_are_validated_at_load(route: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         _routes({"providers": [PROVIDER], "routes": [route]})
+
+
+# --- key rules --------------------------------------------------------------------------------
+@given(st.text(max_size=MIN_KEY_LENGTH - 1))
+def test_any_key_shorter_than_the_minimum_is_refused(key: str) -> None:
+    assert key_problem(key) is not None
+
+
+@given(st.binary(min_size=30, max_size=30))
+def test_generated_virtual_keys_meet_the_rules(raw: bytes) -> None:
+    # The shape create_key issues: the prefix and 30 random bytes, url-safe base64.
+    secret = SECRET_PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    assume(len(set(secret[len(SECRET_PREFIX):])) > 1)  # `sg-AAAA…` is refused, by design
+    assert key_problem(secret) is None
+
+
+@pytest.mark.parametrize("key", ["changeme-changeme-1", "your-api-key-goes-here",
+                                 "sk-xxxxxxxxxxxxxxxx", "<insert your key here>",
+                                 "${SPILLGATE_KEY_VALUE}",
+                                 "sk-...0123456789abc", "replace-me-with-a-real-key"])
+def test_placeholders_are_refused_whatever_their_length(key: str) -> None:
+    assert key_problem(key) == "a placeholder key is not allowed"
+
+
+@pytest.mark.parametrize(("env", "value", "field"), [
+    ("SPILLGATE_API_KEYS", "sk-good-client-key-0001,x", "server.api_keys_env"),
+    ("SPILLGATE_ADMIN_KEY", "q7-z9", "server.admin_key_env"),
+    ("SPILLGATE_ADMIN_KEY", "change-me-admin-key-please", "server.admin_key_env"),
+])
+def test_short_or_placeholder_keys_refuse_start_naming_the_setting_not_the_key(
+    monkeypatch: pytest.MonkeyPatch, env: str, value: str, field: str,
+) -> None:
+    monkeypatch.delenv("SPILLGATE_API_KEYS", raising=False)
+    monkeypatch.delenv("SPILLGATE_ADMIN_KEY", raising=False)
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert field in str(caught.value)
+    assert all(part not in str(caught.value) for part in value.split(","))
+
+
+def test_metrics_key_env_must_name_a_set_good_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = write(tmp_path, {"server": {"metrics_key_env": "SG_METRICS_KEY"}})
+    monkeypatch.delenv("SG_METRICS_KEY", raising=False)
+    with pytest.raises(ConfigError, match="metrics_key_env"):
+        load_settings(config)
+    monkeypatch.setenv("SG_METRICS_KEY", "metrics")
+    with pytest.raises(ConfigError, match="metrics_key_env"):
+        load_settings(config)
+    monkeypatch.setenv("SG_METRICS_KEY", "metrics-scraper-key-0123")
+    assert load_settings(config).metrics_key() == "metrics-scraper-key-0123"

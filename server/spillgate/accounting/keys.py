@@ -126,6 +126,14 @@ async def authenticate(ledger: Ledger, secret: str) -> KeyInfo | None:
     return info
 
 
+async def live_keys_exist(ledger: Ledger) -> bool:
+    """Whether any virtual key is live: from then on anonymous loopback access ends (unless
+    configured otherwise), or a client could drop its key to escape the key's limits."""
+    query = select(api_keys.c.key_id).where(api_keys.c.revoked_at.is_(None)).limit(1)
+    async with ledger.reading() as conn:
+        return (await conn.execute(query)).first() is not None
+
+
 async def list_keys(ledger: Ledger, *, include_revoked: bool = False) -> list[KeyInfo]:
     query = select(api_keys).order_by(api_keys.c.created_at)
     if not include_revoked:

@@ -16,12 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from spillgate.accounting.keys import create_key, list_keys, revoke_key
 from spillgate.accounting.ledger import Ledger
 from spillgate.accounting.report_cli import decimal_arg
+from spillgate.api.deps import read_body
 from spillgate.errors import InvalidRequest, NotFound, ServiceUnavailable
+
+# An admin body is a few hundred bytes; anything far larger is refused before it is buffered.
+ADMIN_MAX_BODY_BYTES = 64 * 1024
 
 
 # --- spillgate keys ... -------------------------------------------------------------------
@@ -149,6 +153,17 @@ class KeyCreate(BaseModel):
     tags: dict[str, str] = Field(default_factory=dict, description="Tags kept on the key.")
 
 
+def key_create_body(raw: bytes) -> KeyCreate:
+    """Parse a POST /admin/keys body; a 400 names the field, never echoes the input."""
+    try:
+        return KeyCreate.model_validate_json(raw or b"{}")
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        field = ".".join(str(p) for p in first["loc"]) or None
+        raise InvalidRequest(f"invalid body: {field or 'body'}: {first['msg']}",
+                             param=field) from None
+
+
 def _ledger_of(request: Request) -> Ledger:
     """`app.state.ledger`, or the accountant's ledger (how create_app joins them)."""
     state = request.app.state
@@ -169,7 +184,12 @@ def admin_keys_router() -> APIRouter:
     router = APIRouter()
 
     @router.post("/admin/keys", status_code=201)
-    async def create(request: Request, body: KeyCreate) -> dict[str, Any]:
+    async def create(request: Request) -> dict[str, Any]:
+        # The body is read here, not declared as a parameter: FastAPI reads declared bodies
+        # before it runs the router's admin-key dependency, so a caller without the key
+        # could make the node buffer any amount. Here the key is checked first, then at
+        # most ADMIN_MAX_BODY_BYTES are read.
+        body = key_create_body(await read_body(request, ADMIN_MAX_BODY_BYTES))
         try:
             info, secret = await create_key(_ledger_of(request), **body.model_dump())
         except ValueError as exc:

@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-import hmac
-import os
-
 from fastapi import APIRouter, Depends, Request
 
 from spillgate.accounting.keys_cli import admin_keys_router
 from spillgate.accounting.report_cli import admin_report_router
+from spillgate.api.deps import bearer_matches
 from spillgate.errors import AuthenticationFailed, PermissionDenied
+from spillgate.settings import MIN_KEY_LENGTH, Settings, key_problem
 
 
 async def require_admin(request: Request) -> None:
-    env_name: str = request.app.state.settings.server.admin_key_env
-    expected = os.environ.get(env_name, "")
-    if not expected:
-        raise PermissionDenied(f"the admin API is disabled: set {env_name} to enable it")
-    header = request.headers.get("authorization", "")
-    scheme, _, secret = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(secret.strip().encode(),
-                                                             expected.encode()):
+    """Runs before any admin route reads its body (see keys_cli.create)."""
+    settings: Settings = request.app.state.settings
+    env_name = settings.server.admin_key_env
+    expected = settings.admin_key()
+    if not expected or key_problem(expected):
+        raise PermissionDenied(f"the admin API is disabled: set {env_name} to a key of at "
+                               f"least {MIN_KEY_LENGTH} characters to enable it")
+    if not bearer_matches(request.headers.get("authorization"), expected):
         raise AuthenticationFailed("admin key required: Authorization: Bearer <admin key>")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -11,6 +12,8 @@ from fastapi import Request
 
 from spillgate.errors import AuthenticationFailed, PayloadTooLarge
 from spillgate.service import Client, Node
+
+KEYS_EXIST_TTL_S = 1.0
 
 
 class KeyLookup(Protocol):
@@ -20,13 +23,21 @@ class KeyLookup(Protocol):
 
 
 class Authenticator:
-    """Static keys from the environment, then virtual keys; open only on loopback."""
+    """Static keys from the environment, then virtual keys; anonymous access only where
+    `open_access` (a loopback bind without static keys) and, when `keys_exist` is given,
+    only while it says no virtual key exists: a key's budget and local_only must not be
+    escapable by leaving the key out. `keys_exist` is asked at most once a second."""
 
     def __init__(self, static_keys: frozenset[str], lookup: KeyLookup | None,
-                 open_access: bool) -> None:
+                 open_access: bool,
+                 keys_exist: Callable[[], Awaitable[bool]] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._static = tuple(k.encode() for k in static_keys)
         self._lookup = lookup
         self._open = open_access
+        self._keys_exist = keys_exist
+        self._clock = clock
+        self._keys_known: tuple[float, bool] = (float("-inf"), True)
 
     async def __call__(self, authorization: str | None) -> Client:
         secret = _bearer(authorization)
@@ -37,11 +48,26 @@ class Authenticator:
                 client = await self._lookup(secret)
                 if client is not None:
                     return client
-        if self._open:
+        if self._open and not await self._virtual_keys_exist():
             return Client()
         raise AuthenticationFailed(
             "Invalid or missing API key: send `Authorization: Bearer <key>`"
         )
+
+    async def _virtual_keys_exist(self) -> bool:
+        if self._keys_exist is None:
+            return False
+        checked_at, exist = self._keys_known
+        if self._clock() - checked_at >= KEYS_EXIST_TTL_S:
+            exist = await self._keys_exist()
+            self._keys_known = (self._clock(), exist)
+        return exist
+
+
+def bearer_matches(header: str | None, expected: str) -> bool:
+    """`Authorization: Bearer <expected>`, compared in constant time."""
+    secret = _bearer(header)
+    return secret is not None and hmac.compare_digest(secret.encode(), expected.encode())
 
 
 def _bearer(header: str | None) -> str | None:

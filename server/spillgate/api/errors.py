@@ -33,7 +33,12 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(InvalidRequest(f"invalid request: {exc}"), request)
+    # Field and reason only: str(exc) would echo the input and the endpoint's source file.
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    first = errors[0] if errors else {"loc": (), "msg": "malformed"}
+    field = ".".join(str(p) for p in first["loc"]) or None
+    return error_response(InvalidRequest(f"invalid request: {field or 'request'}: "
+                                         f"{first['msg']}", param=field), request)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from spillgate.api.deps import node_of
+from spillgate.api.deps import bearer_matches, node_of
 from spillgate.api.responses import JSONResponse
+from spillgate.errors import AuthenticationFailed
+from spillgate.settings import Settings
 
 router = APIRouter()
 
@@ -31,5 +33,11 @@ async def readyz(request: Request) -> Response:
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
-    return Response(node_of(request).metrics.render(), media_type=CONTENT_TYPE_LATEST,
+    """Prometheus metrics; behind a bearer key when server.metrics_key_env names one."""
+    settings: Settings = request.app.state.settings
+    expected = settings.metrics_key()
+    if expected and not bearer_matches(request.headers.get("authorization"), expected):
+        raise AuthenticationFailed("metrics key required: Authorization: Bearer <metrics key>")
+    page = node_of(request).metrics.render(key_ids=settings.server.metrics_key_ids)
+    return Response(page, media_type=CONTENT_TYPE_LATEST,
                     headers={"x-spillgate-backend": "gateway"})

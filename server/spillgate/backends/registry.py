@@ -42,7 +42,8 @@ def build_backends(settings: Settings, catalog: Catalog) -> Backends:
         command = None if local.base_urls else engine_command(local, catalog)
         built.supervisors[local.name] = EngineSupervisor(
             local.name, [u.removesuffix("/v1") + "/health" for u in urls],
-            command=command, startup_timeout_s=local.startup_timeout_s,
+            command=command, port=None if command is None else local.port,
+            startup_timeout_s=local.startup_timeout_s,
         )
         # A local engine fails over to the next target instead of retrying: retrying a
         # full queue only adds wait, and a restarting engine is tracked by its supervisor.

@@ -12,14 +12,18 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable, Sequence
 from typing import Literal
 
 import aiohttp
 
+from spillgate.engines.lifeline import PARENT_PID_ENV
+
 log = logging.getLogger(__name__)
 EngineState = Literal["starting", "ready", "restarting", "down"]
+PORT_RECHECK_S = 5.0
 
 
 class EngineSupervisor:
@@ -29,6 +33,7 @@ class EngineSupervisor:
         health_urls: Sequence[str],
         *,
         command: Sequence[str] | None = None,
+        port: int | None = None,
         startup_timeout_s: float = 120.0,
         check_interval_s: float = 1.0,
         failures_before_restart: int = 3,
@@ -38,6 +43,7 @@ class EngineSupervisor:
         self.name = name
         self.health_urls = list(health_urls)
         self.command = list(command) if command else None
+        self.port = port  # the launched engine's port, checked free before each launch
         self.state: EngineState = "starting"
         self.restarts = 0
         self._startup_timeout_s = startup_timeout_s
@@ -83,6 +89,7 @@ class EngineSupervisor:
         backoff = 1.0
         while True:
             if self.command:
+                await self._wait_for_port()
                 await self._spawn()
             healthy_once = await self._watch()
             # The engine died or stopped answering: restart (managed) or keep probing.
@@ -137,19 +144,45 @@ class EngineSupervisor:
                 continue
         return False
 
+    async def _wait_for_port(self) -> None:
+        """Launching onto a taken port would only fail and restart, over and over: say so
+        once, stay down, and launch when the port is free again."""
+        if self.port is None or not port_in_use(self.port):
+            return
+        log.error("engine %s: %s", self.name, port_taken_message(self.port))
+        self.state = "down"
+        while True:  # a port has no event to await: poll it, rarely
+            await asyncio.sleep(PORT_RECHECK_S)
+            if not port_in_use(self.port):
+                break
+        log.info("engine %s: port %d is free again", self.name, self.port)
+        self.state = "starting"
+
     async def _spawn(self) -> None:
         if self.command is None:
             return
         if self.state != "starting":
             self.state = "restarting"
         log.info("starting engine %s", self.name)
+        # The engine holds the read end of its stdin as a lifeline and learns our pid, so it
+        # stops when this process dies by any signal (spillgate.engines.lifeline).
         self._process = await asyncio.create_subprocess_exec(
-            *self.command, start_new_session=True, stdin=asyncio.subprocess.DEVNULL
+            *self.command, start_new_session=True, stdin=asyncio.subprocess.PIPE,
+            env={**os.environ, PARENT_PID_ENV: str(os.getpid())},
         )
 
     async def _terminate(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.returncode is not None:
+        if process is None:
+            return
+        try:
+            await self._stop_process(process)
+        finally:
+            if process.stdin is not None:
+                process.stdin.close()  # the lifeline: closed last, the engine is gone
+
+    async def _stop_process(self, process: asyncio.subprocess.Process) -> None:
+        if process.returncode is not None:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
@@ -159,3 +192,21 @@ class EngineSupervisor:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a listening socket holds `port`: the test the engine's own bind would fail
+    (with SO_REUSEADDR, as uvicorn binds, a closing connection does not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def port_taken_message(port: int) -> str:
+    return (f"port {port} is already in use by another process, perhaps an engine left "
+            f"running by an earlier gateway (see `ss -ltnp 'sport = :{port}'`); stop it or "
+            "set local[].port to a free port")

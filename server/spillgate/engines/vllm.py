@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from spillgate.engines.catalog import Catalog
+from spillgate.engines.lifeline import ParentGone, bind_to_parent
 from spillgate.errors import ConfigError
 from spillgate.settings import repo_models_dir
 
@@ -126,6 +127,11 @@ def run(argv: list[str]) -> int:
     if program is None:
         print(f"spillgate: {INSTALL_HINT}", file=sys.stderr)
         return 2
+    try:
+        bind_to_parent(watch_stdin=False)  # the parent-death signal survives the exec
+    except ParentGone as exc:
+        print(f"spillgate: {exc}", file=sys.stderr)
+        return 1
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(program, [program, *command[1:]])  # noqa: S606 (an argv list, no shell)

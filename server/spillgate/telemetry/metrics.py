@@ -83,9 +83,12 @@ class GatewayMetrics:
             "spillgate_gpu_memory_used_bytes", "GPU memory used from NVML.", ["gpu"],
             registry=r,
         )
+        # Series labelled with virtual key ids live apart: /metrics shows them only when
+        # server.metrics_key_ids is set (they name customers and their spend).
+        self.key_registry = CollectorRegistry()
         self.budget_remaining = Gauge(
             "spillgate_budget_remaining_usd", "Remaining paid budget per key and period.",
-            ["key", "period"], registry=r,
+            ["key", "period"], registry=self.key_registry,
         )
         self._auto_total = 0
         self._auto_spilled = 0
@@ -103,5 +106,6 @@ class GatewayMetrics:
         """auto requests of `route` sent to a paid API since start."""
         return self._spilled_by_route.get(route, 0)
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, key_ids: bool = False) -> bytes:
+        page = generate_latest(self.registry)
+        return page + generate_latest(self.key_registry) if key_ids else page

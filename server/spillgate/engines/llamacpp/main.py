@@ -10,6 +10,7 @@ from pathlib import Path
 
 import uvicorn
 
+from spillgate.engines.lifeline import ParentGone, bind_to_parent
 from spillgate.engines.llamacpp.app import create_app
 from spillgate.engines.llamacpp.chat import ChatTemplate
 from spillgate.engines.llamacpp.metrics import EngineMetrics
@@ -68,6 +69,11 @@ def run(argv: list[str]) -> int:
     # llama.cpp's own log is very chatty at load time; keep its errors only.
     logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
     args = parse_args(argv)
+    try:
+        bind_to_parent(watch_stdin=True)  # before the model loads: never outlive the gateway
+    except ParentGone as exc:
+        print(f"spillgate engine: {exc}", file=sys.stderr)
+        return 1
     try:
         engine, scheduler, metrics = build(args)
     except ConfigError as exc:
