@@ -21,10 +21,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 
-from spillgate.accounting.costclock import CostClock
-from spillgate.accounting.hardware import get_profile, load_profiles
-from spillgate.accounting.keys import KeyInfo, RateLimiter, authenticate
 from spillgate.accounting.budgets import worst_case_cost
+from spillgate.accounting.costclock import CostClock
+from spillgate.accounting.hardware import check_units, get_profile, load_profiles
+from spillgate.accounting.keys import KeyInfo, RateLimiter, authenticate
 from spillgate.accounting.ledger import Ledger, RequestOutcome, RequestStart, ReserveResult
 from spillgate.accounting.pricing import PriceBook, cost
 from spillgate.accounting.record import RequestRecord
@@ -249,7 +249,8 @@ def build_accountant(
     prices.require_prices(routes.paid_models())
     profiles = load_profiles(settings.models_dir / "hardware.yaml")
     profile = get_profile(profiles, settings.cost.hardware_profile)
-    clock = CostClock.for_profile(profile, settings.cost.gpus)
+    check_units(profile, settings.cost.units)
+    clock = CostClock.for_profile(profile, settings.cost.units)
     reference = {
         name: m.reference_api_model for name, m in catalog.local.items() if m.reference_api_model
     }

@@ -214,9 +214,10 @@ async def extend_in(conn: AsyncConnection, request_id: str, extra: Decimal,
         if period is None:
             continue
         left[i] = await _take(conn, key_id, period, extra)
-        if left[i] is None:
-            return False, *[await counter_remaining(conn, key_id, p) if p else None
-                            for p in (day, month)]
+        if left[i] is None:  # refused: report what the periods hold
+            before = [await counter_remaining(conn, key_id, p) if p else None
+                      for p in (day, month)]
+            return False, before[0], before[1]
     await conn.execute(
         update(budget_reservations).where(r.request_id == request_id)
         .values(amount_usd=r.amount_usd + type_coerce(extra, Money()))
