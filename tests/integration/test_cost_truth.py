@@ -13,6 +13,7 @@ recomputes, with its own arithmetic (not the code under test):
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
@@ -77,7 +78,7 @@ def even_split(rows: list[Row], rate: float) -> tuple[dict[str, float], float]:
     edges = sorted({t for r in rows for t in (r.start, r.end)})
     share = {r.request_id: 0.0 for r in rows}
     in_flight_s = 0.0
-    for a, b in zip(edges, edges[1:], strict=False):
+    for a, b in itertools.pairwise(edges):
         live = [r for r in rows if r.start <= a and r.end >= b]
         if live:
             in_flight_s += b - a
