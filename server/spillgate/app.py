@@ -62,7 +62,7 @@ def create_app(settings: Settings) -> FastAPI:
     accountant = build_accountant(settings, catalog, routes, metrics)
     inflight = InflightCounter()
     capacity = CapacityMonitor(settings, routes, backends, metrics, inflight)
-    accountant.watch(lambda: capacity.last, settings.telemetry.stale_after_s)
+    accountant.watch(lambda: capacity.last, settings)
     node = Node(
         limits=settings.server,
         routes=routes,

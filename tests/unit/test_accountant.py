@@ -16,7 +16,9 @@ from spillgate.accounting.pricing import PriceBook
 from spillgate.accounting.record import RequestRecord, Usage
 from spillgate.errors import RateLimited
 from spillgate.routing.router import Target
+from spillgate.settings import CostSettings, LocalBackendSettings, Settings
 from spillgate.telemetry.metrics import GatewayMetrics
+from spillgate.telemetry.snapshot import CapacitySnapshot, EngineReading, GpuReading
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")  # the fixture's loop (asyncpg)
 MODELS = Path(__file__).resolve().parents[2] / "models"
@@ -123,3 +125,22 @@ async def test_a_local_attempt_that_spills_leaves_the_clock(
     assert acc.clock.in_flight() == 0
     period = acc.clock.drain_period()
     assert (period.busy_s, period.unattributed_usd) == (2.0, Decimal("0.002"))
+
+
+def _snapshot(now: float) -> CapacitySnapshot:
+    gpus = tuple(GpuReading(i, 0.9, 1, 2, 500.0 + 100 * i, 60.0, now) for i in range(4))
+    engine = EngineReading("gpu", "u", True, now, running=5.0, waiting=0.0)
+    return CapacitySnapshot(gpus=gpus, engines={"gpu": (engine,)}, inflight={"gpu": 3},
+                            nvml_available=True, taken_at=now)
+
+
+@pytest.mark.parametrize(("engine", "watts"), [("vllm", 1300.0), ("llamacpp", None)])
+async def test_telemetry_prices_gpu_nodes_at_measured_power_and_sees_other_clients(
+    accountant: tuple[Accountant, Ticks], engine: str, watts: float | None,
+) -> None:
+    acc, ticks = accountant
+    settings = Settings(local=[LocalBackendSettings(name="gpu", model="m", engine=engine)],
+                        cost=CostSettings(units=2))  # 2 of the 4 GPUs NVML sees
+    acc.watch(lambda: _snapshot(ticks.now), settings, now=ticks)
+    assert acc.clock.power() == watts  # mean 650 W per GPU x 2 units; CPU nodes: nominal
+    assert acc.clock.external() == 2  # 5 running, 3 of them ours

@@ -244,14 +244,14 @@ def _gpu(watts: float | None, at: float) -> GpuReading:
     return GpuReading(0, 0.5, 1, 2, watts, 50.0, at)
 
 
-def test_board_power_is_known_only_when_every_gpu_has_a_fresh_reading() -> None:
+def test_gpu_power_is_known_only_when_every_gpu_has_a_fresh_reading() -> None:
     two = (_gpu(300.0, 9.0), replace(_gpu(250.0, 9.0), index=1))
-    assert CapacitySnapshot(gpus=two, nvml_available=True).board_power(10.0, 5.0) == 550.0
+    assert CapacitySnapshot(gpus=two, nvml_available=True).gpu_power(10.0, 5.0) == 275.0
     stale = (two[0], replace(two[1], at=1.0))
-    assert CapacitySnapshot(gpus=stale, nvml_available=True).board_power(10.0, 5.0) is None
+    assert CapacitySnapshot(gpus=stale, nvml_available=True).gpu_power(10.0, 5.0) is None
     silent = (two[0], replace(two[1], power_watts=None))
-    assert CapacitySnapshot(gpus=silent, nvml_available=True).board_power(10.0, 5.0) is None
-    assert CapacitySnapshot(nvml_available=False).board_power(10.0, 5.0) is None
+    assert CapacitySnapshot(gpus=silent, nvml_available=True).gpu_power(10.0, 5.0) is None
+    assert CapacitySnapshot(nvml_available=False).gpu_power(10.0, 5.0) is None
 
 
 def test_external_running_is_what_the_engines_run_beyond_our_requests() -> None:

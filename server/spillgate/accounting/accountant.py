@@ -84,12 +84,24 @@ class Accountant:
             await self._persist_period()
             await self._ledger.aclose()
 
-    def watch(self, snapshot: Callable[[], CapacitySnapshot], stale_after_s: float,
+    def watch(self, snapshot: Callable[[], CapacitySnapshot], settings: Settings,
               now: Callable[[], float] = time.monotonic) -> None:
-        """Feed the clock from telemetry: measured board power while fresh (nominal watts
-        otherwise), and sequences other clients run on the engines (busy time too)."""
-        self.clock.power = lambda: snapshot().board_power(now(), stale_after_s)
-        self.clock.external = lambda: snapshot().external_running(now(), stale_after_s)
+        """Feed the clock from telemetry: measured GPU board power while fresh (nominal
+        watts otherwise), and sequences other clients run on the engines (busy time too).
+
+        Measured power prices a GPU node only (one serving a vLLM engine): NVML cannot see a
+        CPU node's power. It is the mean per visible GPU times `cost.units`, since NVML also
+        sees GPUs of the machine that this node does not use."""
+        stale_s = settings.telemetry.stale_after_s
+        gpu_units = settings.cost.units if any(
+            b.engine == "vllm" for b in settings.local) else 0
+
+        def power() -> float | None:
+            per_gpu = snapshot().gpu_power(now(), stale_s) if gpu_units else None
+            return None if per_gpu is None else per_gpu * gpu_units
+
+        self.clock.power = power
+        self.clock.external = lambda: snapshot().external_running(now(), stale_s)
 
     async def _accrue(self) -> None:
         last_persist = time.monotonic()

@@ -138,4 +138,3 @@ class TelemetrySampler:
             log.debug("scrape of %s failed: %s", url, exc)
             return EngineReading.failed(backend, url, at, f"{type(exc).__name__}: {exc}")
         return PARSERS[kind](text, backend=backend, url=url, at=self._clock())
-

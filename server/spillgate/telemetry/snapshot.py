@@ -120,14 +120,16 @@ class CapacitySnapshot:
             return ()
         return tuple(g for g in self.gpus if fresh(g, now, stale_after_s))
 
-    def board_power(self, now: float, stale_after_s: float) -> float | None:
-        """Measured power of all GPUs, in watts; None unless every GPU has a fresh reading
-        (a partial sum would under-price the node)."""
+    def gpu_power(self, now: float, stale_after_s: float) -> float | None:
+        """Mean measured board power per GPU, in watts; None unless every GPU has a fresh
+        reading (a partial figure would misprice the node)."""
         gpus = self.fresh_gpus(now, stale_after_s)
         if not gpus or len(gpus) != len(self.gpus):
             return None
         watts = [g.power_watts for g in gpus]
-        return None if any(w is None for w in watts) else math.fsum(w or 0.0 for w in watts)
+        if any(w is None for w in watts):
+            return None
+        return math.fsum(w or 0.0 for w in watts) / len(watts)
 
     def external_running(self, now: float, stale_after_s: float) -> int:
         """Sequences the engines run beyond this node's own in-flight requests: other
