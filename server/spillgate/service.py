@@ -105,7 +105,7 @@ async def serve(
         request_id=request_id, key_id=client.key_id, route=route.name,
         stream=bool(body.get("stream")), started_at=time.time(), tags=parse_tags(headers),
         sensitivity=verdict.classes, max_output_tokens=max_output_tokens(body),
-        prompt_estimate=len(raw) // 4, prompt_bound=prompt_bound(raw),
+        prompt_estimate=len(raw) // 4, prompt_bound=prompt_bound(raw, body),
     )
     node.accountant.check_rate(client.key_id, record.prompt_estimate + record.max_output_tokens)
     facts = RequestFacts(

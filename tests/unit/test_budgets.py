@@ -276,3 +276,14 @@ def test_the_prompt_bound_is_never_below_a_bpe_token_count(
     body = orjson.dumps({"model": "m", "messages": [
         {"role": "user", "content": text} for text in texts]})
     assert sum(bpe(text) for text in texts) <= prompt_bound(body)
+
+
+def test_an_image_by_url_adds_the_dearest_image_bill_to_the_bound() -> None:
+    def body(url: str) -> dict[str, object]:
+        return {"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what is this?"},
+            {"type": "image_url", "image_url": {"url": url}}]}]}
+
+    by_url, inline = body("https://example.com/cat.png"), body("data:image/png;base64,AAAA")
+    assert prompt_bound(orjson.dumps(by_url), by_url) == len(orjson.dumps(by_url)) + 48_169
+    assert prompt_bound(orjson.dumps(inline), inline) == len(orjson.dumps(inline))

@@ -29,6 +29,7 @@ transactions, locking and caching.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -188,11 +189,30 @@ async def reserve_in(conn: AsyncConnection, r: Reservation, *, ensure: bool) -> 
     return ReserveResult(True, left[0], left[1])
 
 
-def prompt_bound(raw: bytes) -> int:
+# An image given by URL is billed by its pixels, not by the URL's bytes. The dearest rule in
+# pricing.yaml's providers: gpt-4o-mini bills 2,833 + 5,667 tokens per 512-px tile, and a
+# high-detail image has at most 8 tiles (48,169 tokens); Anthropic caps near 1,600.
+IMAGE_URL_TOKENS = 48_169
+
+
+def prompt_bound(raw: bytes, body: Mapping[str, Any] | None = None) -> int:
     """Upper bound of the prompt tokens any BPE tokenizer makes of this request body: its
-    UTF-8 size in bytes (the body holds every billed text, plus JSON syntax that the
-    chat template's few tokens per message never outnumber)."""
-    return len(raw)
+    UTF-8 size in bytes (the body holds every billed text, plus JSON syntax that the chat
+    template's few tokens per message never outnumber), plus IMAGE_URL_TOKENS for each image
+    given by http(s) URL (an inline `data:` image is billed below its base64 size)."""
+    return len(raw) + IMAGE_URL_TOKENS * _image_urls(body or {})
+
+
+def _image_urls(body: Mapping[str, Any]) -> int:
+    count = 0
+    for message in body.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        for part in content if isinstance(content, list) else ():
+            if isinstance(part, dict) and part.get("type") == "image_url":
+                image = part.get("image_url")
+                url = image.get("url", "") if isinstance(image, dict) else str(image or "")
+                count += not str(url).startswith("data:")
+    return count
 
 
 async def extend_in(conn: AsyncConnection, request_id: str, extra: Decimal,
