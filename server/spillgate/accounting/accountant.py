@@ -6,7 +6,7 @@ Request path calls (none awaits the database except a paid reservation, which mu
                             hardware cost from now until it settles (queued or decoding)
   reserve(record, t, chain) before a paid call: a true upper bound of the cost at the
                             dearest paid model of the chain, one atomic statement; a later
-                            dearer target first reserves the difference (reservations.py)
+                            dearer target first reserves the difference (budgets.py)
   progress(record, n)       a streamed local request processed n more tokens
   served(record)            first byte: a request that left the engine for an API stops
   finish(record)            usage → cost (API price or amortized share) → row settled, metrics
@@ -227,8 +227,9 @@ class Accountant:
         usage = record.usage
         if record.tier != "local" and self.clock.has(record.request_id):
             self.clock.abandon(record.request_id)
-        if record.tier == "local" and record.backend:
+        if record.tier == "local":
             record.cost_usd = self.clock.finish(record.request_id)
+        if record.tier == "local" and record.backend:
             reference = self._reference.get(record.model)
             if reference:
                 record.counterfactual_usd = cost(
