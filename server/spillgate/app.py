@@ -84,6 +84,7 @@ def create_app(
     accountant = build_accountant(settings, catalog, routes, metrics)
     inflight = InflightCounter()
     capacity = CapacityMonitor(settings, routes, backends, metrics, inflight, clock=clock)
+    accountant.watch(lambda: capacity.last, settings)
     node = Node(
         limits=settings.server,
         routes=routes,

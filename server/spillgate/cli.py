@@ -1,4 +1,4 @@
-"""`spillgate serve | engine | fake-provider | keys | report | plan`."""
+"""`spillgate serve | engine | fake-provider | keys | report | plan | bench`."""
 
 from __future__ import annotations
 
@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_keys_commands(sub)
     add_report_commands(sub)
+    from spillgate.accounting.bench import add_bench_command
+
+    add_bench_command(sub)
     return parser
 
 

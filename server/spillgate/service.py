@@ -10,13 +10,14 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import orjson
 
 from spillgate import dispatch
+from spillgate.accounting.budgets import prompt_bound
 from spillgate.accounting.record import RequestRecord, Usage
 from spillgate.backends.base import JSON, Endpoint, UpstreamCall
 from spillgate.classify import Detector, TextExtractor, classify_async, parse_tags
@@ -45,8 +46,11 @@ class Accountant(Protocol):
 
     def check_rate(self, key_id: str | None, tokens_estimate: int) -> None: ...
     def paid_allowed(self, key_id: str | None) -> bool: ...
-    async def reserve(self, record: RequestRecord, target: Target) -> None: ...
+    async def reserve(self, record: RequestRecord, target: Target,
+                      chain: Sequence[Target] = ()) -> None: ...
     def open_row(self, record: RequestRecord) -> None: ...
+    def dispatched(self, record: RequestRecord, target: Target) -> None: ...
+    def progress(self, record: RequestRecord, tokens: int) -> None: ...
     def served(self, record: RequestRecord) -> None: ...
     async def finish(self, record: RequestRecord) -> None: ...
     def budget_headers(self, key_id: str | None) -> dict[str, str]: ...
@@ -115,7 +119,7 @@ async def _serve(
         stream=bool(body.get("stream")), started_at=time.time(), tags=parse_tags(headers),
         sensitivity=verdict.classes,
         max_output_tokens=0 if endpoint == "embeddings" else max_output_tokens(body),
-        prompt_estimate=len(raw) // 4,
+        prompt_estimate=len(raw) // 4, prompt_bound=prompt_bound(raw, body),
     )
     node.accountant.check_rate(client.key_id, record.prompt_estimate + record.max_output_tokens)
     facts = RequestFacts(
@@ -133,7 +137,9 @@ async def _serve(
 
     async def before(target: Target) -> None:
         if target.tier == "api":
-            await node.accountant.reserve(record, target)
+            await node.accountant.reserve(record, target, decision.targets)
+        else:  # the hardware is busy for this request from now until it settles
+            node.accountant.dispatched(record, target)
 
     if record.stream:
         return await _stream(life, route, decision, record, body, call_for, before)
@@ -253,7 +259,11 @@ async def _relay(
                 if want_usage:
                     yield _sse(chunk)
             else:
-                seen_tokens += len(chunk.get("choices") or ())
+                tokens = len(chunk.get("choices") or ())
+                # Prompt tokens count when prefilled: at the first chunk carrying output.
+                life.node.accountant.progress(record, tokens + (
+                    record.prompt_estimate if not seen_tokens and tokens else 0))
+                seen_tokens += tokens
                 yield _sse(chunk)
         status = 200
         yield b"data: [DONE]\n\n"

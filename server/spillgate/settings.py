@@ -9,8 +9,10 @@ environment variable that holds each one.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -194,7 +196,25 @@ class TelemetrySettings(_Strict):
 
 class CostSettings(_Strict):
     hardware_profile: str = Field("cpu-node", description="Profile name in hardware.yaml.")
-    gpus: int = Field(1, ge=0, description="Number of accelerators of that profile in this node.")
+    units: int = Field(
+        1, ge=0, description="Units of that profile in this node (GPUs, or CPU nodes). 0 is "
+        "refused unless the profile costs nothing.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gpus_alias(cls, data: Any) -> Any:
+        """`gpus` was the old name of `units`: accepted, with a warning, never both."""
+        if not isinstance(data, dict) or "gpus" not in data:
+            return data
+        data = dict(data)
+        if "units" in data:
+            raise ValueError("cost.gpus is the deprecated name of cost.units: set only units")
+        warnings.warn("cost.gpus is deprecated: rename it to cost.units", DeprecationWarning,
+                      stacklevel=2)
+        logging.getLogger(__name__).warning("cost.gpus is deprecated: rename it to cost.units")
+        data["units"] = data.pop("gpus")
+        return data
 
 
 class Settings(BaseSettings):

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
-from spillgate.accounting.budgets import worst_case_cost
+from spillgate.accounting.budgets import prompt_bound, worst_case_cost
 from spillgate.accounting.keys import KeyInfo, RateLimiter, create_key
 from spillgate.accounting.ledger import Ledger, RequestStart
 from spillgate.accounting.schema import budget_counters, budget_reservations
+from tests.support import bundled_gguf
 
 session_loop = pytest.mark.asyncio(loop_scope="session")
 T0 = datetime(2026, 11, 22, 23, 50, tzinfo=UTC)
@@ -213,3 +217,73 @@ def test_rate_limiter_tokens_per_minute() -> None:
 def test_key_info_json_keeps_money_exact() -> None:
     info = KeyInfo("key-1", "n", "sg-abc", T0, daily_budget_usd=Decimal("0.1000000000"))
     assert info.to_json()["daily_budget_usd"] == "0.1"
+
+
+@session_loop
+async def test_extending_a_reservation_is_atomic_and_refused_past_the_limit(
+    ledger: Ledger,
+) -> None:
+    key, _ = await create_key(ledger, "fallback", daily_budget_usd=Decimal(1),
+                              monthly_budget_usd=Decimal("0.7"))
+    assert (await ledger.reserve(key.key_id, "r1", Decimal("0.3"), T0)).ok
+    grown = await ledger.extend(key.key_id, "r1", Decimal("0.3"))
+    assert (grown.ok, grown.remaining_day, grown.remaining_month) == (
+        True, Decimal("0.4"), Decimal("0.1"))
+    refused = await ledger.extend(key.key_id, "r1", Decimal("0.2"))  # the month holds 0.1
+    assert not refused.ok
+    assert await counters(ledger, key.key_id) == {
+        "day:2026-11-22": (1, 0, Decimal("0.6")), "month:2026-11": (Decimal("0.7"), 0,
+                                                                      Decimal("0.6"))}
+    # settling releases the whole (extended) reservation
+    assert await ledger.settle(key.key_id, "r1", Decimal("0.6"), Decimal("0.25"))
+    assert await counters(ledger, key.key_id) == {
+        "day:2026-11-22": (1, Decimal("0.25"), 0), "month:2026-11": (Decimal("0.7"),
+                                                                     Decimal("0.25"), 0)}
+    assert not (await ledger.extend(key.key_id, "r1", CENT)).ok  # nothing outstanding
+
+
+@session_loop
+async def test_concurrent_extensions_never_exceed_the_budget(ledger: Ledger) -> None:
+    key, _ = await create_key(ledger, "race", daily_budget_usd=Decimal(1))
+
+    async def call(i: int) -> Decimal:
+        if not (await ledger.reserve(key.key_id, f"r{i}", CENT, T0)).ok:
+            return Decimal(0)
+        held = CENT
+        if (await ledger.extend(key.key_id, f"r{i}", CENT * 2)).ok:
+            held += CENT * 2
+        await ledger.settle(key.key_id, f"r{i}", held, held)  # spends its whole bound
+        return held
+
+    spent = sum(await asyncio.gather(*(call(i) for i in range(100))), Decimal(0))
+    limit, counted, reserved = (await counters(ledger, key.key_id))["day:2026-11-22"]
+    assert reserved == 0 and counted == spent <= limit
+
+
+@pytest.fixture(scope="module")
+def bpe() -> Callable[[str], int]:
+    """A real BPE tokenizer: the bundled SmolLM2's, through llama.cpp (vocabulary only)."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    vocab = llama_cpp.Llama(model_path=bundled_gguf(), vocab_only=True, verbose=False)
+    return lambda text: len(vocab.tokenize(text.encode(), add_bos=False, special=False))
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts=st.lists(st.text(max_size=200), min_size=1, max_size=4))
+def test_the_prompt_bound_is_never_below_a_bpe_token_count(
+    bpe: Callable[[str], int], texts: list[str]
+) -> None:
+    body = orjson.dumps({"model": "m", "messages": [
+        {"role": "user", "content": text} for text in texts]})
+    assert sum(bpe(text) for text in texts) <= prompt_bound(body)
+
+
+def test_an_image_by_url_adds_the_dearest_image_bill_to_the_bound() -> None:
+    def body(url: str) -> dict[str, object]:
+        return {"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what is this?"},
+            {"type": "image_url", "image_url": {"url": url}}]}]}
+
+    by_url, inline = body("https://example.com/cat.png"), body("data:image/png;base64,AAAA")
+    assert prompt_bound(orjson.dumps(by_url), by_url) == len(orjson.dumps(by_url)) + 48_169
+    assert prompt_bound(orjson.dumps(inline), inline) == len(orjson.dumps(inline))

@@ -161,6 +161,9 @@ def test_misuse_is_refused_and_late_tokens_are_ignored() -> None:
 ops = st.lists(
     st.one_of(
         st.tuples(st.just("begin"), st.integers(0, 5)),
+        st.tuples(st.just("plain"), st.integers(0, 5)),
+        st.tuples(st.just("abandon"), st.integers(0, 5)),
+        st.tuples(st.just("external"), st.integers(0, 3)),
         st.tuples(st.just("tokens"), st.integers(0, 5), st.integers(0, 500)),
         st.tuples(st.just("finish"), st.integers(0, 5)),
         st.tuples(st.just("tick"), st.floats(0.0, 3.0)),
@@ -183,16 +186,24 @@ def test_attributed_plus_idle_equals_accrued_exactly(
         wall=t.wall,
     )
     live: set[str] = set()
+    others = [0]
+    clock.external = lambda: others[0]
     for op in ops:
         kind, *args = op
         if kind == "tick":
             t.now += float(str(args[0]))
             clock.tick()
             continue
+        if kind == "external":
+            others[0] = int(str(args[0]))
+            continue
         rid = f"r{args[0]}"
-        if kind == "begin" and rid not in live:
-            clock.begin(rid)
+        if kind in ("begin", "plain") and rid not in live:
+            clock.begin(rid, opaque=kind == "plain")
             live.add(rid)
+        elif kind == "abandon" and rid in live:
+            clock.abandon(rid)
+            live.discard(rid)
         elif kind == "tokens":
             clock.add_tokens(rid, int(str(args[1])))
         elif kind == "finish" and rid in live:
@@ -203,10 +214,67 @@ def test_attributed_plus_idle_equals_accrued_exactly(
     charged.extend(clock.finish(rid) for rid in sorted(live))
     total = clock.totals
     assert all(c >= 0 for c in charged)
-    assert sum(charged, Decimal(0)) == total.busy_usd
+    # every busy quantum is either charged to a request or kept as other clients' share
+    assert sum(charged, Decimal(0)) + total.unattributed_usd == total.busy_usd
     period = clock.drain_period()
     assert period.busy_usd + period.idle_usd == total.busy_usd + total.idle_usd
     # accrued money tracks rate * time to within one quantum per interval
     seconds = Decimal(repr(total.busy_s + total.idle_s))
     per_s = rate * (1 + Decimal(repr(power)) / 1000)
     assert abs(total.busy_usd + total.idle_usd - per_s * seconds) < Decimal("1e-9")
+
+
+def test_a_plain_request_takes_an_even_share_and_streams_split_the_rest_by_tokens() -> None:
+    t = FakeTime()
+    clock = make(t, rate="0.003")
+    clock.begin("plain", opaque=True)  # progress unknown until it settles
+    clock.begin("s1")
+    clock.begin("s2")
+    clock.add_tokens("s1", 300)
+    clock.add_tokens("s2", 100)
+    t.now = 1.0
+    assert clock.finish("plain") == Decimal("0.001")  # 1/3 of the second
+    assert clock.finish("s1") == Decimal("0.0015")  # 3/4 of the streams' 2/3
+    assert clock.finish("s2") == Decimal("0.0005")
+
+
+def test_other_clients_on_the_engine_make_the_node_busy_without_charging_anyone() -> None:
+    t = FakeTime()
+    others = [2]
+    clock = make(t)
+    clock.external = lambda: others[0]
+    t.now = 4.0
+    clock.tick()  # only other clients: busy, nobody here pays
+    clock.begin("a", opaque=True)
+    t.now = 7.0
+    assert clock.finish("a") == Decimal("0.001")  # one of three sequences running for 3 s
+    others[0] = 0
+    t.now = 8.0
+    period = clock.drain_period()
+    assert (period.busy_s, period.idle_s, period.external_s) == (7.0, 1.0, 4.0)
+    assert period.busy_usd == Decimal("0.007")
+    assert period.unattributed_usd == Decimal("0.006")  # 4 s alone + 2/3 of 3 s
+
+
+def test_a_request_that_leaves_for_a_paid_api_leaves_its_share_unattributed() -> None:
+    t = FakeTime()
+    clock = make(t)
+    clock.begin("spilled", opaque=True)
+    t.now = 1.5
+    clock.abandon("spilled")
+    assert not clock.has("spilled") and clock.finish("spilled") == 0
+    period = clock.drain_period()
+    assert (period.busy_s, period.busy_usd, period.unattributed_usd) == (
+        1.5, Decimal("0.0015"), Decimal("0.0015"))
+
+
+def test_periods_say_how_long_measured_power_priced_the_energy() -> None:
+    t = FakeTime()
+    readings: list[float | None] = [None, 400.0, None]
+    clock = make(t)
+    clock.power = lambda: readings.pop(0)
+    for now in (2.0, 3.0, 6.0):  # nominal for 2 s, measured for 1 s, nominal for 3 s
+        t.now = now
+        clock.tick()
+    period = clock.drain_period()
+    assert period.measured_s == 1.0 and period.power_watts == 400.0

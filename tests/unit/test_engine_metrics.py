@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,12 @@ import pytest
 from spillgate.errors import ConfigError
 from spillgate.telemetry.engine_metrics import PARSERS, parse_llamacpp, parse_vllm
 from spillgate.telemetry.sampler import TelemetrySampler, metrics_url
-from spillgate.telemetry.snapshot import GpuReading, HistogramSummary
+from spillgate.telemetry.snapshot import (
+    CapacitySnapshot,
+    EngineReading,
+    GpuReading,
+    HistogramSummary,
+)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 URL = "http://127.0.0.1:8001/metrics"
@@ -232,3 +238,29 @@ def test_sampler_rejects_unknown_engine_kind() -> None:
                                   "http://127.0.0.1:8081"])
 def test_metrics_url(base: str) -> None:
     assert metrics_url(base) == "http://127.0.0.1:8081/metrics"
+
+
+def _gpu(watts: float | None, at: float) -> GpuReading:
+    return GpuReading(0, 0.5, 1, 2, watts, 50.0, at)
+
+
+def test_gpu_power_is_known_only_when_every_gpu_has_a_fresh_reading() -> None:
+    two = (_gpu(300.0, 9.0), replace(_gpu(250.0, 9.0), index=1))
+    assert CapacitySnapshot(gpus=two, nvml_available=True).gpu_power(10.0, 5.0) == 275.0
+    stale = (two[0], replace(two[1], at=1.0))
+    assert CapacitySnapshot(gpus=stale, nvml_available=True).gpu_power(10.0, 5.0) is None
+    silent = (two[0], replace(two[1], power_watts=None))
+    assert CapacitySnapshot(gpus=silent, nvml_available=True).gpu_power(10.0, 5.0) is None
+    assert CapacitySnapshot(nvml_available=False).gpu_power(10.0, 5.0) is None
+
+
+def test_external_running_is_what_the_engines_run_beyond_our_requests() -> None:
+    def engine(running: float, at: float = 9.0) -> EngineReading:
+        return EngineReading("gpu", "u", True, at, running=running, waiting=0.0)
+
+    snap = CapacitySnapshot(engines={"gpu": (engine(3.0), engine(2.0))}, inflight={"gpu": 4})
+    assert snap.external_running(10.0, 5.0) == 1
+    ours_queued = CapacitySnapshot(engines={"gpu": (engine(2.0),)}, inflight={"gpu": 6})
+    assert ours_queued.external_running(10.0, 5.0) == 0
+    stale = CapacitySnapshot(engines={"gpu": (engine(8.0, at=1.0),)}, inflight={})
+    assert stale.external_running(10.0, 5.0) == 0  # unknown is not busy

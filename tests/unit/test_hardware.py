@@ -10,6 +10,7 @@ import pytest
 from spillgate.accounting.hardware import (
     SECONDS_PER_MONTH,
     HardwareProfile,
+    check_units,
     cost_rate_usd_per_s,
     get_profile,
     load_profiles,
@@ -131,3 +132,19 @@ def test_bad_profiles_name_the_profile(tmp_path: Path, body: str, message: str) 
     path.write_text(f"profiles:\n  broken-box:\n    {body}\n")
     with pytest.raises(ConfigError, match=f"broken-box.*{message}"):
         load_profiles(path)
+
+
+def test_zero_units_of_a_profile_that_costs_money_is_refused() -> None:
+    cpu = load_profiles(MODELS / "hardware.yaml")["cpu-node"]
+    with pytest.raises(ConfigError, match=r"cost\.units"):
+        check_units(cpu, 0)
+    check_units(cpu, 1)
+    check_units(HardwareProfile(name="donated", kind="owned"), 0)  # costs nothing: fine
+
+
+def test_units_is_the_setting_and_gpus_a_deprecated_alias() -> None:
+    assert CostSettings(units=3).units == 3
+    with pytest.warns(DeprecationWarning, match=r"cost\.units"):
+        assert CostSettings.model_validate({"gpus": 2}).units == 2
+    with pytest.raises(ValueError, match="only units"):
+        CostSettings.model_validate({"gpus": 2, "units": 2})

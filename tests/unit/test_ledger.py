@@ -200,3 +200,45 @@ async def test_admin_keys_api(ledger: Ledger) -> None:
         assert again.status_code == 404 and again.json()["error"]["code"] == "key_not_found"
         refused = await client.post("/admin/keys", json={"name": "x", "rpm": -1})
         assert refused.status_code == 400 and "rpm" in refused.json()["error"]["message"]
+
+
+async def test_migration_2_adds_the_power_columns_to_a_version_1_database(dsn: str) -> None:
+    """A ledger made before migration 2 (hardware_periods without measured_s, external_s,
+    unattributed_usd) keeps its rows and gains the columns, zero for the old rows."""
+    from sqlalchemy import column, insert, table, text
+
+    from spillgate.accounting import schema
+    from spillgate.accounting.costclock import HardwarePeriod
+    from spillgate.accounting.migrations import open_engine
+
+    engine = open_engine(dsn)
+    try:
+        async with engine.begin() as conn:  # the version-1 layout
+            await conn.run_sync(schema.metadata.create_all)
+            for name in ("measured_s", "external_s", "unattributed_usd"):
+                await conn.execute(text(f"ALTER TABLE hardware_periods DROP COLUMN {name}"))
+            await conn.execute(insert(schema.schema_version).values(version=1, applied_at=T0))
+            h = schema.hardware_periods.c
+            v1 = table("hardware_periods", *(column(c.name, c.type) for c in (
+                h.node_id, h.started_at, h.ended_at, h.busy_s, h.idle_s, h.busy_usd, h.idle_usd,
+                h.profile)))  # a plain table clause: no defaults for the new columns
+            await conn.execute(insert(v1).values(
+                node_id="n", started_at=T0, ended_at=T0 + timedelta(seconds=10), busy_s=1.0,
+                idle_s=9.0, busy_usd=Decimal("0.001"), idle_usd=Decimal("0.009"),
+                profile="cpu-node"))
+        assert await migrate(engine) == [2]
+    finally:
+        await engine.dispose()
+    ledger = await Ledger.open(dsn)
+    try:
+        await ledger.record_hardware_period(HardwarePeriod(
+            T0 + timedelta(seconds=10), T0 + timedelta(seconds=20), 10.0, 0.0,
+            Decimal("0.01"), Decimal(0), 65.0, "cpu-node", measured_s=4.0, external_s=2.5,
+            unattributed_usd=Decimal("0.0025")))
+        first, second = await ledger.hardware_between(T0, T0 + timedelta(minutes=1))
+        assert (first["measured_s"], first["external_s"], first["unattributed_usd"]) == (0, 0, 0)
+        assert first["busy_usd"] == Decimal("0.001")
+        assert (second["measured_s"], second["external_s"], second["unattributed_usd"]) == (
+            4.0, 2.5, Decimal("0.0025"))
+    finally:
+        await ledger.aclose()

@@ -1,10 +1,15 @@
 """The service's one door to money: budgets, reservations, cost, ledger rows, cost metrics.
 
 Request path calls (none awaits the database except a paid reservation, which must be atomic):
-  open_row(record)   after routing: the ledger row exists from here on (write-behind)
-  reserve(record, t) before a paid call: worst-case cost, one atomic statement
-  served(record)     first byte: a local request starts accruing hardware cost
-  finish(record)     usage → cost (API price or amortized share) → row settled, metrics
+  open_row(record)          after routing: the ledger row exists from here on (write-behind)
+  dispatched(record, t)     right before a local engine gets the request: it accrues
+                            hardware cost from now until it settles (queued or decoding)
+  reserve(record, t, chain) before a paid call: a true upper bound of the cost at the
+                            dearest paid model of the chain, one atomic statement; a later
+                            dearer target first reserves the difference (budgets.py)
+  progress(record, n)       a streamed local request processed n more tokens
+  served(record)            first byte: a request that left the engine for an API stops
+  finish(record)            usage → cost (API price or amortized share) → row settled, metrics
 """
 
 from __future__ import annotations
@@ -13,13 +18,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 
+from spillgate.accounting.budgets import worst_case_cost
 from spillgate.accounting.costclock import CostClock
-from spillgate.accounting.hardware import get_profile, load_profiles
+from spillgate.accounting.hardware import check_units, get_profile, load_profiles
 from spillgate.accounting.keys import KeyInfo, RateLimiter, authenticate
-from spillgate.accounting.ledger import Ledger, RequestOutcome, RequestStart
+from spillgate.accounting.ledger import Ledger, RequestOutcome, RequestStart, ReserveResult
 from spillgate.accounting.pricing import PriceBook, cost
 from spillgate.accounting.record import RequestRecord
 from spillgate.engines.catalog import Catalog
@@ -29,6 +35,7 @@ from spillgate.routing.routes import RouteTable
 from spillgate.service import Client
 from spillgate.settings import Settings
 from spillgate.telemetry.metrics import GatewayMetrics
+from spillgate.telemetry.snapshot import CapacitySnapshot
 
 log = logging.getLogger(__name__)
 PERIOD_S = 10.0  # hardware cost rows persisted this often
@@ -77,6 +84,25 @@ class Accountant:
             await self._persist_period()
             await self._ledger.aclose()
 
+    def watch(self, snapshot: Callable[[], CapacitySnapshot], settings: Settings,
+              now: Callable[[], float] = time.monotonic) -> None:
+        """Feed the clock from telemetry: measured GPU board power while fresh (nominal
+        watts otherwise), and sequences other clients run on the engines (busy time too).
+
+        Measured power prices a GPU node only (one serving a vLLM engine): NVML cannot see a
+        CPU node's power. It is the mean per visible GPU times `cost.units`, since NVML also
+        sees GPUs of the machine that this node does not use."""
+        stale_s = settings.telemetry.stale_after_s
+        gpu_units = settings.cost.units if any(
+            b.engine == "vllm" for b in settings.local) else 0
+
+        def power() -> float | None:
+            per_gpu = snapshot().gpu_power(now(), stale_s) if gpu_units else None
+            return None if per_gpu is None else per_gpu * gpu_units
+
+        self.clock.power = power
+        self.clock.external = lambda: snapshot().external_running(now(), stale_s)
+
     async def _accrue(self) -> None:
         last_persist = time.monotonic()
         while True:
@@ -122,19 +148,31 @@ class Accountant:
         until = self._exhausted_until.get(key_id or "")
         return until is None or until < time.monotonic()
 
-    async def reserve(self, record: RequestRecord, target: Target) -> None:
+    async def reserve(self, record: RequestRecord, target: Target,
+                      chain: Sequence[Target] = ()) -> None:
+        """Hold a true upper bound of the paid call's cost before it is made: the first paid
+        target reserves at the dearest paid model of the chain; a later target that would
+        cost more (it cannot, unless the chain changed) reserves the difference first, and
+        is skipped (RateLimited → next target) when the budget cannot hold it."""
+        if self.clock.has(record.request_id):  # leaving the local engine for a paid API
+            self.clock.abandon(record.request_id)
         info = self._keys.get(record.key_id or "")
-        if record.reserved_usd:  # a fallback target reuses the first target's reservation
-            return
         if info is None or (info.daily_budget_usd is None and info.monthly_budget_usd is None):
             return
-        price = self.prices.price_for(f"{target.backend}/{target.model}")
-        worst = cost(price, record.prompt_estimate, 0, record.max_output_tokens)
+        needed = self._worst(record, target)
+        if record.reserved_usd:
+            if needed > record.reserved_usd:
+                result = await self.ledger.extend(info.key_id, record.request_id,
+                                                  needed - record.reserved_usd)
+                self._note_remaining(info.key_id, result)
+                if not result.ok:
+                    raise RateLimited("paid-API budget cannot cover this fallback model",
+                                      code="budget_exhausted", retry_after_s=60.0)
+                record.reserved_usd = needed
+            return
+        worst = max([needed, *(self._worst(record, t) for t in chain if t.tier == "api")])
         result = await self.ledger.reserve(info.key_id, record.request_id, worst)
-        self._remaining[info.key_id] = (result.remaining_day, result.remaining_month)
-        for period, left in (("day", result.remaining_day), ("month", result.remaining_month)):
-            if left is not None:
-                self._metrics.budget_remaining.labels(info.key_id, period).set(float(left))
+        self._note_remaining(info.key_id, result)
         if not result.ok:
             self._exhausted_until[info.key_id] = time.monotonic() + 5.0
             raise RateLimited(
@@ -143,6 +181,16 @@ class Accountant:
                 retry_after_s=60.0,
             )
         record.reserved_usd = worst
+
+    def _worst(self, record: RequestRecord, target: Target) -> Decimal:
+        price = self.prices.price_for(f"{target.backend}/{target.model}")
+        return worst_case_cost(record.prompt_bound, record.max_output_tokens, price)
+
+    def _note_remaining(self, key_id: str, result: ReserveResult) -> None:
+        self._remaining[key_id] = (result.remaining_day, result.remaining_month)
+        for period, left in (("day", result.remaining_day), ("month", result.remaining_month)):
+            if left is not None:
+                self._metrics.budget_remaining.labels(key_id, period).set(float(left))
 
     def budget_headers(self, key_id: str | None) -> dict[str, str]:
         day, month = self._remaining.get(key_id or "", (None, None))
@@ -157,16 +205,31 @@ class Accountant:
     def open_row(self, record: RequestRecord) -> None:
         self.ledger.begin(RequestStart.from_record(record))
 
+    def dispatched(self, record: RequestRecord, target: Target) -> None:
+        """The request is about to reach a local engine: from now on the hardware is busy
+        for it (queued or decoding) until it settles."""
+        if target.tier == "local" and not self.clock.has(record.request_id):
+            self.clock.begin(record.request_id, opaque=not record.stream)
+
+    def progress(self, record: RequestRecord, tokens: int) -> None:
+        """A streamed local request processed `tokens` more (prompt when prefilled, then
+        each generated token): its weight in the current interval."""
+        self.clock.add_tokens(record.request_id, tokens)
+
     def served(self, record: RequestRecord) -> None:
         if record.tier == "local":
-            self.clock.begin(record.request_id)
-            self.clock.add_tokens(record.request_id, record.prompt_estimate)
+            if not self.clock.has(record.request_id):  # a path that skipped dispatched()
+                self.clock.begin(record.request_id, opaque=not record.stream)
+        elif self.clock.has(record.request_id):  # left the engine (deadline or failure)
+            self.clock.abandon(record.request_id)
 
     async def finish(self, record: RequestRecord) -> None:
         usage = record.usage
-        if record.tier == "local" and record.backend:
-            self.clock.add_tokens(record.request_id, usage.completion_tokens)
+        if record.tier != "local" and self.clock.has(record.request_id):
+            self.clock.abandon(record.request_id)
+        if record.tier == "local":
             record.cost_usd = self.clock.finish(record.request_id)
+        if record.tier == "local" and record.backend:
             reference = self._reference.get(record.model)
             if reference:
                 record.counterfactual_usd = cost(
@@ -185,7 +248,8 @@ class Accountant:
             )
             self._metrics.api_spend.labels(record.backend).inc(float(record.cost_usd))
         if record.reserved_usd and record.key_id:
-            # Settles a paid call, or releases the reservation of one that never served.
+            # Settles a paid call (the difference to the reservation is released), or
+            # releases the reservation of one that never served.
             spent = record.cost_usd if record.tier == "api" else Decimal(0)
             await self.ledger.settle(record.key_id, record.request_id, record.reserved_usd, spent)
         self.ledger.finish(RequestOutcome.from_record(record))
@@ -198,7 +262,8 @@ def build_accountant(
     prices.require_prices(routes.paid_models())
     profiles = load_profiles(settings.models_dir / "hardware.yaml")
     profile = get_profile(profiles, settings.cost.hardware_profile)
-    clock = CostClock.for_profile(profile, settings.cost.gpus)
+    check_units(profile, settings.cost.units)
+    clock = CostClock.for_profile(profile, settings.cost.units)
     reference = {
         name: m.reference_api_model for name, m in catalog.local.items() if m.reference_api_model
     }

@@ -14,6 +14,14 @@ either refuses. Counters are created (INSERT ... SELECT from the key's budgets, 
 DO NOTHING) the first time a key reserves in a period, and never deleted.
 A `budget_reservations` row remembers what was reserved for which request;
 settling deletes it first, so a second settle (or a settle after crash recovery) is a no-op.
+A fallback to a dearer model extends the reservation by the difference with the same
+conditional UPDATE (`extend_in`), so it too can never pass the limit.
+
+The reservation is a true upper bound of what the provider can bill (`prompt_bound`): BPE
+tokens never outnumber the UTF-8 bytes they encode, so the request body's size in bytes
+bounds the prompt tokens, and `max_tokens` (times `n`) bounds the output. Settling moves the
+actual cost to spent and releases the rest; the actual cost can exceed the reservation only
+if a provider bills beyond that bound, which is logged as an error.
 
 The functions here take an open connection inside the caller's transaction; `Ledger` owns
 transactions, locking and caching.
@@ -21,6 +29,7 @@ transactions, locking and caching.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -178,6 +187,62 @@ async def reserve_in(conn: AsyncConnection, r: Reservation, *, ensure: bool) -> 
         month_period=month if r.limited[1] else None,
     ))
     return ReserveResult(True, left[0], left[1])
+
+
+# An image given by URL is billed by its pixels, not by the URL's bytes. The dearest rule in
+# pricing.yaml's providers: gpt-4o-mini bills 2,833 + 5,667 tokens per 512-px tile, and a
+# high-detail image has at most 8 tiles (48,169 tokens); Anthropic caps near 1,600.
+IMAGE_URL_TOKENS = 48_169
+
+
+def prompt_bound(raw: bytes, body: Mapping[str, Any] | None = None) -> int:
+    """Upper bound of the prompt tokens any BPE tokenizer makes of this request body: its
+    UTF-8 size in bytes (the body holds every billed text, plus JSON syntax that the chat
+    template's few tokens per message never outnumber), plus IMAGE_URL_TOKENS for each image
+    given by http(s) URL (an inline `data:` image is billed below its base64 size)."""
+    return len(raw) + IMAGE_URL_TOKENS * _image_urls(body or {})
+
+
+def _image_urls(body: Mapping[str, Any]) -> int:
+    count = 0
+    for message in body.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        for part in content if isinstance(content, list) else ():
+            if isinstance(part, dict) and part.get("type") == "image_url":
+                image = part.get("image_url")
+                url = image.get("url", "") if isinstance(image, dict) else str(image or "")
+                count += not str(url).startswith("data:")
+    return count
+
+
+async def extend_in(conn: AsyncConnection, request_id: str, extra: Decimal,
+                    ) -> tuple[bool, Decimal | None, Decimal | None]:
+    """Grow an outstanding reservation by `extra` on every period it holds, atomically per
+    counter (the same conditional UPDATE as `reserve_in`). (ok, remaining day, remaining
+    month); on refusal the caller must roll back. No reservation outstanding: refused."""
+    if extra < 0:
+        raise ValueError("a reservation cannot shrink by extending it")
+    r = budget_reservations.c
+    held = (await conn.execute(
+        select(r.key_id, r.day_period, r.month_period).where(r.request_id == request_id)
+    )).first()
+    if held is None:
+        return False, None, None
+    key_id, day, month = held
+    left: list[Decimal | None] = [None, None]
+    for i, period in enumerate((day, month)):
+        if period is None:
+            continue
+        left[i] = await _take(conn, key_id, period, extra)
+        if left[i] is None:  # refused: report what the periods hold
+            before = [await counter_remaining(conn, key_id, p) if p else None
+                      for p in (day, month)]
+            return False, before[0], before[1]
+    await conn.execute(
+        update(budget_reservations).where(r.request_id == request_id)
+        .values(amount_usd=r.amount_usd + type_coerce(extra, Money()))
+    )
+    return True, left[0], left[1]
 
 
 async def settle_in(conn: AsyncConnection, request_id: str, actual: Decimal) -> bool:

@@ -1,15 +1,26 @@
 """The cost clock: accrues the node's hardware cost continuously and attributes it to requests.
 
 Time is cut into intervals at every `tick` (once a second from a background task) and at
-every `begin`/`finish`, so a request is never charged for time before it started or after it
-ended. The cost of an interval is `rate(power) * dt`, rounded to `quantum` (1e-12 USD by
-default). If requests are in flight the interval is *busy* and its cost is split among them
-by their share of the tokens they processed during the interval (prompt tokens when they
-start, then each generated token), evenly if none reported tokens; otherwise it is *idle*
-and stays unattributed. Shares are rounded down to the quantum and the remainder goes to the
-request with the largest share (the earliest begun on ties), so
+every `begin`/`finish`, so a request is never charged for time before it was dispatched to
+the engine or after it settled. The cost of an interval is `rate(power) * dt`, rounded to
+`quantum` (1e-12 USD by default); `power` is the measured board power when a fresh reading
+exists, else None (the rate then uses nominal watts), and the seconds priced at a measured
+power are counted (`measured_s`) so a report can say which it used.
 
-    sum(attributed to requests) + idle_usd == total accrued    (exactly)
+An interval is *busy* when one of our local requests is in flight (queued in the engine or
+decoding) or when the engine reports sequences running for other clients (`external`);
+otherwise it is *idle* and stays unattributed. A busy interval's cost is split among the
+participants:
+  - each *opaque* participant (a plain request, whose progress is unknown until it settles,
+    or one running sequence of another client) takes an even share, cost / participants;
+  - the rest goes to the streamed requests by their share of the tokens they processed in
+    the interval (prompt tokens when prefilled, then each generated token), evenly among them
+    when none reported tokens.
+Other clients' shares stay unattributed (`unattributed_usd`), as does the share of a request
+that left the local engine for a paid API (`abandon`). Shares are rounded down to the quantum
+and the remainder goes to the request with the largest share (the earliest begun on ties), so
+
+    sum(attributed to requests) + unattributed_usd + idle_usd == total accrued    (exactly)
 
 The clock is driven from one event loop and holds no lock.
 """
@@ -27,10 +38,15 @@ from spillgate.accounting.hardware import HardwareProfile, cost_rate_usd_per_s
 DEFAULT_QUANTUM = Decimal("1e-12")
 RateFn = Callable[[float | None], Decimal]
 PowerFn = Callable[[], float | None]
+ExternalFn = Callable[[], int]  # sequences the engines run for clients other than this node
 
 
 def _no_power() -> float | None:
     return None
+
+
+def _no_external() -> int:
+    return 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +61,15 @@ class HardwarePeriod:
     idle_usd: Decimal
     power_watts: float | None  # time-weighted mean of the readings used; None if none
     profile: str
+    measured_s: float = 0.0  # seconds priced at measured power (the rest: nominal watts)
+    external_s: float = 0.0  # busy seconds when only other clients used the engine
+    unattributed_usd: Decimal = Decimal(0)  # busy cost no request of this node carries
 
 
 @dataclass(slots=True)
 class _InFlight:
     order: int
+    opaque: bool = False  # progress unknown until it settles: an even share of each interval
     tokens: int = 0  # processed during the current interval
     accrued: Decimal = Decimal(0)
 
@@ -62,6 +82,8 @@ class _Totals:
     idle_usd: Decimal = Decimal(0)
     power_ws: float = 0.0  # watt-seconds of intervals that had a reading
     power_s: float = 0.0
+    external_s: float = 0.0
+    unattributed_usd: Decimal = Decimal(0)
 
 
 class CostClock:
@@ -72,13 +94,15 @@ class CostClock:
         rate: RateFn,
         *,
         power: PowerFn = _no_power,
+        external: ExternalFn = _no_external,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         profile: str = "",
         quantum: Decimal = DEFAULT_QUANTUM,
     ) -> None:
         self._rate = rate
-        self._power = power
+        self.power = power  # replaceable once telemetry is running
+        self.external = external
         self._clock = clock
         self._wall = wall
         self._profile = profile
@@ -94,27 +118,31 @@ class CostClock:
     def for_profile(
         cls,
         profile: HardwareProfile,
-        gpus: int,
+        units: int,
         *,
         power: PowerFn = _no_power,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> CostClock:
-        """A clock whose rate is `cost_rate_usd_per_s(profile, gpus, power)`."""
+        """A clock whose rate is `cost_rate_usd_per_s(profile, units, power)`."""
 
         def rate(watts: float | None) -> Decimal:
-            return cost_rate_usd_per_s(profile, gpus, watts)
+            return cost_rate_usd_per_s(profile, units, watts)
 
         return cls(rate, power=power, clock=clock, wall=wall, profile=profile.name)
 
     # --- request events ------------------------------------------------------------------
-    def begin(self, request_id: str) -> None:
-        """A request starts using the node: close the interval so far, then count it in."""
+    def begin(self, request_id: str, *, opaque: bool = False) -> None:
+        """A request is dispatched to the engine: close the interval so far, count it in.
+        `opaque`: its progress is unknown (a plain request), so it takes even shares."""
         if request_id in self._inflight:
             raise ValueError(f"request {request_id!r} already begun")
         self.tick()
-        self._inflight[request_id] = _InFlight(order=self._begun)
+        self._inflight[request_id] = _InFlight(order=self._begun, opaque=opaque)
         self._begun += 1
+
+    def has(self, request_id: str) -> bool:
+        return request_id in self._inflight
 
     def add_tokens(self, request_id: str, n: int) -> None:
         """Tokens processed by a request; ignored once it has finished (late usage report)."""
@@ -130,6 +158,13 @@ class CostClock:
         entry = self._inflight.pop(request_id, None)
         return Decimal(0) if entry is None else entry.accrued
 
+    def abandon(self, request_id: str) -> None:
+        """The request left the engine for a paid API: its share so far stays busy cost
+        that no request carries (the paid row holds the API price only)."""
+        accrued = self.finish(request_id)
+        for totals in (self.totals, self._period):
+            totals.unattributed_usd += accrued
+
     def in_flight(self) -> int:
         return len(self._inflight)
 
@@ -141,13 +176,16 @@ class CostClock:
         if dt <= 0:
             return
         self._last = now
-        watts = self._power()
+        watts = self.power()
         cost = (self._rate(watts) * Decimal(repr(dt))).quantize(self._quantum, ROUND_HALF_EVEN)
-        busy = bool(self._inflight)
-        if busy:
-            self._attribute(cost)
+        external = max(0, self.external())
+        busy = bool(self._inflight) or external > 0
+        unattributed = self._attribute(cost, external) if busy else Decimal(0)
         for totals in (self.totals, self._period):
             _add(totals, busy=busy, dt=dt, cost=cost, watts=watts)
+            totals.unattributed_usd += unattributed
+            if busy and not self._inflight:
+                totals.external_s += dt
 
     def drain_period(self) -> HardwarePeriod:
         """Totals since the last drain (bringing the clock up to now), then start a new period."""
@@ -163,30 +201,51 @@ class CostClock:
             idle_usd=p.idle_usd,
             power_watts=p.power_ws / p.power_s if p.power_s > 0 else None,
             profile=self._profile,
+            measured_s=p.power_s,
+            external_s=p.external_s,
+            unattributed_usd=p.unattributed_usd,
         )
         self._period = _Totals()
         self._period_started = ended
         return period
 
-    def _attribute(self, cost: Decimal) -> None:
+    def _attribute(self, cost: Decimal, external: int) -> Decimal:
+        """Split a busy interval's cost (module docstring); returns what no request took."""
+        units = int(cost / self._quantum)  # integer quanta: exact floor division
         entries = list(self._inflight.values())
-        weights = [e.tokens for e in entries]
-        if sum(weights) == 0:
-            weights = [1] * len(entries)
-        total_weight = sum(weights)
-        # Integer arithmetic in quanta: exact floor division, no context rounding.
-        units = int(cost / self._quantum)
+        if not entries:
+            return cost
+        weights = _weights(entries, external, units)
         given = 0
         for entry, weight in zip(entries, weights, strict=True):
-            share = units * weight // total_weight
-            entry.accrued += share * self._quantum
-            given += share
-        # Largest weight wins the remainder; max() keeps the earliest begun on ties.
+            entry.accrued += weight * self._quantum
+            given += weight
+        kept = units * external // (len(entries) + external)  # other clients' even shares
+        # Largest share wins the remainder; max() keeps the earliest begun on ties.
         heir = max(range(len(entries)), key=lambda i: (weights[i], -entries[i].order))
-        entries[heir].accrued += (units - given) * self._quantum
+        entries[heir].accrued += (units - kept - given) * self._quantum
         for entry in entries:
             entry.tokens = 0
+        return kept * self._quantum
 
+
+def _weights(entries: list[_InFlight], external: int, units: int) -> list[int]:
+    """Quanta per entry, rounded down: an even share per opaque participant, the streams'
+    pool by tokens (evenly when none reported any)."""
+    participants = len(entries) + external
+    even = units // participants
+    streams = [e for e in entries if not e.opaque]
+    pool = units * len(streams) // participants
+    tokens = sum(e.tokens for e in streams)
+    shares = []
+    for entry in entries:
+        if entry.opaque:
+            shares.append(even)
+        elif tokens:
+            shares.append(pool * entry.tokens // tokens)
+        else:
+            shares.append(pool // len(streams))
+    return shares
 
 def _add(t: _Totals, *, busy: bool, dt: float, cost: Decimal, watts: float | None) -> None:
     if busy:

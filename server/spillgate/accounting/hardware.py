@@ -73,11 +73,22 @@ def energy_rate_usd_per_s(
     return watts * profile.pue * profile.usd_per_kwh / JOULES_PER_KWH
 
 
-def cost_rate_usd_per_s(profile: HardwareProfile, gpus: int, power_watts: float | None) -> Decimal:
-    """Total cost per second of `gpus` units of `profile` (see the module docstring)."""
-    if gpus < 0:
-        raise ValueError("gpus must be >= 0")
-    return fixed_rate_usd_per_s(profile, gpus) + energy_rate_usd_per_s(profile, gpus, power_watts)
+def cost_rate_usd_per_s(profile: HardwareProfile, units: int,
+                        power_watts: float | None) -> Decimal:
+    """Total cost per second of `units` units of `profile` (see the module docstring)."""
+    if units < 0:
+        raise ValueError("units must be >= 0")
+    return fixed_rate_usd_per_s(profile, units) + energy_rate_usd_per_s(profile, units,
+                                                                        power_watts)
+
+
+def check_units(profile: HardwareProfile, units: int) -> None:
+    """0 units of a profile that costs money would price the node at $0: refuse it."""
+    if units < 1 and monthly_cost_usd(profile, 1) > 0:
+        raise ConfigError(
+            f"cost.units: 0 units of profile {profile.name!r} would price this node at $0; "
+            "a CPU-only node is 1 unit of a CPU profile"
+        )
 
 
 def monthly_cost_usd(profile: HardwareProfile, units: int) -> Decimal:

@@ -48,6 +48,7 @@ from spillgate.accounting.budgets import (
     Reservation,
     ReserveResult,
     day_period,
+    extend_in,
     key_limits,
     month_period,
     reserve_in,
@@ -274,6 +275,18 @@ class Ledger:
         self._snapshots.put(key_id, BudgetSnapshot(result.remaining_day, result.remaining_month))
         return result
 
+    async def extend(self, key_id: str, request_id: str, extra: Decimal) -> ReserveResult:
+        """Atomically grow the request's reservation by `extra` (a fallback to a dearer
+        model), on every period it holds, or change nothing and answer ok=False."""
+        lock = self._write_lock or contextlib.nullcontext()
+        async with lock, self.engine.connect() as conn:
+            tx = await conn.begin()
+            ok, day, month = await extend_in(conn, request_id, extra)
+            await (tx.commit() if ok else tx.rollback())
+        result = ReserveResult(ok, day, month)
+        self._snapshots.put(key_id, BudgetSnapshot(day, month))
+        return result
+
     async def settle(self, key_id: str, request_id: str, reserved: Decimal,
                      actual: Decimal) -> bool:
         """Reserved -> spent at `actual`. False if nothing was outstanding (already settled or
@@ -282,8 +295,8 @@ class Ledger:
             settled = await settle_in(conn, request_id, actual)
         self._snapshots.discard(key_id)
         if settled and reserved and actual > reserved:
-            log.warning("request %s cost %s over its reservation %s", request_id, actual,
-                        reserved)
+            log.error("request %s cost %s over its reservation %s: the provider billed "
+                      "beyond the reservation's bound", request_id, actual, reserved)
         return settled
 
     async def budget_snapshot(self, key_id: str, now: datetime | None = None) -> BudgetSnapshot:
@@ -384,5 +397,6 @@ class Ledger:
                 node_id=self.node_id, started_at=period.started_at, ended_at=period.ended_at,
                 busy_s=period.busy_s, idle_s=period.idle_s, busy_usd=period.busy_usd,
                 idle_usd=period.idle_usd, power_watts=period.power_watts,
-                profile=period.profile,
+                profile=period.profile, measured_s=period.measured_s,
+                external_s=period.external_s, unattributed_usd=period.unattributed_usd,
             ))

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, event, insert, select, text
+from sqlalchemy import Connection, event, insert, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -35,8 +35,23 @@ def _create_v1(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=tables, checkfirst=True)
 
 
+def _hardware_power_source(conn: Connection) -> None:
+    """hardware_periods: measured_s, external_s, unattributed_usd (a database created by
+    this version's step 1 has them already)."""
+    have = {c["name"] for c in inspect(conn).get_columns("hardware_periods")}
+    table = schema.hardware_periods
+    for name in ("measured_s", "external_s", "unattributed_usd"):
+        if name in have:
+            continue
+        column = table.c[name]
+        kind = column.type.compile(dialect=conn.dialect)  # Float, or Money's dialect type
+        conn.execute(text(f"ALTER TABLE hardware_periods ADD COLUMN {name} {kind} "
+                          "NOT NULL DEFAULT 0"))
+
+
 MIGRATIONS: list[tuple[int, Step]] = [
     (1, _create_v1),
+    (2, _hardware_power_source),
 ]
 
 

@@ -46,6 +46,7 @@ class RequestRecord:
     model: str = ""
     max_output_tokens: int = 0
     prompt_estimate: int = 0
+    prompt_bound: int = 0  # prompt tokens can never exceed this (UTF-8 bytes of the body)
     reserved_usd: Decimal = Decimal(0)
     claimed_backend: str | None = None  # local slot counted for admission until settled
     # filled at finish

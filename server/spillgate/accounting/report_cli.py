@@ -132,7 +132,7 @@ def run_report(args: argparse.Namespace) -> int:
         rows, periods, since=since, until=until,
         bucket=args.bucket or auto_bucket(since, until), price_book=book,
         reference_model=args.reference_model or reference_model(settings, catalog),
-        hardware_profile=profile, units=settings.cost.gpus,
+        hardware_profile=profile, units=settings.cost.units,
     )  # fmt: skip
     _write(render_report(report, args.format), args.output)
     return 0
@@ -203,7 +203,7 @@ class ReportSources:
         return cls(
             get_profile(profiles, settings.cost.hardware_profile),
             reference_model(settings, catalog),
-            settings.cost.gpus,
+            settings.cost.units,
         )
 
 

@@ -145,6 +145,10 @@ hardware_periods = Table(
     Column("idle_usd", Money(), nullable=False, default=Decimal(0)),
     Column("power_watts", Float()),  # time-weighted mean; null when never measured
     Column("profile", String(128), nullable=False, default=""),
+    # added in migration 2: which power priced the energy, and busy time of other clients
+    Column("measured_s", Float(), nullable=False, default=0.0),  # the rest: nominal watts
+    Column("external_s", Float(), nullable=False, default=0.0),
+    Column("unattributed_usd", Money(), nullable=False, default=Decimal(0)),
     Index("ix_hardware_periods_started_at", "started_at"),
 )
 

@@ -88,6 +88,7 @@ class CapacityMonitor:
             inflight=self._inflight, interval_s=self._interval_s, clock=clock,
         )
         self._view: Mapping[str, LocalCapacity] = MappingProxyType({})
+        self.last = CapacitySnapshot(taken_at=clock())  # the latest sample (the cost clock)
         self._spilled_seen: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -138,6 +139,7 @@ class CapacityMonitor:
         return {name: self._inflight_counter.count(name) for name in self._locals}
 
     def refresh(self, snap: CapacitySnapshot) -> None:
+        self.last = snap
         now = self._clock()
         self._controller.update(snap, now)
         view = {}

@@ -98,6 +98,9 @@ class TelemetrySampler:
 
     async def sample_once(self) -> CapacitySnapshot:
         """One round: GPUs (in a thread) and every engine (concurrently)."""
+        # Our own in-flight count is taken before the scrape: a request that ends meanwhile
+        # then cannot look like another client's (the cost clock would book its time busy).
+        ours = MappingProxyType(dict(self._inflight()))
         gpu_task = asyncio.create_task(self._read_gpus())
         jobs = [
             (backend, self._read_engine(backend, url, kind))
@@ -112,7 +115,7 @@ class TelemetrySampler:
         return CapacitySnapshot(
             gpus=self._gpus,
             engines=engines,
-            inflight=MappingProxyType(dict(self._inflight())),
+            inflight=ours,
             nvml_available=self._gpu_reader.available,
             taken_at=self._clock(),
         )

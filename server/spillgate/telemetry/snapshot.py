@@ -120,6 +120,27 @@ class CapacitySnapshot:
             return ()
         return tuple(g for g in self.gpus if fresh(g, now, stale_after_s))
 
+    def gpu_power(self, now: float, stale_after_s: float) -> float | None:
+        """Mean measured board power per GPU, in watts; None unless every GPU has a fresh
+        reading (a partial figure would misprice the node)."""
+        gpus = self.fresh_gpus(now, stale_after_s)
+        if not gpus or len(gpus) != len(self.gpus):
+            return None
+        watts = [g.power_watts for g in gpus]
+        if any(w is None for w in watts):
+            return None
+        return math.fsum(w or 0.0 for w in watts) / len(watts)
+
+    def external_running(self, now: float, stale_after_s: float) -> int:
+        """Sequences the engines run beyond this node's own in-flight requests: other
+        clients using the hardware (0 when unknown)."""
+        total = 0
+        for backend in self.engines:
+            readings = self.fresh_engines(backend, now, stale_after_s)
+            running = round(math.fsum(r.running or 0.0 for r in readings))
+            total += max(0, running - self.inflight.get(backend, 0))
+        return total
+
 
 def fresh(reading: GpuReading | EngineReading, now: float, stale_after_s: float) -> bool:
     """True for a successful reading no older than `stale_after_s` (and not from the future)."""
