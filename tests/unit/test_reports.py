@@ -11,20 +11,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spillgate.accounting.hardware import load_profiles, monthly_cost_usd
 from spillgate.accounting.pricing import PriceBook
-from spillgate.accounting.report_cli import ReportSources, admin_report_router, parse_when
+from spillgate.accounting.report_cli import parse_when
 from spillgate.accounting.report_render import render_report, usd
 from spillgate.accounting.reports import build_report
-from spillgate.errors import ApiError
-from spillgate.settings import Settings
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 BOOK = PriceBook.load(MODELS / "pricing.yaml")
@@ -248,44 +243,7 @@ def test_bad_windows_are_refused() -> None:
                      hardware_profile=PROFILE)  # fmt: skip
 
 
-# --- GET /admin/report and `spillgate report --since` --------------------------------------
-class FixtureLedger:
-    """The two ledger reads the report needs, over the fixture rows (window-filtered)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[datetime, datetime]] = []
-
-    async def rows_between(self, since: datetime, until: datetime) -> list[dict[str, Any]]:
-        self.calls.append((since, until))
-        return [r for r in ROWS if since <= r["started_at"] < until]
-
-    async def hardware_between(self, since: datetime, until: datetime) -> list[dict[str, Any]]:
-        return [p for p in PERIODS if since <= p["started_at"] < until]
-
-
-async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status)
-
-
-async def test_admin_report_endpoint_serves_the_same_json() -> None:
-    app = FastAPI()
-    app.add_exception_handler(ApiError, api_error)  # type: ignore[arg-type]
-    app.state.ledger = FixtureLedger()
-    app.state.price_book = BOOK
-    app.include_router(admin_report_router(ReportSources(PROFILE, REF, 1)))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
-        ok = await client.get(
-            "/admin/report",
-            params={"since": T0.isoformat(), "until": UNTIL.isoformat(), "bucket": "hour"},
-        )
-        bad = await client.get("/admin/report", params={"since": "yesterday-ish"})
-    assert ok.status_code == 200
-    assert ok.json() == json.loads(json.dumps(report()))
-    assert bad.status_code == 400
-    assert bad.json()["error"]["param"] == "since/until"
-
-
+# --- `spillgate report --since` ----------------------------------------------------------
 def test_since_accepts_durations_and_iso_times() -> None:
     now = datetime(2025, 3, 8, 12, tzinfo=UTC)
     assert parse_when("7d", now) == datetime(2025, 3, 1, 12, tzinfo=UTC)
@@ -293,20 +251,3 @@ def test_since_accepts_durations_and_iso_times() -> None:
     assert parse_when("2025-03-01", now) == datetime(2025, 3, 1, tzinfo=UTC)
     with pytest.raises(ValueError):
         parse_when("last tuesday", now)
-
-
-async def test_admin_report_reads_settings_and_the_accountant_when_not_told() -> None:
-    class Accountant:
-        ledger = FixtureLedger()
-        prices = BOOK
-
-    app = FastAPI()
-    app.state.settings = Settings()  # cpu-node profile, smollm2 → openai/gpt-4o-mini
-    app.state.accountant = Accountant()
-    app.include_router(admin_report_router())
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
-        got = await client.get(
-            "/admin/report", params={"since": T0.isoformat(), "until": UNTIL.isoformat()}
-        )
-    assert got.json() == json.loads(json.dumps(report()))

@@ -43,6 +43,7 @@ from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from spillgate.accounting import rollup
 from spillgate.accounting.budgets import (
     BudgetSnapshot,
     Reservation,
@@ -242,8 +243,10 @@ class Ledger:
         async with self.transaction() as conn:
             if opened:
                 await conn.execute(self._insert_open, list(opened.values()))
-            if final:
+            if final:  # the rollup follows the final rows in the same transaction
+                stored = await rollup.stored_rows(conn, list(final))
                 await conn.execute(self._upsert_final, list(final.values()))
+                await rollup.apply_in(conn, rollup.deltas(stored, final.values()))
 
     # --- budgets ---------------------------------------------------------------------------
     async def reserve(self, key_id: str, request_id: str, amount: Decimal,
@@ -323,15 +326,19 @@ class Ledger:
             orphans = await self._insert_orphans(conn, charged, moment)
             await self._charge_rows(conn, {rid: v[1] for rid, v in charged.items()
                                            if rid in closed})
+            # Open rows and missing ones had no part in the rollup: add them as now closed.
+            now_final = await rollup.stored_rows(conn, [*closed, *orphans])
+            await rollup.apply_in(conn, rollup.fold(now_final.values()))
         self._snapshots.clear()
-        return len(closed) + orphans
+        return len(closed) + len(orphans)
 
     async def _insert_orphans(self, conn: AsyncConnection,
                               charged: Mapping[str, tuple[str, Decimal, datetime]],
-                              moment: datetime) -> int:
-        """A 'recovered' row for each charged reservation whose request row is missing."""
+                              moment: datetime) -> list[str]:
+        """A 'recovered' row for each charged reservation whose request row is missing;
+        returns their ids."""
         if not charged:
-            return 0
+            return []
         present = set((await conn.execute(
             select(requests.c.request_id).where(requests.c.request_id.in_(list(charged)))
         )).scalars())
@@ -344,7 +351,7 @@ class Ledger:
         ]
         if rows:
             await conn.execute(insert(requests), rows)
-        return len(rows)
+        return [str(r["request_id"]) for r in rows]
 
     async def _charge_rows(self, conn: AsyncConnection, costs: Mapping[str, Decimal]) -> None:
         if not costs:

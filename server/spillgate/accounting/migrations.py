@@ -22,7 +22,7 @@ from sqlalchemy import Connection, event, insert, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from spillgate.accounting import schema
+from spillgate.accounting import rollup, schema
 
 Step = Callable[[Connection], None]
 _ADVISORY_LOCK_ID = 0x5B16A7E  # any constant unique to spillgate's migrations
@@ -37,6 +37,8 @@ def _create_v1(conn: Connection) -> None:
 
 MIGRATIONS: list[tuple[int, Step]] = [
     (1, _create_v1),
+    # 2 is hardware_periods' power-source columns (issue 11, clock); 3 can apply before it.
+    (3, rollup.backfill),  # hourly request_rollup for reports, filled from existing rows
 ]
 
 
