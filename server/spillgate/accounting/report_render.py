@@ -31,8 +31,8 @@ SERIES_COLUMNS = (
 
 
 def usd(value: str | Decimal | None, significant: int = 4) -> str:
-    """Money for reading, in plain decimals: $1,234.57 from a dollar up, $0.4523 from a cent
-    up, then `significant` digits ($0.000007004)."""
+    """Money for reading, in plain decimals: $1,234.57 from a dollar up, $0.4523 or $0.50
+    from a cent up, then `significant` digits ($0.000007004)."""
     if value is None:
         return "n/a"
     d = value if isinstance(value, Decimal) else Decimal(value)
@@ -41,8 +41,9 @@ def usd(value: str | Decimal | None, significant: int = 4) -> str:
     sign, d = ("-" if d < 0 else ""), abs(d)
     if d >= 1:
         return f"{sign}${d:,.2f}"
-    if d >= Decimal("0.01"):
-        return f"{sign}${d:.4f}"
+    if d >= Decimal("0.01"):  # 4 decimals, trailing zeros past the cents dropped
+        text = f"{d:.4f}".rstrip("0")
+        return f"{sign}${text}{'0' * max(0, 4 - len(text))}"
     exact = d.quantize(Decimal(1).scaleb(d.adjusted() - significant + 1))
     return f"{sign}${format(exact.normalize(), 'f')}"
 
