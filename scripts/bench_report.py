@@ -13,7 +13,7 @@ Then it times, for three windows (the whole ledger, its last day, a ragged 30-da
 with partial edge hours):
 - `cli`: `spillgate report --format json` as a separate process, as an operator runs it:
   wall seconds and the process's peak RSS (MB), imports included;
-- `inproc`: read_inputs + report_from_groups + render_report(json) in this process: wall
+- `inproc`: read_inputs + report_from_views + render_report(json) in this process: wall
   seconds and tracemalloc's peak of Python allocations (MB).
 Prints a table and writes var/bench_report.json. Target (issue 11): <= 5 s, <= 200 MB at 10M.
 """
@@ -44,7 +44,7 @@ from spillgate.accounting.ledger import Ledger
 from spillgate.accounting.pricing import PriceBook
 from spillgate.accounting.report_query import read_inputs
 from spillgate.accounting.report_render import render_report
-from spillgate.accounting.reports import report_from_groups
+from spillgate.accounting.reports import report_from_views
 from spillgate.accounting.rollup import GroupKey, GroupSums
 from spillgate.accounting.schema import hardware_periods
 from spillgate.settings import repo_models_dir
@@ -221,9 +221,9 @@ async def time_inproc(dsn: str, since: datetime, until: datetime) -> tuple[float
     try:
         tracemalloc.start()
         t0 = time.perf_counter()
-        groups, parts = await read_inputs(engine, since, until)
+        views, parts = await read_inputs(engine, since, until)
         bucket = "hour" if until - since <= timedelta(days=2) else "day"
-        report = report_from_groups(groups, parts, since=since, until=until, bucket=bucket,
+        report = report_from_views(views, parts, since=since, until=until, bucket=bucket,
                                     price_book=book, reference_model="openai/gpt-4o-mini",
                                     hardware_profile=profile)  # fmt: skip
         render_report(report, "json")

@@ -21,7 +21,7 @@ from spillgate.accounting.ledger import Ledger, RequestOutcome, RequestStart
 from spillgate.accounting.migrations import migrate
 from spillgate.accounting.report_cli import ReportSources, admin_report_router
 from spillgate.accounting.report_query import read_inputs
-from spillgate.accounting.reports import build_report, report_from_groups
+from spillgate.accounting.reports import build_report, report_from_views
 from spillgate.accounting.rollup import request_rollup
 from spillgate.accounting.schema import schema_version
 from spillgate.api import health
@@ -68,8 +68,8 @@ async def ledger(ledger_dsn: str) -> AsyncIterator[Ledger]:
 
 
 async def db_report(ledger: Ledger, since: datetime, until: datetime) -> dict[str, Any]:
-    groups, periods = await read_inputs(ledger.engine, since, until)
-    return report_from_groups(groups, periods, since=since, until=until, bucket="hour",
+    views, periods = await read_inputs(ledger.engine, since, until)
+    return report_from_views(views, periods, since=since, until=until, bucket="hour",
                               price_book=BOOK, reference_model=REF, hardware_profile=PROFILE)
 
 

@@ -29,9 +29,9 @@ from spillgate.accounting.reports import (
     WindowTooLarge,
     as_utc,
     check_window,
-    report_from_groups,
+    report_from_views,
 )
-from spillgate.accounting.rollup import Groups
+from spillgate.accounting.rollup import Views
 from spillgate.engines.catalog import Catalog
 from spillgate.errors import ConfigError, InvalidRequest, ServiceUnavailable
 from spillgate.settings import Settings, load_settings, repo_models_dir
@@ -138,9 +138,9 @@ def run_report(args: argparse.Namespace) -> int:
     profiles = load_profiles(settings.models_dir / "hardware.yaml")
     profile = get_profile(profiles, args.hardware or settings.cost.hardware_profile)
     catalog = Catalog.load(settings.models_dir / "catalog.yaml")
-    groups, periods = asyncio.run(_read_ledger(args.dsn or settings.ledger_dsn(), since, until))
-    report = report_from_groups(
-        groups, periods, since=since, until=until, bucket=bucket, price_book=book,
+    views, periods = asyncio.run(_read_ledger(args.dsn or settings.ledger_dsn(), since, until))
+    report = report_from_views(
+        views, periods, since=since, until=until, bucket=bucket, price_book=book,
         reference_model=args.reference_model or reference_model(settings, catalog),
         hardware_profile=profile, units=settings.cost.gpus,
     )  # fmt: skip
@@ -149,7 +149,7 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 async def _read_ledger(dsn: str, since: datetime,
-                       until: datetime) -> tuple[Groups, list[Period]]:  # fmt: skip
+                       until: datetime) -> tuple[Views, list[Period]]:  # fmt: skip
     """Open the ledger (which brings its schema and rollup up to date), read the window."""
     from spillgate.accounting.ledger import Ledger
 
@@ -279,9 +279,9 @@ def admin_report_router(sources: ReportSources | None = None) -> APIRouter:
         ledger, book = _ledger_and_prices(request.app.state)
         src = sources or ReportSources.from_settings(request.app.state.settings)
 
-        def build(groups: Groups, periods: list[Period]) -> str:
-            report = report_from_groups(
-                groups, periods, since=start, until=end, bucket=step, price_book=book,
+        def build(views: Views, periods: list[Period]) -> str:
+            report = report_from_views(
+                views, periods, since=start, until=end, bucket=step, price_book=book,
                 reference_model=src.reference_model, hardware_profile=src.hardware_profile,
                 units=src.units,
             )  # fmt: skip

@@ -1,10 +1,11 @@
 """The report's reads: grouped sums from the database, never every row.
 
-`read_inputs` returns what `reports.report_from_groups` needs for a window:
-- request groups (rollup.GroupKey -> GroupSums): the whole hours inside the window from the
-  `request_rollup` table, the partial hours at its edges by one GROUP BY over their rows;
+`read_inputs` returns what `reports.report_from_views` needs for a window:
+- request sums by hour, by key and by tag set (rollup.Views): for the whole hours inside
+  the window, one GROUP BY each over the `request_rollup` table; for the partial hours at
+  its edges, one GROUP BY over their rows;
 - hardware periods summed per UTC hour by one GROUP BY over `hardware_periods`.
-Both are small (hours x keys x tag sets; hours), so memory and time do not grow with the
+Both are small (hours + keys + tag sets; hours), so memory and time do not grow with the
 number of requests. `report_off_loop` runs a whole report in a worker thread with its own
 event loop and its own connections, so the node's event loop never waits on it.
 """
@@ -34,20 +35,22 @@ def ceil_hour(moment: datetime) -> datetime:
     return floor if floor == moment else floor + HOUR
 
 
-async def read_groups(conn: AsyncConnection, since: datetime, until: datetime) -> rollup.Groups:
-    """Request sums per group for rows started in [since, until) (module docstring)."""
-    groups: rollup.Groups = {}
+async def read_views(conn: AsyncConnection, since: datetime, until: datetime) -> rollup.Views:
+    """Request sums by hour, key and tag set for rows started in [since, until): the whole
+    hours by GROUP BY over the rollup, the partial edge hours over their rows."""
+    views = rollup.Views()
     first, last = ceil_hour(since), rollup.hour_of(until)
     edges = [(since, until)]
     if first < last:
-        result = await conn.execute(rollup.rollup_query(first, last))
-        rollup.merge(groups, map(rollup.from_rollup_row, result))
+        for dim in rollup.DIMENSIONS:
+            result = await conn.execute(rollup.rollup_view_query(dim, first, last))
+            rollup.merge(views.view(dim), (rollup.from_view_row(dim, row) for row in result))
         edges = [(since, first), (last, until)]
     for start, end in edges:
         if start < end:
             query = rollup.raw_groups_query(conn.dialect.name, start, end)
-            rollup.merge(groups, map(rollup.from_raw_row, await conn.execute(query)))
-    return groups
+            views.add(rollup.merge({}, map(rollup.from_raw_row, await conn.execute(query))))
+    return views
 
 
 async def read_periods(conn: AsyncConnection, since: datetime, until: datetime) -> list[Period]:
@@ -89,24 +92,24 @@ def _period(m: Any) -> Period:
 
 
 async def read_inputs(engine: AsyncEngine, since: datetime,
-                      until: datetime) -> tuple[rollup.Groups, list[Period]]:  # fmt: skip
-    """Groups and periods of the window, read in one read transaction (one snapshot)."""
+                      until: datetime) -> tuple[rollup.Views, list[Period]]:  # fmt: skip
+    """Views and periods of the window, read in one read transaction (one snapshot)."""
     async with engine.connect() as conn:
         conn = await conn.execution_options(**{READONLY: True})
-        return await read_groups(conn, since, until), await read_periods(conn, since, until)
+        return await read_views(conn, since, until), await read_periods(conn, since, until)
 
 
 def report_off_loop(dsn: str, since: datetime, until: datetime,
-                    build: Callable[[rollup.Groups, list[Period]], T]) -> T:
+                    build: Callable[[rollup.Views, list[Period]], T]) -> T:
     """Read the window and `build` from it, in this (worker) thread with its own event loop
     and connections: `await asyncio.to_thread(report_off_loop, ...)` from the node."""
 
     async def run() -> T:
         engine = open_engine(dsn)
         try:
-            groups, periods = await read_inputs(engine, since, until)
+            views, periods = await read_inputs(engine, since, until)
         finally:
             await engine.dispose()
-        return build(groups, periods)
+        return build(views, periods)
 
     return asyncio.run(run())

@@ -1,11 +1,11 @@
 """Capacity-planner report: what the node cost, what the API would have cost, and when a unit pays.
 
-`report_from_groups` is pure: it takes request sums per group (rollup.GroupKey: UTC hour,
-key, tag set, tier, sensitive, spill) and hardware periods, and gives a JSON-ready dict
-(Decimal as exact strings, ratios as floats). The node reads those groups from the database
-(report_query.py); `build_report` folds raw rows (dicts, as the ledger stores them) into the
-same groups first. Every figure is a sum or a ratio of sums of raw columns, so anyone can
-recompute it:
+`report_from_views` is pure: it takes request sums split by tier, sensitive and spill and
+by one more dimension each - UTC hour, key, tag set (rollup.Views) - and hardware periods,
+and gives a JSON-ready dict (Decimal as exact strings, ratios as floats). The node reads
+those views from the database (report_query.py); `build_report` folds raw rows (dicts, as
+the ledger stores them) into the same views first. Every figure is a sum or a ratio of sums
+of raw columns, so anyone can recompute it:
 
 - tokens = prompt_tokens + completion_tokens (cached tokens are part of the prompt);
   a row is local or API by its `tier`.
@@ -59,7 +59,7 @@ from spillgate.accounting.pricing import (
 )
 from spillgate.accounting.rollup import SPILL_REASONS, GroupKey, GroupSums, as_utc, is_sensitive
 
-__all__ = ["SPILL_REASONS", "as_utc", "build_report", "is_sensitive", "report_from_groups"]
+__all__ = ["SPILL_REASONS", "as_utc", "build_report", "is_sensitive", "report_from_views"]
 
 Bucket = Literal["hour", "day"]
 MAX_BUCKETS = 10_000
@@ -186,14 +186,15 @@ def build_report(
     since, until = check_window(since, until, bucket)
     groups = rollup.fold(r for r in rows if since <= as_utc(r["started_at"]) < until)
     periods = [p for p in map(normalize_period, hardware_periods) if since <= p.started_at < until]
-    return report_from_groups(
-        groups, periods, since=since, until=until, bucket=bucket, price_book=price_book,
-        reference_model=reference_model, hardware_profile=hardware_profile, units=units,
+    return report_from_views(
+        rollup.Views().add(groups), periods, since=since, until=until, bucket=bucket,
+        price_book=price_book, reference_model=reference_model,
+        hardware_profile=hardware_profile, units=units,
     )  # fmt: skip
 
 
-def report_from_groups(
-    groups: Mapping[GroupKey, GroupSums],
+def report_from_views(
+    views: rollup.Views,
     periods: Iterable[Period],
     *,
     since: datetime,
@@ -206,7 +207,7 @@ def report_from_groups(
 ) -> dict[str, Any]:
     """The whole report as a JSON-ready dict (see the module docstring for every formula).
 
-    `groups` and `periods` must already be limited to the window."""
+    `views` and `periods` must already be limited to the window."""
     since, until = check_window(since, until, bucket)
     ctx = ReportInputs(since, until, bucket, reference_model,
                        price_book.price_for(reference_model, until), hardware_profile, units)
@@ -214,10 +215,12 @@ def report_from_groups(
     buckets = {start: Sums() for start in bucket_starts(since, until, bucket)}
     by_key: dict[str, Sums] = {}
     by_tag: dict[str, Sums] = {}
-    for key, sums in groups.items():
+    for key, sums in views.hours.items():
         totals.add_group(key, sums)
         buckets[bucket_start(max(key.hour, since), bucket)].add_group(key, sums)
+    for key, sums in views.keys.items():
         by_key.setdefault(key.key_id or "(none)", Sums()).add_group(key, sums)
+    for key, sums in views.tags.items():
         for pair in key.tag_pairs():
             by_tag.setdefault(pair, Sums()).add_group(key, sums)
     for period in periods:

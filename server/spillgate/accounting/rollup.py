@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import (
     BigInteger,
@@ -113,6 +113,38 @@ class GroupSums:
 
 
 Groups = dict[GroupKey, GroupSums]
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # the hour of a view that is not split by hour
+NO_TAGS = "{}"
+Dimension = Literal["hour", "key_id", "tags"]
+DIMENSIONS: tuple[Dimension, ...] = ("hour", "key_id", "tags")
+
+
+@dataclass(slots=True)
+class Views:
+    """What a report reads: the sums split by tier and flags, and by one more dimension each:
+    by hour (series and totals), by key, by tag set. Much smaller than the groups they come
+    from (hours + keys + tag sets, not their product)."""
+
+    hours: Groups = field(default_factory=dict)
+    keys: Groups = field(default_factory=dict)
+    tags: Groups = field(default_factory=dict)
+
+    def view(self, dim: Dimension) -> Groups:
+        return {"hour": self.hours, "key_id": self.keys, "tags": self.tags}[dim]
+
+    def add(self, groups: Groups) -> Views:
+        """Project full groups onto the three views and add them."""
+        for key, sums in groups.items():
+            for dim in DIMENSIONS:
+                self.view(dim).setdefault(project(key, dim), GroupSums()).add(sums)
+        return self
+
+
+def project(key: GroupKey, dim: Dimension) -> GroupKey:
+    """The key with every dimension but `dim` (and tier and flags) blanked."""
+    return GroupKey(key.hour if dim == "hour" else EPOCH, key.key_id if dim == "key_id" else "",
+                    key.tags if dim == "tags" else NO_TAGS, key.tier, key.sensitive,
+                    key.spill)  # fmt: skip
 
 
 # --- pure: one row's contribution ----------------------------------------------------------
@@ -235,16 +267,21 @@ def _key_columns(key: GroupKey) -> dict[str, Any]:
 
 
 # --- reading: the rollup's whole hours, raw GROUP BY for the rest --------------------------
-def rollup_query(since: datetime, until: datetime) -> Select[Any]:
-    """Rollup rows of the hours h with since <= h < until (both on hour boundaries)."""
+def rollup_view_query(dim: Dimension, since: datetime, until: datetime) -> Select[Any]:
+    """Rollup sums of the hours h with since <= h < until (hour boundaries), by `dim`."""
     r = request_rollup.c
-    return select(request_rollup).where(r.hour >= since, r.hour < until)
+    split = (r[dim], r.tier, r.sensitive, r.spill)
+    sums = (func.sum(r[c], type_=r[c].type).label(c) for c in SUM_COLUMNS)
+    return (select(*split, *sums).where(r.hour >= since, r.hour < until)
+            .group_by(*split))  # fmt: skip
 
 
-def from_rollup_row(row: Any) -> tuple[GroupKey, GroupSums]:
+def from_view_row(dim: Dimension, row: Any) -> tuple[GroupKey, GroupSums]:
     m = row._mapping
-    key = GroupKey(as_utc(m["hour"]), m["key_id"], m["tags"], m["tier"], bool(m["sensitive"]),
-                   bool(m["spill"]))  # fmt: skip
+    key = GroupKey(as_utc(m["hour"]) if dim == "hour" else EPOCH,
+                   m["key_id"] if dim == "key_id" else "",
+                   m["tags"] if dim == "tags" else NO_TAGS,
+                   m["tier"], bool(m["sensitive"]), bool(m["spill"]))  # fmt: skip
     return key, GroupSums(int(m["requests"]), int(m["prompt_tokens"]), int(m["cached_tokens"]),
                           int(m["completion_tokens"]), _money(m["cost_usd"]),
                           _money(m["counterfactual_usd"]))  # fmt: skip
