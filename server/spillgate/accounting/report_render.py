@@ -26,7 +26,7 @@ SERIES_COLUMNS = (
     "api_tokens", "local_busy_usd", "idle_usd", "local_total_usd", "api_usd", "busy_s",
     "idle_s", "utilization", "local_usd_per_million", "local_usd_per_million_with_idle",
     "api_usd_per_million", "reference_usd_per_million", "all_api_usd", "actual_usd",
-    "savings_usd",
+    "savings_usd", "usage_basis_usd_per_million", "reservation_basis_usd_per_million",
 )  # fmt: skip
 
 

@@ -225,10 +225,16 @@ _LOOKUP = (requests.c.request_id, requests.c.started_at, requests.c.key_id, requ
 
 
 async def stored_rows(conn: AsyncConnection, ids: list[str]) -> dict[str, dict[str, Any]]:
-    """The rows already stored under these ids (any state), as the rollup reads them."""
+    """The rows already stored under these ids (any state), as the rollup reads them.
+
+    On PostgreSQL the rows stay locked until the transaction ends (FOR UPDATE), so another
+    replica recovering one of them in between cannot have its contribution counted twice."""
     if not ids:
         return {}
-    result = await conn.execute(select(*_LOOKUP).where(requests.c.request_id.in_(ids)))
+    query = select(*_LOOKUP).where(requests.c.request_id.in_(ids))
+    if conn.dialect.name == "postgresql":
+        query = query.order_by(requests.c.request_id).with_for_update()
+    result = await conn.execute(query)
     return {row.request_id: dict(row._mapping) for row in result}
 
 
