@@ -152,8 +152,9 @@ async def test_rollup_equals_hand_sums_after_random_writes(ledger_dsn: str) -> N
     try:
         for _batch in range(6):
             for _ in range(60):
+                n = rng.randrange(150)  # a request's rows share its start, as the node writes
                 begun = RequestStart(
-                    f"x{rng.randrange(150)}", T0 + timedelta(minutes=rng.randrange(300)),
+                    f"x{n}", T0 + timedelta(minutes=2 * n, seconds=n % 7),
                     key_id=rng.choice([None, "a", "b"]),
                     tags=rng.choice([{}, {"t": "1"}, {"u": "2", "t": "1"}]),
                     reason=rng.choice(["local_first", "overflow:queue", "local_unavailable"]),

@@ -6,6 +6,10 @@ Request path, and what it costs there:
   reserve(...)   paid calls only: atomic budget reservation    one transaction (budgets.py)
   settle(...)    paid calls only: reserved -> spent            one transaction
 
+A request's open and final rows carry the same started_at (both come from one record; the
+final upsert keeps the stored one): the hourly report rollup (rollup.py), which the batcher
+updates in the same transaction, counts a final row in its start hour.
+
 A write-behind batcher (one background task) group-commits queued rows every
 BATCH_INTERVAL_S or BATCH_MAX items in one transaction, so an open row is durable within
 ~20-50 ms of `begin`. A failed write keeps the rows queued and retries; `flush()` (tests,
@@ -244,7 +248,7 @@ class Ledger:
             if opened:
                 await conn.execute(self._insert_open, list(opened.values()))
             if final:  # the rollup follows the final rows in the same transaction
-                stored = await rollup.stored_rows(conn, list(final))
+                stored = await rollup.stored_final_rows(conn, list(final))
                 await conn.execute(self._upsert_final, list(final.values()))
                 await rollup.apply_in(conn, rollup.deltas(stored, final.values()))
 
@@ -327,7 +331,7 @@ class Ledger:
             await self._charge_rows(conn, {rid: v[1] for rid, v in charged.items()
                                            if rid in closed})
             # Open rows and missing ones had no part in the rollup: add them as now closed.
-            now_final = await rollup.stored_rows(conn, [*closed, *orphans])
+            now_final = await rollup.stored_final_rows(conn, [*closed, *orphans])
             await rollup.apply_in(conn, rollup.fold(now_final.values()))
         self._snapshots.clear()
         return len(closed) + len(orphans)

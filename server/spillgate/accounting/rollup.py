@@ -224,24 +224,30 @@ _LOOKUP = (requests.c.request_id, requests.c.started_at, requests.c.key_id, requ
            requests.c.cost_usd, requests.c.counterfactual_usd)  # fmt: skip
 
 
-async def stored_rows(conn: AsyncConnection, ids: list[str]) -> dict[str, dict[str, Any]]:
-    """The rows already stored under these ids (any state), as the rollup reads them.
+async def stored_final_rows(conn: AsyncConnection, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The final rows already stored under these ids, as the rollup reads them. Usually none:
+    a request's stored row is its open one, which counts for nothing and has the final row's
+    started_at (the node writes both from one record); a final row is there only when a row
+    is written again (after a recovery, or the orphan row recovery made for it).
 
-    On PostgreSQL the rows stay locked until the transaction ends (FOR UPDATE), so another
-    replica recovering one of them in between cannot have its contribution counted twice."""
+    On PostgreSQL all these rows, open ones included, stay locked until the transaction ends
+    (FOR UPDATE), so another replica's recovery cannot close one of them in between and
+    have its contribution counted twice (SQLite: the write transaction is already alone)."""
     if not ids:
         return {}
-    query = select(*_LOOKUP).where(requests.c.request_id.in_(ids))
+    r = requests.c
     if conn.dialect.name == "postgresql":
-        query = query.order_by(requests.c.request_id).with_for_update()
+        await conn.execute(select(r.request_id).where(r.request_id.in_(ids))
+                           .order_by(r.request_id).with_for_update())  # fmt: skip
+    query = select(*_LOOKUP).where(r.request_id.in_(ids), r.state.not_in(NOT_FINAL))
     result = await conn.execute(query)
     return {row.request_id: dict(row._mapping) for row in result}
 
 
 def deltas(stored: Mapping[str, Mapping[str, Any]], final: Iterable[dict[str, Any]]) -> Groups:
-    """Rollup change of upserting `final` rows over `stored` ones: the new contributions
-    minus the old. The upsert keeps a stored row's started_at, so the new row's hour is the
-    stored one's."""
+    """Rollup change of upserting `final` rows over the `stored` final ones: the new
+    contributions minus the old. The upsert keeps a stored row's started_at, so the new
+    row's hour is the stored one's."""
     groups: Groups = {}
     written = []
     for row in final:
