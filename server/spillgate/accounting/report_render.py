@@ -249,10 +249,13 @@ def report_charts(report: dict[str, Any]) -> list[Chart]:
                       bars=single)],
               svgchart.usd_ticks,
               [Marker(ref, f"reference {report['assumptions']['reference_model']}")]),
-        chart("Utilization (busy share of time)",
+        # An unreachable break-even (> 100%) is named in the title, not drawn: on the axis it
+        # would squash the utilization line against zero.
+        chart("Utilization (busy share of time)" + (
+                  f"; break-even {pct(be)}, unreachable" if be is not None and be > 1 else ""),
               [Series("utilization", _points(report, "utilization"), bars=single)],
               svgchart.pct_ticks,
-              [] if be is None else [Marker(be, "break-even" + (" (unreachable)" * (be > 1)))]),
+              [] if be is None or be > 1 else [Marker(be, "break-even")]),
     ]  # fmt: skip
 
 
