@@ -369,6 +369,6 @@ def test_low_utilization_ticks_are_readable() -> None:
 def test_an_unreachable_break_even_does_not_stretch_the_utilization_axis() -> None:
     r = report()  # break-even 211%, utilization at most 33% an hour
     utilization = svgs(render_report(r, "html"))[2]
-    ticks = [float(t[:-1]) for t in re.findall(r'text-anchor="end">([^<]*)%</text>', utilization)]
+    ticks = [float(t) for t in re.findall(r'text-anchor="end">([^<]*)%</text>', utilization)]
     assert max(ticks) <= 50
     assert "break-even 211.1%, unreachable" in render_report(r, "html")
