@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spillgate.accounting.hardware import HardwareProfile, load_profiles
-from spillgate.accounting.plan import load_at_percentile, project, spill_tps
+from spillgate.accounting.plan import load_at_percentile, marginal_unit, project, spill_tps
 from spillgate.accounting.pricing import Price, PriceBook
 from spillgate.accounting.report_cli import add_report_commands
 from spillgate.errors import ConfigError
@@ -168,3 +168,16 @@ def test_plan_md_and_unknown_profile(capsys: pytest.CaptureFixture[str]) -> None
     assert "| hybrid |" in capsys.readouterr().out
     with pytest.raises(ConfigError, match="tpu"):
         run_cli(["plan", "--tokens-per-day", "1", "--hardware", "tpu"])
+
+
+def test_one_more_unit_takes_spill_up_to_its_capacity() -> None:
+    # Spill of 10M tokens/month costing $30: a unit of $20/month with room for 4M tokens
+    # takes 40% of it, saving $12 < $20; with room for all of it, $30 > $20.
+    small = marginal_unit(Decimal(10_000_000), Decimal(30), Decimal(20), Decimal(4_000_000))
+    assert (small.saved_monthly_usd, small.net_monthly_usd, small.pays) == (12, -8, False)
+    big = marginal_unit(Decimal(10_000_000), Decimal(30), Decimal(20), Decimal(50_000_000))
+    assert (big.saved_monthly_usd, big.pays) == (30, True)
+    unknown = marginal_unit(Decimal(10_000_000), Decimal(30), Decimal(20), None)
+    assert unknown.saved_monthly_usd == 30
+    nothing = marginal_unit(Decimal(0), Decimal(0), Decimal(20), Decimal(1))
+    assert (nothing.saved_monthly_usd, nothing.pays) == (0, False)

@@ -11,20 +11,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spillgate.accounting.hardware import load_profiles, monthly_cost_usd
 from spillgate.accounting.pricing import PriceBook
-from spillgate.accounting.report_cli import ReportSources, admin_report_router, parse_when
+from spillgate.accounting.report_cli import parse_when
 from spillgate.accounting.report_render import render_report, usd
-from spillgate.accounting.reports import build_report
-from spillgate.errors import ApiError
-from spillgate.settings import Settings
+from spillgate.accounting.reports import MAX_BUCKETS, WindowTooLarge, build_report
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 BOOK = PriceBook.load(MODELS / "pricing.yaml")
@@ -248,44 +243,7 @@ def test_bad_windows_are_refused() -> None:
                      hardware_profile=PROFILE)  # fmt: skip
 
 
-# --- GET /admin/report and `spillgate report --since` --------------------------------------
-class FixtureLedger:
-    """The two ledger reads the report needs, over the fixture rows (window-filtered)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[datetime, datetime]] = []
-
-    async def rows_between(self, since: datetime, until: datetime) -> list[dict[str, Any]]:
-        self.calls.append((since, until))
-        return [r for r in ROWS if since <= r["started_at"] < until]
-
-    async def hardware_between(self, since: datetime, until: datetime) -> list[dict[str, Any]]:
-        return [p for p in PERIODS if since <= p["started_at"] < until]
-
-
-async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status)
-
-
-async def test_admin_report_endpoint_serves_the_same_json() -> None:
-    app = FastAPI()
-    app.add_exception_handler(ApiError, api_error)  # type: ignore[arg-type]
-    app.state.ledger = FixtureLedger()
-    app.state.price_book = BOOK
-    app.include_router(admin_report_router(ReportSources(PROFILE, REF, 1)))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
-        ok = await client.get(
-            "/admin/report",
-            params={"since": T0.isoformat(), "until": UNTIL.isoformat(), "bucket": "hour"},
-        )
-        bad = await client.get("/admin/report", params={"since": "yesterday-ish"})
-    assert ok.status_code == 200
-    assert ok.json() == json.loads(json.dumps(report()))
-    assert bad.status_code == 400
-    assert bad.json()["error"]["param"] == "since/until"
-
-
+# --- `spillgate report --since` ----------------------------------------------------------
 def test_since_accepts_durations_and_iso_times() -> None:
     now = datetime(2025, 3, 8, 12, tzinfo=UTC)
     assert parse_when("7d", now) == datetime(2025, 3, 1, 12, tzinfo=UTC)
@@ -295,18 +253,122 @@ def test_since_accepts_durations_and_iso_times() -> None:
         parse_when("last tuesday", now)
 
 
-async def test_admin_report_reads_settings_and_the_accountant_when_not_told() -> None:
-    class Accountant:
-        ledger = FixtureLedger()
-        prices = BOOK
+# --- what a planner reads first, and how it reads ------------------------------------------
+def test_window_is_capped_at_ten_thousand_buckets() -> None:
+    until = datetime(2026, 12, 2, tzinfo=UTC)
+    with pytest.raises(WindowTooLarge):
+        build_report([], [], since=datetime(1, 1, 1, tzinfo=UTC), until=until, bucket="day",
+                     price_book=BOOK, reference_model=REF, hardware_profile=PROFILE)  # fmt: skip
+    edge = until - timedelta(hours=MAX_BUCKETS)
+    assert len(build_report([], [], since=edge, until=until, price_book=BOOK,
+                            reference_model=REF, hardware_profile=PROFILE)["series"]) == 10_000
+    with pytest.raises(WindowTooLarge):
+        build_report([], [], since=edge - timedelta(minutes=1), until=until, price_book=BOOK,
+                     reference_model=REF, hardware_profile=PROFILE)  # fmt: skip
 
-    app = FastAPI()
-    app.state.settings = Settings()  # cpu-node profile, smollm2 → openai/gpt-4o-mini
-    app.state.accountant = Accountant()
-    app.include_router(admin_report_router())
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
-        got = await client.get(
-            "/admin/report", params={"since": T0.isoformat(), "until": UNTIL.isoformat()}
-        )
-    assert got.json() == json.loads(json.dumps(report()))
+
+@pytest.mark.parametrize(("value", "text"), [
+    ("0.0000070044", "$0.000007004"), ("7.0044e-06", "$0.000007004"), ("0", "$0"),
+    ("1234.567", "$1,234.57"), ("0.4523", "$0.4523"), ("-0.0175", "-$0.0175"),
+    ("0.00000000012345", "$0.0000000001234"), (None, "n/a"),
+])  # fmt: skip
+def test_money_reads_as_plain_decimals(value: str | None, text: str) -> None:
+    assert usd(value) == text
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.decimals(min_value=Decimal("-1e6"), max_value=Decimal("1e6"), places=14,
+                   allow_nan=False, allow_infinity=False))  # fmt: skip
+def test_money_is_never_in_exponent_form_and_close(value: Decimal) -> None:
+    text = usd(str(value))
+    assert "e" not in text.lower()
+    shown = Decimal(text.replace("$", "").replace(",", ""))
+    assert abs(shown - value) <= max(Decimal("0.005"), abs(value) * Decimal("0.001"))
+
+
+def test_rendered_reports_have_no_exponent_money() -> None:
+    rows = [row(5, "local", 3, 0, 2, "0.0000070044", "0.0000001")]
+    for fmt in ("md", "html"):
+        assert not re.search(r"\$-?[\d.,]+e", render_report(report(rows), fmt), re.I)
+
+
+def test_verdict_opens_md_and_html() -> None:
+    r = report()
+    # by hand: all-API 0.002775, actual 0.020275: 0.0175 more, 630.6% of the all-API cost;
+    # utilization 1/6 = 16.7% against a break-even of 19/9 (unreachable); spill is
+    # $0.2922/month against a unit's monthly cost.
+    md_lines = render_report(r, "md").splitlines()
+    assert md_lines[0].startswith("# Spillgate cost report")
+    verdict = next(line for line in md_lines[1:] if line)
+    assert verdict.startswith("**Verdict:** Cost $0.0175 (630.6%) more than sending everything")
+    assert "utilization 16.7%; the hardware cannot break even (needs 211.1%)" in verdict
+    assert "one more cpu-node unit" in verdict and "would not pay for itself" in verdict
+    html = render_report(r, "html")
+    body = html[html.index("</h1>") + 5:]
+    assert body.startswith('<p class="verdict"><strong>Verdict:</strong> Cost $0.0175 (630.6%)')
+    assert r["verdict"]["one_more_unit_pays"] is False and r["verdict"]["local_pays"] is False
+
+
+def test_verdict_when_local_saves_and_spill_would_pay_for_a_unit() -> None:
+    # One local row of 2M tokens worth $5 at the API, costing $0.001; $100 of spill in an
+    # hour is $73,050/month, far above one cpu-node unit a month. Break-even by hand:
+    # ($0.002 / 3600 s) * 1e6 / (2M tokens / 1800 busy s * $0.375/1M) = 0.13%.
+    rows = [row(5, "local", 1_000_000, 0, 1_000_000, "0.001", "5"),
+            row(6, "api", 1000, 0, 1000, "100", "100", reason="overflow:queue")]  # fmt: skip
+    periods = [{"started_at": T0, "busy_s": 1800.0, "idle_s": 1800.0,
+                "busy_usd": Decimal("0.001"), "idle_usd": Decimal("0.001")}]  # fmt: skip
+    r = build_report(rows, periods, since=T0, until=T0 + timedelta(hours=1), price_book=BOOK,
+                     reference_model=REF, hardware_profile=PROFILE)  # fmt: skip
+    verdict = render_report(r, "md").split("\n\n")[1]
+    saved = Decimal("105") - Decimal("100.002")
+    assert verdict.startswith(f"**Verdict:** Saved ${saved:.2f} ({float(saved / 105):.1%})")
+    assert "utilization 50.0% vs break-even 0.13%: local pays" in verdict
+    assert "would pay for itself" in verdict and r["totals"]["one_more_unit_pays"] is True
+
+
+def test_usage_and_reservation_bases_side_by_side() -> None:
+    t = report()["totals"]
+    # periods: busy 0.004, idle 0.015 over 5500 local tokens
+    assert D(t["usage_basis_usd_per_million"]) == Decimal("0.004") * 1_000_000 / 5500
+    assert D(t["reservation_basis_usd_per_million"]) == Decimal("0.019") * 1_000_000 / 5500
+    md = render_report(report(), "md")
+    assert "usage basis (busy) / reservation basis (all uptime)" in md
+
+
+def svgs(html: str) -> list[str]:
+    return re.findall(r"<svg.*?</svg>", html)
+
+
+def test_a_single_bucket_is_a_bar_on_an_axis_spanning_that_bucket() -> None:
+    r = report(bucket="day")  # the 3-hour window is one day bucket
+    assert len(r["series"]) == 1
+    charts = svgs(render_report(r, "html"))
+    assert len(charts) == 3
+    for chart in charts:
+        assert "<rect" in chart and "<polyline" not in chart
+        times = re.findall(r'text-anchor="middle">([^<]+)</text>', chart)
+        assert (times[0], times[-1]) == ("03-01 00:00", "03-02 00:00")  # that day, no more
+
+
+def test_many_buckets_are_lines_and_costs_bars() -> None:
+    charts = svgs(render_report(report(), "html"))  # 3 hour buckets
+    assert "<rect" in charts[0] and "<polyline" in charts[1] and "<polyline" in charts[2]
+
+
+def test_low_utilization_ticks_are_readable() -> None:
+    periods = [{"started_at": T0 + timedelta(hours=h), "busy_s": 3.6 * (h + 1),
+                "idle_s": 3600 - 3.6 * (h + 1), "busy_usd": Decimal(0),
+                "idle_usd": Decimal(0)} for h in range(3)]  # 0.1%, 0.2%, 0.3%  # fmt: skip
+    utilization = svgs(render_report(report(periods=periods), "html"))[2]
+    ticks = re.findall(r'text-anchor="end">([^<]*%)</text>', utilization)
+    assert len(ticks) >= 3 and len(set(ticks)) == len(ticks)
+    assert ticks[0] == "0.00%" or ticks[0] == "0.0%"
+    assert any(t not in ("0%", "0.0%", "0.00%") for t in ticks)
+
+
+def test_an_unreachable_break_even_does_not_stretch_the_utilization_axis() -> None:
+    r = report()  # break-even 211%, utilization at most 33% an hour
+    utilization = svgs(render_report(r, "html"))[2]
+    ticks = [float(t) for t in re.findall(r'text-anchor="end">([^<]*)%</text>', utilization)]
+    assert max(ticks) <= 50
+    assert "break-even 211.1%, unreachable" in render_report(r, "html")

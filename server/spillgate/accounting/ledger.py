@@ -6,6 +6,10 @@ Request path, and what it costs there:
   reserve(...)   paid calls only: atomic budget reservation    one transaction (budgets.py)
   settle(...)    paid calls only: reserved -> spent            one transaction
 
+A request's open and final rows carry the same started_at (both come from one record; the
+final upsert keeps the stored one): the hourly report rollup (rollup.py), which the batcher
+updates in the same transaction, counts a final row in its start hour.
+
 A write-behind batcher (one background task) group-commits queued rows every
 BATCH_INTERVAL_S or BATCH_MAX items in one transaction, so an open row is durable within
 ~20-50 ms of `begin`. A failed write keeps the rows queued and retries; `flush()` (tests,
@@ -43,6 +47,7 @@ from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from spillgate.accounting import rollup
 from spillgate.accounting.budgets import (
     BudgetSnapshot,
     Reservation,
@@ -243,8 +248,10 @@ class Ledger:
         async with self.transaction() as conn:
             if opened:
                 await conn.execute(self._insert_open, list(opened.values()))
-            if final:
+            if final:  # the rollup follows the final rows in the same transaction
+                stored = await rollup.stored_final_rows(conn, list(final))
                 await conn.execute(self._upsert_final, list(final.values()))
+                await rollup.apply_in(conn, rollup.deltas(stored, final.values()))
 
     # --- budgets ---------------------------------------------------------------------------
     async def reserve(self, key_id: str, request_id: str, amount: Decimal,
@@ -336,15 +343,19 @@ class Ledger:
             orphans = await self._insert_orphans(conn, charged, moment)
             await self._charge_rows(conn, {rid: v[1] for rid, v in charged.items()
                                            if rid in closed})
+            # Open rows and missing ones had no part in the rollup: add them as now closed.
+            now_final = await rollup.stored_final_rows(conn, [*closed, *orphans])
+            await rollup.apply_in(conn, rollup.fold(now_final.values()))
         self._snapshots.clear()
-        return len(closed) + orphans
+        return len(closed) + len(orphans)
 
     async def _insert_orphans(self, conn: AsyncConnection,
                               charged: Mapping[str, tuple[str, Decimal, datetime]],
-                              moment: datetime) -> int:
-        """A 'recovered' row for each charged reservation whose request row is missing."""
+                              moment: datetime) -> list[str]:
+        """A 'recovered' row for each charged reservation whose request row is missing;
+        returns their ids."""
         if not charged:
-            return 0
+            return []
         present = set((await conn.execute(
             select(requests.c.request_id).where(requests.c.request_id.in_(list(charged)))
         )).scalars())
@@ -357,7 +368,7 @@ class Ledger:
         ]
         if rows:
             await conn.execute(insert(requests), rows)
-        return len(rows)
+        return [str(r["request_id"]) for r in rows]
 
     async def _charge_rows(self, conn: AsyncConnection, costs: Mapping[str, Decimal]) -> None:
         if not costs:

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, event, insert, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from spillgate.accounting import schema
+from spillgate.accounting import rollup, schema
 
 Step = Callable[[Connection], None]
 _ADVISORY_LOCK_ID = 0x5B16A7E  # any constant unique to spillgate's migrations
@@ -52,6 +52,7 @@ def _hardware_power_source(conn: Connection) -> None:
 MIGRATIONS: list[tuple[int, Step]] = [
     (1, _create_v1),
     (2, _hardware_power_source),
+    (3, rollup.backfill),  # hourly request_rollup for reports, filled from existing rows
 ]
 
 

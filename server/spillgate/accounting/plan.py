@@ -19,6 +19,11 @@ Break-even: one unit costs G a month and, sized for peak, serves k = tps * 86400
 a day; the API costs a = blended / 1e6 * 30.4375 per (token/day) a month. All-local first
 costs no more than all-API at T* = G / a tokens/day, provided T* <= k (otherwise even a
 fully used unit is dearer than the API, and there is no break-even).
+
+One more unit (`marginal_unit`, for a running node's report): it would take over the
+traffic that now spills to the API, up to its own capacity, and save what that traffic
+costs at the API's observed price; it pays for itself when that saving exceeds the unit's
+monthly cost G:  saved = spill_usd * min(1, capacity / spill_tokens),  pays = saved > G.
 """
 
 from __future__ import annotations
@@ -101,6 +106,31 @@ class Plan:
             "cheapest": self.cheapest().name,
             "break_even_tokens_per_day": None if be is None else decimal_text(be),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class MarginalUnit:
+    saved_monthly_usd: Decimal
+    unit_monthly_usd: Decimal
+
+    @property
+    def net_monthly_usd(self) -> Decimal:
+        return self.saved_monthly_usd - self.unit_monthly_usd
+
+    @property
+    def pays(self) -> bool:
+        return self.saved_monthly_usd > self.unit_monthly_usd
+
+
+def marginal_unit(spill_tokens_monthly: Decimal, spill_usd_monthly: Decimal,
+                  unit_monthly_usd: Decimal,
+                  unit_tokens_monthly: Decimal | None) -> MarginalUnit:  # fmt: skip
+    """What one more unit would save a month by serving the spilled traffic (module doc).
+    `unit_tokens_monthly` None: capacity unknown, taken as enough for all of it."""
+    absorbed = Decimal(1)
+    if unit_tokens_monthly is not None and spill_tokens_monthly > unit_tokens_monthly:
+        absorbed = unit_tokens_monthly / spill_tokens_monthly
+    return MarginalUnit(spill_usd_monthly * absorbed, unit_monthly_usd)
 
 
 def blended_price(price: Price, input_share: Decimal, cached_share: Decimal) -> Decimal:

@@ -14,15 +14,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 from spillgate.accounting.hardware import HardwareProfile, get_profile, load_profiles
 from spillgate.accounting.plan import Plan, project
 from spillgate.accounting.pricing import PriceBook
+from spillgate.accounting.report_query import read_inputs, report_off_loop
 from spillgate.accounting.report_render import render_plan, render_report
-from spillgate.accounting.reports import Bucket, as_utc, build_report
+from spillgate.accounting.reports import (
+    Bucket,
+    Period,
+    WindowTooLarge,
+    as_utc,
+    check_window,
+    report_from_views,
+)
+from spillgate.accounting.rollup import Views
 from spillgate.engines.catalog import Catalog
 from spillgate.errors import ConfigError, InvalidRequest, ServiceUnavailable
 from spillgate.settings import Settings, load_settings, repo_models_dir
@@ -121,16 +130,17 @@ def run_report(args: argparse.Namespace) -> int:
     try:
         since = parse_when(args.since, now)
         until = parse_when(args.until, now) if args.until else now
+        bucket = args.bucket or auto_bucket(since, until)
+        check_window(since, until, bucket)
     except ValueError as exc:
         raise ConfigError(f"--since/--until: {exc}") from exc
     book = PriceBook.load(settings.models_dir / "pricing.yaml")
     profiles = load_profiles(settings.models_dir / "hardware.yaml")
     profile = get_profile(profiles, args.hardware or settings.cost.hardware_profile)
     catalog = Catalog.load(settings.models_dir / "catalog.yaml")
-    rows, periods = asyncio.run(_read_ledger(args.dsn or settings.ledger_dsn(), since, until))
-    report = build_report(
-        rows, periods, since=since, until=until,
-        bucket=args.bucket or auto_bucket(since, until), price_book=book,
+    views, periods = asyncio.run(_read_ledger(args.dsn or settings.ledger_dsn(), since, until))
+    report = report_from_views(
+        views, periods, since=since, until=until, bucket=bucket, price_book=book,
         reference_model=args.reference_model or reference_model(settings, catalog),
         hardware_profile=profile, units=settings.cost.units,
     )  # fmt: skip
@@ -138,18 +148,16 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _read_ledger(
-    dsn: str, since: datetime, until: datetime
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+async def _read_ledger(dsn: str, since: datetime,
+                       until: datetime) -> tuple[Views, list[Period]]:  # fmt: skip
+    """Open the ledger (which brings its schema and rollup up to date), read the window."""
     from spillgate.accounting.ledger import Ledger
 
     ledger = await Ledger.open(dsn)
     try:
-        rows = await ledger.rows_between(since, until)
-        periods = await ledger.hardware_between(since, until)
+        return await read_inputs(ledger.engine, since, until)
     finally:
         await ledger.aclose()
-    return list(rows), list(periods)
 
 
 # --- spillgate plan -----------------------------------------------------------------------
@@ -208,7 +216,8 @@ class ReportSources:
 
 
 def _ledger_and_prices(state: Any) -> tuple[Any, PriceBook]:
-    """`app.state.ledger`/`price_book`, or the accountant's (how create_app joins them)."""
+    """`app.state.ledger`/`price_book`, or the accountant's (how create_app joins them).
+    The ledger is read through its `engine`'s DSN."""
     accountant = getattr(state, "accountant", None)
     ledger = getattr(state, "ledger", None) or getattr(accountant, "ledger", None)
     book = getattr(state, "price_book", None) or getattr(accountant, "prices", None)
@@ -217,12 +226,41 @@ def _ledger_and_prices(state: Any) -> tuple[Any, PriceBook]:
     return ledger, book
 
 
+REPORT_MEDIA_TYPES = {
+    "json": "application/json",
+    "html": "text/html; charset=utf-8",
+    "md": "text/markdown; charset=utf-8",
+    "csv": "text/csv; charset=utf-8",
+}
+
+
+def report_window(since: str, until: str | None, bucket: str | None,
+                  now: datetime) -> tuple[datetime, datetime, Bucket]:  # fmt: skip
+    """The query's window, or InvalidRequest naming the parameter at fault."""
+    try:
+        start = parse_when(since, now)
+        end = parse_when(until, now) if until else now
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param="since/until") from exc
+    if end <= start:
+        raise InvalidRequest("until must be after since", param="until")
+    if bucket not in (None, "hour", "day"):
+        raise InvalidRequest(f"bucket must be hour or day, got {bucket!r}", param="bucket")
+    step: Bucket = bucket or auto_bucket(start, end)  # type: ignore[assignment]
+    try:
+        check_window(start, end, step)
+    except WindowTooLarge as exc:
+        raise InvalidRequest(str(exc), param="since") from exc
+    return start, end, step
+
+
 def admin_report_router(sources: ReportSources | None = None) -> APIRouter:
-    """GET /admin/report?since=7d&until=&bucket= → the report JSON.
+    """GET /admin/report?since=7d&until=&bucket=&format=json|html|md|csv → the report.
 
     Reads the ledger and price book from app.state (see `_ledger_and_prices`); profile and
-    reference model come from `sources`, else from `app.state.settings`. Mount it behind
-    the admin-key check.
+    reference model come from `sources`, else from `app.state.settings`. The report is read
+    and rendered in a worker thread with its own connections (report_query.report_off_loop):
+    the event loop only waits for it. Mount it behind the admin-key check.
     """
     router = APIRouter()
 
@@ -231,24 +269,26 @@ def admin_report_router(sources: ReportSources | None = None) -> APIRouter:
         request: Request,
         since: str = "7d",
         until: str | None = None,
-        bucket: Literal["hour", "day"] | None = None,
-    ) -> dict[str, Any]:
-        now = datetime.now(UTC)
-        try:
-            start = parse_when(since, now)
-            end = parse_when(until, now) if until else now
-        except ValueError as exc:
-            raise InvalidRequest(str(exc), param="since/until") from exc
-        if end <= start:
-            raise InvalidRequest("until must be after since", param="until")
+        bucket: str | None = None,
+        format: str = "json",
+    ) -> Response:
+        start, end, step = report_window(since, until, bucket, datetime.now(UTC))
+        if format not in REPORT_MEDIA_TYPES:
+            raise InvalidRequest(f"format must be one of {', '.join(REPORT_MEDIA_TYPES)}",
+                                 param="format")  # fmt: skip
         ledger, book = _ledger_and_prices(request.app.state)
         src = sources or ReportSources.from_settings(request.app.state.settings)
-        rows = await ledger.rows_between(start, end)
-        periods = await ledger.hardware_between(start, end)
-        return build_report(
-            rows, periods, since=start, until=end, bucket=bucket or auto_bucket(start, end),
-            price_book=book, reference_model=src.reference_model,
-            hardware_profile=src.hardware_profile, units=src.units,
-        )  # fmt: skip
+
+        def build(views: Views, periods: list[Period]) -> str:
+            report = report_from_views(
+                views, periods, since=start, until=end, bucket=step, price_book=book,
+                reference_model=src.reference_model, hardware_profile=src.hardware_profile,
+                units=src.units,
+            )  # fmt: skip
+            return render_report(report, format)
+
+        dsn = ledger.engine.url.render_as_string(hide_password=False)
+        text = await asyncio.to_thread(report_off_loop, dsn, start, end, build)
+        return Response(text, media_type=REPORT_MEDIA_TYPES[format])
 
     return router
