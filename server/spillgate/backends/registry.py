@@ -11,7 +11,7 @@ from spillgate.backends.http import Timeouts
 from spillgate.backends.openai_compat import OpenAICompatBackend
 from spillgate.backends.reliability import CircuitBreaker
 from spillgate.backends.supervisor import EngineSupervisor
-from spillgate.engines.catalog import Catalog, resolve_gguf
+from spillgate.engines.catalog import Catalog, resolve_gguf, vllm_max_num_seqs
 from spillgate.errors import ConfigError
 from spillgate.settings import LocalBackendSettings, ProviderSettings, Settings
 
@@ -22,6 +22,7 @@ class Backends:
     supervisors: dict[str, EngineSupervisor] = field(default_factory=dict)
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     attempts: dict[str, int] = field(default_factory=dict)
+    slots: dict[str, int] = field(default_factory=dict)  # sequences each local engine runs
 
     async def aclose(self) -> None:
         for supervisor in self.supervisors.values():
@@ -48,6 +49,7 @@ def build_backends(settings: Settings, catalog: Catalog) -> Backends:
         # full queue only adds wait, and a restarting engine is tracked by its supervisor.
         built.breakers[local.name] = CircuitBreaker(failure_threshold=10**9, reset_after_s=1)
         built.attempts[local.name] = 1
+        built.slots[local.name] = slot_count(local, catalog)
     for provider in settings.providers:
         built.backends[provider.name] = provider_backend(provider)
         built.breakers[provider.name] = CircuitBreaker(
@@ -57,6 +59,15 @@ def build_backends(settings: Settings, catalog: Catalog) -> Backends:
     return built
 
 
+def slot_count(local: LocalBackendSettings, catalog: Catalog) -> int:
+    """Sequences the engine runs at once. A vLLM backend takes the number its launcher passes
+    as --max-num-seqs (catalog `vllm_args`, or the chart's engine.maxNumSeqs written here as
+    max_batch), never the llama.cpp default of max_batch."""
+    if local.engine == "vllm" and "max_batch" not in local.model_fields_set:
+        return vllm_max_num_seqs(catalog.local_model(local.model))
+    return local.max_batch
+
+
 def engine_command(local: LocalBackendSettings, catalog: Catalog) -> list[str]:
     model = catalog.local_model(local.model)
     if local.engine != model.engine:
@@ -64,8 +75,9 @@ def engine_command(local: LocalBackendSettings, catalog: Catalog) -> list[str]:
             f"local.{local.name}.engine: {local.engine} but the catalog says {model.engine}"
         )
     if local.engine == "vllm":
+        # Supervised: the gateway reaches it on loopback, so never expose it beyond that.
         return [sys.executable, "-m", "spillgate", "engine", "vllm", "--model", local.model,
-                "--port", str(local.port)]
+                "--host", "127.0.0.1", "--port", str(local.port)]
     gguf = resolve_gguf(model, local.model_path)
     command = [
         sys.executable, "-m", "spillgate.engines.llamacpp",

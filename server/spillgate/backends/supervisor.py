@@ -49,6 +49,10 @@ class EngineSupervisor:
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
 
+    def set_health_urls(self, urls: Sequence[str]) -> None:
+        """Attach mode with DNS discovery: probe the pods the name resolves to now."""
+        self.health_urls = list(urls)
+
     @property
     def ready(self) -> bool:
         return self.state == "ready"
