@@ -80,12 +80,15 @@ def vllm_argv(
     # of spillable ones in the engine's queue (request field `priority`, lower first).
     argv = ["vllm", "serve", model_source(catalog_entry), "--served-model-name", served_name,
             "--host", host, "--port", str(port), "--scheduling-policy", "priority"]
+    # A flag given on the command line (Helm extraArgs, maxNumSeqs) overrides the catalog's.
+    overridden = {a.split("=", 1)[0] for a in extra if a.startswith("--")}
     for key, value in (catalog_entry.get("vllm_args") or {}).items():
         if _flag(str(key))[2:] in RESERVED:
             raise ConfigError(
                 f"model {catalog_entry.get('name', '?')!r}: vllm_args.{key} is set by spillgate"
             )
-        argv += _option(str(key), value)
+        if _flag(str(key)) not in overridden:
+            argv += _option(str(key), value)
     passed = set(argv[3:]) & {_flag(k) for k in RESERVED}
     clash = [a for a in extra if a.split("=", 1)[0] in passed]
     if clash:
