@@ -94,7 +94,7 @@ class CapacityMonitor:
             {n: [(u, kinds[n]) for u in b.metrics_urls()] for n, b in self._locals.items()},
             inflight=self._inflight, interval_s=self._interval_s, clock=clock,
         )
-        self._discovery = DnsDiscovery(
+        self.discovery = DnsDiscovery(
             [DnsTarget(local.name, tuple(local.base_urls), local.dns_refresh_s,
                        self._replicas_changed(local.name, local.engine))
              for local in settings.local
@@ -119,7 +119,7 @@ class CapacityMonitor:
     # --- background ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self._discovery.refresh(self._clock())
+        await self.discovery.refresh(self._clock())
         self.refresh(CapacitySnapshot(taken_at=self._clock()))
         self._task = asyncio.create_task(self._loop(), name="capacity-monitor")
 
@@ -138,7 +138,7 @@ class CapacityMonitor:
         while True:
             started = self._clock()
             try:
-                await self._discovery.refresh(started)
+                await self.discovery.refresh(started)
                 self.refresh(await self.sampler.sample_once())
             except Exception:  # never let telemetry take the node down
                 log.exception("capacity refresh failed; keeping the previous view")
