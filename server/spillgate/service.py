@@ -23,6 +23,7 @@ from spillgate.classify import Detector, TextExtractor, classify, parse_tags
 from spillgate.errors import ApiError, ServiceUnavailable, UpstreamError
 from spillgate.protocol import admit, max_output_tokens
 from spillgate.routing.admission import InflightCounter
+from spillgate.routing.features import requested as requested_features
 from spillgate.routing.router import (
     BudgetView,
     Decision,
@@ -107,6 +108,7 @@ async def serve(
     facts = RequestFacts(
         sensitive=verdict.sensitive, tier_pin=verdict.tier_pin,
         tokens_needed=record.prompt_estimate + record.max_output_tokens,
+        features=requested_features(body),
     )
     decision = decide(facts, node.capacity(), BudgetView(node.accountant.paid_allowed(
         client.key_id)), route)

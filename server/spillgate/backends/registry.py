@@ -44,6 +44,8 @@ def build_backends(settings: Settings, catalog: Catalog) -> Backends:
         built.supervisors[local.name] = EngineSupervisor(
             local.name, [u.removesuffix("/v1") + "/health" for u in urls],
             command=command, startup_timeout_s=local.startup_timeout_s,
+            unsupported=vllm_unsupported(catalog, local.model) if local.engine == "vllm"
+            else frozenset(),
         )
         # A local engine fails over to the next target instead of retrying: retrying a
         # full queue only adds wait, and a restarting engine is tracked by its supervisor.
@@ -57,6 +59,15 @@ def build_backends(settings: Settings, catalog: Catalog) -> Backends:
         )
         built.attempts[provider.name] = provider.max_attempts
     return built
+
+
+def vllm_unsupported(catalog: Catalog, model: str) -> frozenset[str]:
+    """vLLM serves JSON modes, logprobs and n itself; `tools` only with a tool-call parser
+    (`enable-auto-tool-choice` + `tool-call-parser` in the catalog's vllm_args)."""
+    args = {k.replace("_", "-"): v for k, v in catalog.local_model(model).vllm_args.items()}
+    if args.get("enable-auto-tool-choice") and args.get("tool-call-parser"):
+        return frozenset()
+    return frozenset({"tools"})  # routing.features.TOOLS (backends sit below routing)
 
 
 def slot_count(local: LocalBackendSettings, catalog: Catalog) -> int:

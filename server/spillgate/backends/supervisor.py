@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -29,6 +30,7 @@ class EngineSupervisor:
         health_urls: Sequence[str],
         *,
         command: Sequence[str] | None = None,
+        unsupported: frozenset[str] = frozenset(),
         startup_timeout_s: float = 120.0,
         check_interval_s: float = 1.0,
         failures_before_restart: int = 3,
@@ -40,6 +42,9 @@ class EngineSupervisor:
         self.command = list(command) if command else None
         self.state: EngineState = "starting"
         self.restarts = 0
+        # Request features the engine cannot serve: given (vLLM: from the catalog), or declared
+        # by the engine in its /health body (our llama.cpp engine: {"unsupported": [...]}).
+        self.unsupported = unsupported
         self._startup_timeout_s = startup_timeout_s
         self._interval = check_interval_s
         self._failures_before_restart = failures_before_restart
@@ -136,10 +141,19 @@ class EngineSupervisor:
             try:
                 async with self._session.get(url) as response:
                     if response.status == 200:
+                        self._read_declaration(await response.read())
                         return True
             except (TimeoutError, aiohttp.ClientError):
                 continue
         return False
+
+    def _read_declaration(self, body: bytes) -> None:
+        try:
+            declared = json.loads(body) if body.strip() else None
+        except ValueError:
+            return
+        if isinstance(declared, dict) and isinstance(declared.get("unsupported"), list):
+            self.unsupported = frozenset(str(f) for f in declared["unsupported"])
 
     async def _spawn(self) -> None:
         if self.command is None:

@@ -112,7 +112,8 @@ class CapacityMonitor:
         requests (the view's `inflight` holds only the load other clients put on the engine)."""
         return {
             name: replace(base, ready=self._backends.supervisors[name].ready,
-                          inflight=base.inflight + self._inflight_counter.count(name))
+                          inflight=base.inflight + self._inflight_counter.count(name),
+                          unsupported=self._backends.supervisors[name].unsupported)
             for name, base in self._view.items()
         }
 

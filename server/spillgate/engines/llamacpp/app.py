@@ -72,7 +72,10 @@ def create_app(engine: Engine, scheduler: Scheduler, metrics: EngineMetrics) -> 
     @app.get("/health")
     async def health() -> JSONResponse:
         ok = scheduler.alive
-        return JSONResponse({"status": "ok" if ok else "failed"}, status_code=200 if ok else 503)
+        # `unsupported`: request features the gateway must not send here (it spills them).
+        return JSONResponse({"status": "ok" if ok else "failed",
+                             "unsupported": sorted(engine.unsupported())},
+                            status_code=200 if ok else 503)
 
     @app.get("/metrics")
     async def prometheus() -> Response:

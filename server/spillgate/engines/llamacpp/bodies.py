@@ -3,21 +3,32 @@
 Bodies are parsed here rather than by FastAPI so every failure is an OpenAI-shaped 400 naming
 the field (FastAPI would answer 422 in its own shape). Unknown fields are allowed and ignored,
 as OpenAI-compatible servers do; fields that would change the answer's meaning but that this
-engine cannot honour (n > 1, logprobs, tools, echo, suffix, best_of > 1, JSON modes) are
-refused with a clear message instead of being silently dropped.
+engine cannot honour (n > 1, logprobs, echo, suffix, best_of > 1, and tools unless the model's
+chat template takes them) are refused with a clear message instead of being silently dropped,
+and declared on /health so the gateway never sends them here (UNSUPPORTED).
+
+JSON modes are served through llama.cpp grammars: `json_object` constrains the output to
+llama.cpp's JSON grammar, `json_schema` to the grammar llama-cpp-python's `LlamaGrammar`
+derives from the schema. That converter bounds strings (maxLength), enums, required and
+additional properties, but not numeric ranges (minimum/maximum): those are not enforced.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Literal, TypeVar
 
 import orjson
+from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from spillgate.engines.llamacpp.model import SamplingParams
 from spillgate.errors import InvalidRequest
 
 MAX_STOPS = 16
+# Request features (routing.features names) this engine never serves; `tools` is added when
+# the model's chat template takes no tools.
+UNSUPPORTED = frozenset({"logprobs", "n"})
 
 
 class _Open(BaseModel):
@@ -105,10 +116,31 @@ class ChatBody(_Generation):
         super().check_supported()
         if self.logprobs:
             _unsupported("logprobs")
-        if self.tools:
-            _unsupported("tools")
-        if self.response_format and self.response_format.get("type", "text") != "text":
-            _unsupported("response_format")
+
+    def grammar(self) -> str | None:
+        """GBNF for `response_format` (None for plain text); a bad format is a 400."""
+        kind = (self.response_format or {}).get("type", "text")
+        if kind == "text":
+            return None
+        if kind == "json_object":
+            return JSON_GBNF
+        if kind != "json_schema":
+            raise InvalidRequest(f"unknown response_format type `{kind}` (use text, "
+                                 "json_object or json_schema)", param="response_format.type")
+        spec = (self.response_format or {}).get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise InvalidRequest("response_format.json_schema.schema must be a JSON object",
+                                 param="response_format.json_schema")
+        try:
+            return LlamaGrammar.from_json_schema(orjson.dumps(schema).decode(),
+                                                 verbose=False)._grammar
+        except Exception as exc:  # the converter raises bare Exceptions on unsupported schemas
+            raise InvalidRequest(f"this JSON schema cannot be turned into a grammar: {exc}",
+                                 param="response_format.json_schema") from None
+
+    def sampling(self) -> SamplingParams:
+        return replace(super().sampling(), grammar=self.grammar())
 
     def template_messages(self) -> list[dict[str, str]]:
         # `developer` is the newer name of `system`; templates only know the latter.
