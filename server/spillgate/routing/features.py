@@ -26,7 +26,8 @@ def requested(body: Mapping[str, Any]) -> frozenset[str]:
     response_format = body.get("response_format")
     if isinstance(response_format, Mapping) and response_format.get("type", "text") != "text":
         wanted.add(RESPONSE_FORMAT)
-    if body.get("logprobs") not in (None, False):
+    logprobs = body.get("logprobs")
+    if logprobs is not None and logprobs is not False:  # legacy completions: 0 asks too
         wanted.add(LOGPROBS)
     n = body.get("n")
     if isinstance(n, int) and not isinstance(n, bool) and n > 1:
