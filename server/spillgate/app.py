@@ -59,9 +59,10 @@ def create_app(settings: Settings) -> FastAPI:
     routes = build_routes(settings, catalog)
     backends = build_backends(settings, catalog)
     metrics = GatewayMetrics()
-    accountant = build_accountant(settings, catalog, routes, metrics)
     inflight = InflightCounter()
     capacity = CapacityMonitor(settings, routes, backends, metrics, inflight)
+    # Measured GPU power (NVML or the DCGM exporter) drives the cost clock's energy share.
+    accountant = build_accountant(settings, catalog, routes, metrics, power=capacity.power_watts)
     node = Node(
         limits=settings.server,
         routes=routes,

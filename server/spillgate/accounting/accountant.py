@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping
 from decimal import Decimal
 
-from spillgate.accounting.costclock import CostClock
+from spillgate.accounting.costclock import CostClock, PowerFn
 from spillgate.accounting.hardware import get_profile, load_profiles
 from spillgate.accounting.keys import KeyInfo, RateLimiter, authenticate
 from spillgate.accounting.ledger import Ledger, RequestOutcome, RequestStart
@@ -192,13 +192,14 @@ class Accountant:
 
 
 def build_accountant(
-    settings: Settings, catalog: Catalog, routes: RouteTable, metrics: GatewayMetrics
+    settings: Settings, catalog: Catalog, routes: RouteTable, metrics: GatewayMetrics,
+    power: PowerFn | None = None,  # measured GPU watts (telemetry); None: nominal power
 ) -> Accountant:
     prices = PriceBook.load(settings.models_dir / "pricing.yaml")
     prices.require_prices(routes.paid_models())
     profiles = load_profiles(settings.models_dir / "hardware.yaml")
     profile = get_profile(profiles, settings.cost.hardware_profile)
-    clock = CostClock.for_profile(profile, settings.cost.gpus)
+    clock = CostClock.for_profile(profile, settings.cost.gpus, power=power or (lambda: None))
     reference = {
         name: m.reference_api_model for name, m in catalog.local.items() if m.reference_api_model
     }

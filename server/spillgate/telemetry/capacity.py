@@ -34,6 +34,7 @@ from spillgate.routing.overflow import (
 from spillgate.routing.router import LocalCapacity, RouteLoad
 from spillgate.routing.routes import RouteTable
 from spillgate.settings import Settings
+from spillgate.telemetry.dcgm import DcgmReader, PodFilter
 from spillgate.telemetry.metrics import GatewayMetrics
 from spillgate.telemetry.nvml import GpuReader, NvmlReader
 from spillgate.telemetry.sampler import TelemetrySampler
@@ -66,6 +67,14 @@ def overflow_config(
     )
 
 
+def gpu_reader_for(settings: Settings) -> GpuReader:
+    """The DCGM exporter when configured (Kubernetes: the gateway pod has no GPU), else NVML."""
+    t = settings.telemetry
+    if t.dcgm_url:
+        return DcgmReader(t.dcgm_url, PodFilter(t.dcgm_pod_prefix, t.dcgm_namespace))
+    return NvmlReader(enabled=t.nvml)
+
+
 class CapacityMonitor:
     def __init__(
         self, settings: Settings, routes: RouteTable, backends: Backends,
@@ -87,7 +96,7 @@ class CapacityMonitor:
         self._controller = OverflowController(overflow_config(settings, routes, backends.slots))
         self._scraper = UpstreamHttp("http://127.0.0.1", timeouts=Timeouts(1.0, 2.0, 2.0),
                                      max_connections=8)
-        self._gpus = gpu_reader or NvmlReader(enabled=settings.telemetry.nvml)
+        self._gpus = gpu_reader or gpu_reader_for(settings)
         kinds = {local.name: local.engine for local in settings.local}
         self.sampler = TelemetrySampler(
             self._gpus, self._scrape,
@@ -102,6 +111,8 @@ class CapacityMonitor:
             resolver,
         )
         self._view: Mapping[str, LocalCapacity] = MappingProxyType({})
+        self._last = CapacitySnapshot(taken_at=clock())
+        self._stale_after_s = settings.telemetry.stale_after_s
         self._spilled_seen: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -167,7 +178,16 @@ class CapacityMonitor:
     def _inflight(self) -> dict[str, int]:
         return {name: self._inflight_counter.count(name) for name in self._locals}
 
+    def power_watts(self) -> float | None:
+        """Measured power of all the node's GPUs now (the cost clock's energy input); None
+        when no fresh reading reports power (the clock then uses the nominal figure)."""
+        snap = self._last
+        watts = [g.power_watts for g in snap.fresh_gpus(self._clock(), self._stale_after_s)
+                 if g.power_watts is not None]
+        return sum(watts) if watts else None
+
     def refresh(self, snap: CapacitySnapshot) -> None:
+        self._last = snap
         now = self._clock()
         self._controller.update(snap, now)
         view = {}
