@@ -18,8 +18,8 @@ rm -rf "$CARRY" && mkdir -p "$CARRY/wheels" var/gpu-proof/dist
 
 # 1. llama-cpp-python's sdist (76 MB) minus what a build never reads: docs, media, benches,
 #    tests, examples, the test vocabularies (but Llama 2's, the proof model's tokenizer), the
-#    server's web assets, a 38 MB git pack. LLAVA_BUILD=OFF at build time makes tools/ and
-#    the audio library unnecessary too.
+#    server's web assets, a 38 MB git pack. LLAVA_BUILD=OFF at build time makes tools/
+#    unnecessary too (vendor/ stays: llama.cpp's CMake adds all of it unconditionally).
 sdist=var/gpu-proof/dist/llama_cpp_python-$LLAMA_CPP_VERSION.tar.gz
 [ -f "$sdist" ] || "$PIP" download -q --no-deps --no-binary :all: -d var/gpu-proof/dist \
   "llama-cpp-python==$LLAMA_CPP_VERSION"
@@ -29,7 +29,7 @@ tar -xzf "$sdist" -C "$work"
 src="$work/llama_cpp_python-$LLAMA_CPP_VERSION"
 vendor="$src/vendor/llama.cpp"
 rm -rf "$src/.git" "$vendor/.git" "$vendor/docs" "$vendor/media" "$vendor/benches" \
-  "$vendor/tests" "$vendor/examples" "$vendor/tools" "$vendor/vendor/miniaudio" \
+  "$vendor/tests" "$vendor/examples" "$vendor/tools" \
   "$src/docs" "$src/examples" "$src/tests"
 find "$vendor/models" -mindepth 1 ! -name 'ggml-vocab-llama-spm.gguf' -exec rm -rf {} +
 # llama.cpp's CMakeLists adds these only when building standalone; keep stubs for safety.

@@ -23,6 +23,7 @@ from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from spillgate.engines.llamacpp.model import SamplingParams
+from spillgate.engines.llamacpp.tools import call_grammar
 from spillgate.errors import InvalidRequest
 
 MAX_STOPS = 16
@@ -107,6 +108,7 @@ class ChatBody(_Generation):
     logprobs: bool | None = None
     top_logprobs: int | None = None
     tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
 
     def token_budget(self) -> int | None:
@@ -117,9 +119,20 @@ class ChatBody(_Generation):
         if self.logprobs:
             _unsupported("logprobs")
 
+    def uses_tools(self) -> bool:
+        """Tools are offered to the model (given, and tool_choice is not `none`)."""
+        return bool(self.tools) and self.tool_choice != "none"
+
     def grammar(self) -> str | None:
-        """GBNF for `response_format` (None for plain text); a bad format is a 400."""
+        """GBNF for `response_format` or a demanded tool call (None for free text); a bad
+        format is a 400."""
         kind = (self.response_format or {}).get("type", "text")
+        forced = call_grammar(self.tools or [], self.tool_choice) if self.uses_tools() else None
+        if forced is not None and kind != "text":
+            raise InvalidRequest("a required tool call and a JSON response_format exclude "
+                                 "each other", param="tool_choice")
+        if forced is not None:
+            return forced
         if kind == "text":
             return None
         if kind == "json_object":
@@ -142,10 +155,19 @@ class ChatBody(_Generation):
     def sampling(self) -> SamplingParams:
         return replace(super().sampling(), grammar=self.grammar())
 
-    def template_messages(self) -> list[dict[str, str]]:
-        # `developer` is the newer name of `system`; templates only know the latter.
-        return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                for m in self.messages]
+    def template_messages(self) -> list[dict[str, Any]]:
+        # `developer` is the newer name of `system`; templates only know the latter. Tool
+        # turns keep their calls and ids for templates that render them.
+        out: list[dict[str, Any]] = []
+        for m in self.messages:
+            message: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role,
+                                       "content": m.text()}
+            for key in ("tool_calls", "tool_call_id", "name"):
+                value = getattr(m, key, None) or (m.model_extra or {}).get(key)
+                if value is not None:
+                    message[key] = value
+            out.append(message)
+        return out
 
 
 class CompletionBody(_Generation):

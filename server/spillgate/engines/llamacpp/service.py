@@ -27,7 +27,11 @@ class Engine:
 
     def unsupported(self) -> frozenset[str]:
         """Request features this engine cannot serve, declared on /health for the gateway."""
-        return UNSUPPORTED | {"tools"}  # no tool-call parsing yet, whatever the template
+        return UNSUPPORTED if self.template.supports_tools else UNSUPPORTED | {"tools"}
+
+    def calls_tools(self, body: ChatBody) -> bool:
+        """The answer is read back into tool_calls (tools offered to a template taking them)."""
+        return body.uses_tools() and self.template.supports_tools
 
     def chat_job(self, body: ChatBody) -> Job:
         self.check_model(body.model)
@@ -36,7 +40,8 @@ class Engine:
             raise InvalidRequest("`tools` is not supported by this engine (its model's chat "
                                  "template takes no tools)", param="tools",
                                  code="unsupported_parameter")
-        prompt = self.template.render(body.template_messages())
+        prompt = self.template.render(body.template_messages(),
+                                      body.tools if body.uses_tools() else None)
         # The template writes BOS itself when the model wants one; add it only if it did not.
         add_bos = self.model.adds_bos() and not prompt.startswith(self.template.bos_token)
         tokens = self.model.tokenize(prompt, add_special=add_bos, parse_special=True)
