@@ -81,9 +81,10 @@ def create_app(
     if backends is None:
         backends = build_backends(settings, catalog)
     metrics = GatewayMetrics()
-    accountant = build_accountant(settings, catalog, routes, metrics)
     inflight = InflightCounter()
+    accountant = build_accountant(settings, catalog, routes, metrics)
     capacity = CapacityMonitor(settings, routes, backends, metrics, inflight, clock=clock)
+    # Measured GPU power (NVML or the DCGM exporter) drives the cost clock's energy share.
     accountant.watch(lambda: capacity.last, settings)
     node = Node(
         limits=settings.server,

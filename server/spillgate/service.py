@@ -25,6 +25,7 @@ from spillgate.errors import ApiError, InternalError, ServiceUnavailable, Upstre
 from spillgate.life import CLIENT_CLOSED, RequestLife
 from spillgate.protocol import admit, max_output_tokens
 from spillgate.routing.admission import InflightCounter
+from spillgate.routing.features import requested as requested_features
 from spillgate.routing.router import (
     BudgetView,
     Decision,
@@ -125,6 +126,7 @@ async def _serve(
     facts = RequestFacts(
         sensitive=verdict.sensitive, tier_pin=verdict.tier_pin,
         tokens_needed=record.prompt_estimate + record.max_output_tokens,
+        features=requested_features(body),
     )
     decision = decide(facts, node.capacity(), BudgetView(node.accountant.paid_allowed(
         client.key_id)), route)

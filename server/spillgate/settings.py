@@ -104,6 +104,12 @@ class LocalBackendSettings(_Strict):
         description="Attach mode: base URLs (…/v1) of engines already running. Requests go to "
         "the least loaded. Empty means `spillgate serve` launches and supervises the engine.",
     )
+    resolve_dns: bool = Field(
+        False, description="Attach mode: resolve each base URL's host name to every address it "
+        "has (a headless Service lists one per ready pod) and treat each as a replica; "
+        "re-resolved every dns_refresh_s as pods come and go."
+    )
+    dns_refresh_s: float = Field(10.0, gt=0, description="Period of the resolve_dns lookup.")
     port: int = Field(8081, ge=1, le=65535, description="Port for a supervised engine.")
     model_path: str | None = Field(
         None, description="GGUF file overriding the catalog's source (llamacpp only)."
@@ -182,6 +188,15 @@ class TelemetrySettings(_Strict):
     interval_s: float = Field(1.0, gt=0, description="Sampling period of NVML and engine /metrics.")
     stale_after_s: float = Field(5.0, gt=0, description="Older readings count as unknown.")
     nvml: bool = Field(True, description="Read GPU telemetry through NVML when available.")
+    dcgm_url: str | None = Field(
+        None, description="Kubernetes: NVIDIA DCGM exporter /metrics URL read for GPU "
+        "utilization, memory and power instead of local NVML (the gateway pod has no GPU)."
+    )
+    dcgm_pod_prefix: str = Field(
+        "", description="Only GPUs the DCGM exporter attributes to pods whose name starts "
+        "with this (the engine pods); empty: every GPU it reports."
+    )
+    dcgm_namespace: str = Field("", description="Only GPUs of pods in this namespace (if set).")
     min_dwell_s: float = Field(
         5.0, ge=0, description="Overflow hysteresis: least time between two spill-state changes."
     )

@@ -13,6 +13,7 @@ import pytest
 from spillgate.engines.catalog import Catalog
 from spillgate.routing.routes import build_routes
 from spillgate.settings import Settings
+from spillgate.telemetry.engine_metrics import VLLM_NAMES
 from spillgate.telemetry.metrics import GatewayMetrics
 from tests.deploy.support import CHART, CI_VALUES, REPO, TEMPLATES, chart_values
 
@@ -103,3 +104,12 @@ def test_dashboard_expressions_are_balanced() -> None:
             expr = target["expr"]
             for left, right in ("()", "{}", "[]"):
                 assert expr.count(left) == expr.count(right), (panel["title"], expr)
+
+
+def test_kv_cache_panel_queries_every_vllm_name_the_parser_reads() -> None:
+    """Dockerfile.gpu pins a vLLM that exports the old name; newer ones export the new one."""
+    dashboard = json.loads((CHART / "dashboards" / "spillgate.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])
+             if "cache_usage_perc" in t["expr"]]
+    assert exprs and all(name in exprs[0] for name in VLLM_NAMES.kv_cache)
+    assert len(VLLM_NAMES.kv_cache) == 2

@@ -36,6 +36,9 @@ def test_argv_from_the_shipped_catalog_entry() -> None:
     args = entry["vllm_args"]
     assert isinstance(args, dict)
     for key, value in args.items():
+        if key == "max-num-seqs":  # the command line's value wins over the catalog's
+            assert argv.count("--max-num-seqs") == 1
+            continue
         if value is True:  # booleans are bare flags, not "--flag True"
             assert f"--{key}" in argv and "True" not in argv
         else:
@@ -71,7 +74,10 @@ def test_entry_without_source_is_a_config_error() -> None:
         vllm_argv({"name": "m", "source": {}}, host="h", port=1, served_name="m")
 
 
-def test_dry_run_prints_the_command(capsys: pytest.CaptureFixture[str]) -> None:
+def test_dry_run_prints_the_command(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(vllm_engine, "in_container", lambda: False)  # a bare host: loopback
     code = run(["--model", "llama-3.1-8b-instruct-fp8", "--catalog", str(CATALOG),
                 "--port", "9123", "--dry-run", "--", "--max-num-seqs", "32"])
     assert code == 0
@@ -102,3 +108,56 @@ def test_missing_vllm_says_how_to_install(
     monkeypatch.setattr(vllm_engine, "find_vllm", lambda: None)
     assert run(["--model", "llama-3.1-8b-instruct-awq", "--catalog", str(CATALOG)]) == 2
     assert "pip install .[gpu]" in capsys.readouterr().err
+
+
+def test_container_detection(tmp_path: Path) -> None:
+    absent = tmp_path / "no-dockerenv"
+    assert not vllm_engine.in_container({}, absent)
+    assert vllm_engine.in_container({"KUBERNETES_SERVICE_HOST": "10.0.0.1"}, absent)
+    assert vllm_engine.in_container({"SPILLGATE_IN_CONTAINER": "1"}, absent)
+    marker = tmp_path / ".dockerenv"
+    marker.touch()
+    assert vllm_engine.in_container({}, marker)
+
+
+def _dry_run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> list[str]:
+    assert run([*argv, "--catalog", str(CATALOG), "--dry-run"]) == 0
+    return shlex.split(capsys.readouterr().out)
+
+
+def test_in_a_pod_vllm_binds_every_address(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    printed = _dry_run(["--model", "llama-3.1-8b-instruct-fp8"], capsys)
+    assert printed[printed.index("--host") + 1] == "0.0.0.0"
+    printed = _dry_run(["--model", "llama-3.1-8b-instruct-fp8", "--host", "10.1.2.3"], capsys)
+    assert printed[printed.index("--host") + 1] == "10.1.2.3"
+
+
+def test_unknown_flags_pass_through_without_a_separator(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    printed = _dry_run(["--model", "llama-3.1-8b-instruct-fp8", "--host", "0.0.0.0",
+                        "--max-num-seqs", "128", "--max-num-batched-tokens", "8192",
+                        "--enforce-eager"], capsys)
+    assert printed[-5:] == ["--max-num-seqs", "128", "--max-num-batched-tokens", "8192",
+                            "--enforce-eager"]
+    assert printed.count("--max-num-seqs") == 1  # overrides the catalog's 256
+
+
+def test_max_num_seqs_is_always_passed(capsys: pytest.CaptureFixture[str]) -> None:
+    entry = {"name": "m", "source": {"hf_repo": "r"}, "vllm_args": {}}
+    argv = vllm_engine.with_max_num_seqs(vllm_argv(entry, host="h", port=1, served_name="m"),
+                                         256)
+    assert argv[-2:] == ["--max-num-seqs", "256"]
+    printed = _dry_run(["--model", "llama-3.1-8b-instruct-awq", "--host", "h"], capsys)
+    catalog_value = catalog_entry("llama-3.1-8b-instruct-awq")["vllm_args"]
+    assert isinstance(catalog_value, dict)
+    assert printed[printed.index("--max-num-seqs") + 1] == str(catalog_value["max-num-seqs"])
+
+
+def test_reserved_flag_in_passthrough_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    code = run(["--model", "llama-3.1-8b-instruct-fp8", "--catalog", str(CATALOG), "--dry-run",
+                "--", "--served-model-name", "other"])
+    assert code == 2 and "set by spillgate" in capsys.readouterr().err

@@ -133,9 +133,19 @@ true
 {{- printf "http://%s.%s.svc:%d/v1" (include "spillgate.engine.fullname" .) .Release.Namespace (int .Values.engine.service.port) -}}
 {{- end -}}
 
+{{/* The engine as a node-config `local` entry: attached, one replica per pod address. */}}
+{{- define "spillgate.engine.localEntry" -}}
+{{- $engine := dict "name" .Values.engine.backendName "model" .Values.engine.model "engine" "vllm" "base_urls" (list (include "spillgate.engine.baseUrl" .)) "resolve_dns" true "dns_refresh_s" .Values.engine.service.dnsRefreshSeconds -}}
+{{- if .Values.engine.maxNumSeqs -}}
+{{- $_ := set $engine "max_batch" (int .Values.engine.maxNumSeqs) -}}
+{{- end -}}
+{{- toYaml $engine -}}
+{{- end -}}
+
 {{/*
 The node config written to the ConfigMap: values.config, plus what the chart owns:
-server.host 0.0.0.0, server.port = gateway.port, and the engine appended to `local`.
+server.host 0.0.0.0, server.port = gateway.port, the engine appended to `local`, and the DCGM
+exporter as the GPU telemetry source (gpuTelemetry).
 */}}
 {{- define "spillgate.nodeConfig" -}}
 {{- $cfg := deepCopy .Values.config -}}
@@ -143,8 +153,11 @@ server.host 0.0.0.0, server.port = gateway.port, and the engine appended to `loc
 {{- $_ := set $cfg "server" $server -}}
 {{- $local := get $cfg "local" | default list -}}
 {{- if .Values.engine.enabled -}}
-{{- $engine := dict "name" .Values.engine.backendName "model" .Values.engine.model "engine" "vllm" "base_urls" (list (include "spillgate.engine.baseUrl" .)) -}}
-{{- $local = append $local $engine -}}
+{{- $local = append $local (include "spillgate.engine.localEntry" . | fromYaml) -}}
+{{- if eq .Values.gpuTelemetry.source "dcgm" -}}
+{{- $telemetry := merge (dict "dcgm_url" .Values.gpuTelemetry.dcgmExporter.url "dcgm_pod_prefix" (printf "%s-" (include "spillgate.engine.fullname" .)) "dcgm_namespace" .Release.Namespace) (get $cfg "telemetry" | default dict) -}}
+{{- $_ := set $cfg "telemetry" $telemetry -}}
+{{- end -}}
 {{- end -}}
 {{- $_ := set $cfg "local" $local -}}
 {{- toYaml $cfg -}}
@@ -167,6 +180,11 @@ Checks that must hold before anything renders; included by the gateway Deploymen
 {{- $names := list -}}
 {{- range (get .Values.config "local" | default list) -}}
 {{- $names = append $names .name -}}
+{{- end -}}
+{{- range .Values.engine.extraArgs -}}
+{{- if hasPrefix "--max-num-seqs" (toString .) -}}
+{{- fail "engine.extraArgs sets --max-num-seqs: set engine.maxNumSeqs instead, so the gateway sizes the engine's slots from the same number" -}}
+{{- end -}}
 {{- end -}}
 {{- if and .Values.engine.enabled (has .Values.engine.backendName $names) -}}
 {{- fail (printf "engine.backendName %q is also a config.local[].name: pick another name" .Values.engine.backendName) -}}

@@ -256,7 +256,7 @@ class Accountant:
 
 
 def build_accountant(
-    settings: Settings, catalog: Catalog, routes: RouteTable, metrics: GatewayMetrics
+    settings: Settings, catalog: Catalog, routes: RouteTable, metrics: GatewayMetrics,
 ) -> Accountant:
     prices = PriceBook.load(settings.models_dir / "pricing.yaml")
     prices.require_prices(routes.paid_models())

@@ -8,7 +8,7 @@ worth a retry or a fallback (connection refused or reset, 429, 5xx, timeouts).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -80,6 +80,7 @@ class Supervisor(Protocol):
     """Keeps a local backend's engine serving (`backends.supervisor.EngineSupervisor`)."""
 
     name: str
+    unsupported: frozenset[str]  # request features the engine declares it cannot serve
 
     @property
     def ready(self) -> bool:
@@ -87,6 +88,10 @@ class Supervisor(Protocol):
         ...
 
     async def start(self) -> None: ...
+
+    def set_health_urls(self, urls: Sequence[str]) -> None:
+        """Attach mode with DNS discovery: probe the pods the name resolves to now."""
+        ...
 
     async def wait_ready(self, timeout_s: float) -> bool:
         """True once the engine answers its health check, False after `timeout_s`."""

@@ -46,12 +46,30 @@ class OpenAICompatBackend:
             raise ValueError(f"backend {name!r} needs at least one base URL")
         self.name = name
         self.tier: Tier = tier
-        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-        self._replicas = [
-            _Replica(UpstreamHttp(u, timeouts=timeouts, max_connections=max_connections,
-                                  headers=headers))
-            for u in base_urls
-        ]
+        self._timeouts = timeouts
+        self._max_connections = max_connections
+        self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._replicas = [self._replica(u) for u in base_urls]
+        self._retired: list[_Replica] = []
+
+    def _replica(self, url: str) -> _Replica:
+        return _Replica(UpstreamHttp(url, timeouts=self._timeouts,
+                                     max_connections=self._max_connections,
+                                     headers=self._headers))
+
+    async def set_base_urls(self, base_urls: Sequence[str]) -> None:
+        """Replace the replica set (DNS discovery): replicas still listed keep their pool and
+        in-flight count; removed ones finish what they carry and are closed once idle."""
+        if not base_urls:
+            raise ValueError(f"backend {self.name!r} needs at least one base URL")
+        known = {r.http.base_url: r for r in self._replicas}
+        wanted = [u.rstrip("/") for u in base_urls]
+        self._replicas = [known.get(u) or self._replica(u) for u in wanted]
+        self._retired += [r for u, r in known.items() if u not in wanted]
+        idle = [r for r in self._retired if r.inflight == 0]
+        self._retired = [r for r in self._retired if r.inflight > 0]
+        for replica in idle:
+            await replica.http.aclose()
 
     @property
     def base_urls(self) -> list[str]:
@@ -112,7 +130,7 @@ class OpenAICompatBackend:
         return [r.http.base_url.removesuffix("/v1") + "/metrics" for r in self._replicas]
 
     async def aclose(self) -> None:
-        for replica in self._replicas:
+        for replica in [*self._replicas, *self._retired]:
             await replica.http.aclose()
 
 

@@ -11,7 +11,7 @@ from spillgate.backends.http import Timeouts
 from spillgate.backends.openai_compat import OpenAICompatBackend
 from spillgate.backends.reliability import CircuitBreaker
 from spillgate.backends.supervisor import EngineSupervisor
-from spillgate.engines.catalog import Catalog, resolve_gguf
+from spillgate.engines.catalog import Catalog, resolve_gguf, vllm_max_num_seqs
 from spillgate.errors import ConfigError
 from spillgate.settings import LocalBackendSettings, ProviderSettings, Settings
 
@@ -22,6 +22,7 @@ class Backends:
     supervisors: dict[str, Supervisor] = field(default_factory=dict)
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     attempts: dict[str, int] = field(default_factory=dict)
+    slots: dict[str, int] = field(default_factory=dict)  # sequences each local engine runs
 
     async def aclose(self) -> None:
         for supervisor in self.supervisors.values():
@@ -44,11 +45,14 @@ def build_backends(settings: Settings, catalog: Catalog) -> Backends:
             local.name, [u.removesuffix("/v1") + "/health" for u in urls],
             command=command, port=None if command is None else local.port,
             startup_timeout_s=local.startup_timeout_s,
+            unsupported=vllm_unsupported(catalog, local.model) if local.engine == "vllm"
+            else frozenset(),
         )
         # A local engine fails over to the next target instead of retrying: retrying a
         # full queue only adds wait, and a restarting engine is tracked by its supervisor.
         built.breakers[local.name] = CircuitBreaker(failure_threshold=10**9, reset_after_s=1)
         built.attempts[local.name] = 1
+        built.slots[local.name] = slot_count(local, catalog)
     for provider in settings.providers:
         built.backends[provider.name] = provider_backend(provider)
         built.breakers[provider.name] = CircuitBreaker(
@@ -58,6 +62,24 @@ def build_backends(settings: Settings, catalog: Catalog) -> Backends:
     return built
 
 
+def vllm_unsupported(catalog: Catalog, model: str) -> frozenset[str]:
+    """vLLM serves JSON modes, logprobs and n itself; `tools` only with a tool-call parser
+    (`enable-auto-tool-choice` + `tool-call-parser` in the catalog's vllm_args)."""
+    args = {k.replace("_", "-"): v for k, v in catalog.local_model(model).vllm_args.items()}
+    if args.get("enable-auto-tool-choice") and args.get("tool-call-parser"):
+        return frozenset()
+    return frozenset({"tools"})  # routing.features.TOOLS (backends sit below routing)
+
+
+def slot_count(local: LocalBackendSettings, catalog: Catalog) -> int:
+    """Sequences the engine runs at once. A vLLM backend takes the number its launcher passes
+    as --max-num-seqs (catalog `vllm_args`, or the chart's engine.maxNumSeqs written here as
+    max_batch), never the llama.cpp default of max_batch."""
+    if local.engine == "vllm" and "max_batch" not in local.model_fields_set:
+        return vllm_max_num_seqs(catalog.local_model(local.model))
+    return local.max_batch
+
+
 def engine_command(local: LocalBackendSettings, catalog: Catalog) -> list[str]:
     model = catalog.local_model(local.model)
     if local.engine != model.engine:
@@ -65,8 +87,9 @@ def engine_command(local: LocalBackendSettings, catalog: Catalog) -> list[str]:
             f"local.{local.name}.engine: {local.engine} but the catalog says {model.engine}"
         )
     if local.engine == "vllm":
+        # Supervised: the gateway reaches it on loopback, so never expose it beyond that.
         return [sys.executable, "-m", "spillgate", "engine", "vllm", "--model", local.model,
-                "--port", str(local.port)]
+                "--host", "127.0.0.1", "--port", str(local.port)]
     gguf = resolve_gguf(model, local.model_path)
     command = [
         sys.executable, "-m", "spillgate.engines.llamacpp",

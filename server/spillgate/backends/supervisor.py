@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -34,6 +35,8 @@ class EngineSupervisor:
         *,
         command: Sequence[str] | None = None,
         port: int | None = None,
+
+        unsupported: frozenset[str] = frozenset(),
         startup_timeout_s: float = 120.0,
         check_interval_s: float = 1.0,
         failures_before_restart: int = 3,
@@ -46,6 +49,9 @@ class EngineSupervisor:
         self.port = port  # the launched engine's port, checked free before each launch
         self.state: EngineState = "starting"
         self.restarts = 0
+        # Request features the engine cannot serve: given (vLLM: from the catalog), or declared
+        # by the engine in its /health body (our llama.cpp engine: {"unsupported": [...]}).
+        self.unsupported = unsupported
         self._startup_timeout_s = startup_timeout_s
         self._interval = check_interval_s
         self._failures_before_restart = failures_before_restart
@@ -54,6 +60,10 @@ class EngineSupervisor:
         self._process: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
+
+    def set_health_urls(self, urls: Sequence[str]) -> None:
+        """Attach mode with DNS discovery: probe the pods the name resolves to now."""
+        self.health_urls = list(urls)
 
     @property
     def ready(self) -> bool:
@@ -139,6 +149,7 @@ class EngineSupervisor:
             try:
                 async with self._session.get(url) as response:
                     if response.status == 200:
+                        self._read_declaration(await response.read())
                         return True
             except (TimeoutError, aiohttp.ClientError):
                 continue
@@ -157,6 +168,14 @@ class EngineSupervisor:
                 break
         log.info("engine %s: port %d is free again", self.name, self.port)
         self.state = "starting"
+
+    def _read_declaration(self, body: bytes) -> None:
+        try:
+            declared = json.loads(body) if body.strip() else None
+        except ValueError:
+            return
+        if isinstance(declared, dict) and isinstance(declared.get("unsupported"), list):
+            self.unsupported = frozenset(str(f) for f in declared["unsupported"])
 
     async def _spawn(self) -> None:
         if self.command is None:

@@ -17,6 +17,11 @@ import yaml
 
 from spillgate.errors import ConfigError
 
+# Sequences a vLLM engine runs at once when the catalog does not say (`vllm_args.max-num-seqs`).
+# The launcher always passes this number to vLLM, and the gateway sizes a vLLM backend's slots
+# from it: one source for both, never vLLM's own version- and GPU-dependent default.
+MAX_NUM_SEQS = 256
+
 
 @dataclass(frozen=True, slots=True)
 class LocalModel:
@@ -86,6 +91,14 @@ def _local_model(entry: dict[str, Any]) -> LocalModel:
         vllm_args=dict(entry.get("vllm_args") or {}),
         description=str(entry.get("description", "")),
     )
+
+
+def vllm_max_num_seqs(model: LocalModel) -> int:
+    """Slots of a vLLM model: its `vllm_args.max-num-seqs` (either spelling), else MAX_NUM_SEQS."""
+    for key in ("max-num-seqs", "max_num_seqs"):
+        if model.vllm_args.get(key) is not None:
+            return int(model.vllm_args[key])
+    return MAX_NUM_SEQS
 
 
 def resolve_gguf(model: LocalModel, override: str | None = None) -> Path:

@@ -8,8 +8,16 @@ catalog entry (weights from `source.path`, else the pre-fetched `source.hf_repo`
 `--no-key` (vLLM's boolean options accept the negated form); a list → `--key a b`; a mapping →
 `--key '<json>'`; `null` → left out. Host, port, model and served name are ours to set.
 
+Flags this launcher does not know are passed through to `vllm serve` as written (so a Helm
+`extraArgs` list works with or without a `--` separator). `--max-num-seqs` is always passed:
+the gateway sizes its admission from the same number (`catalog.vllm_max_num_seqs`).
+
+The bind address defaults to 0.0.0.0 inside a container (Kubernetes sets
+KUBERNETES_SERVICE_HOST in every pod; Docker writes /.dockerenv), where the kubelet's probes
+and the Service reach the pod from outside its network namespace; elsewhere to 127.0.0.1.
+
     spillgate engine vllm --model llama-3.1-8b-instruct-awq [--catalog PATH] [--port 8081]
-                          [--dry-run] [-- extra vllm flags]
+                          [--host ADDR] [--dry-run] [extra vllm flags]
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from spillgate.engines.catalog import Catalog
+from spillgate.engines.catalog import Catalog, vllm_max_num_seqs
 from spillgate.engines.lifeline import ParentGone, bind_to_parent
 from spillgate.errors import ConfigError
 from spillgate.settings import repo_models_dir
@@ -73,13 +81,40 @@ def vllm_argv(
     # of spillable ones in the engine's queue (request field `priority`, lower first).
     argv = ["vllm", "serve", model_source(catalog_entry), "--served-model-name", served_name,
             "--host", host, "--port", str(port), "--scheduling-policy", "priority"]
+    # A flag given on the command line (Helm extraArgs, maxNumSeqs) overrides the catalog's.
+    overridden = {a.split("=", 1)[0] for a in extra if a.startswith("--")}
     for key, value in (catalog_entry.get("vllm_args") or {}).items():
         if _flag(str(key))[2:] in RESERVED:
             raise ConfigError(
                 f"model {catalog_entry.get('name', '?')!r}: vllm_args.{key} is set by spillgate"
             )
-        argv += _option(str(key), value)
+        if _flag(str(key)) not in overridden:
+            argv += _option(str(key), value)
+    passed = set(argv[3:]) & {_flag(k) for k in RESERVED}
+    clash = [a for a in extra if a.split("=", 1)[0] in passed]
+    if clash:
+        raise ConfigError(f"extra vLLM flag {clash[0]} is set by spillgate; use its own option")
     return argv + list(extra)
+
+
+def with_max_num_seqs(command: Sequence[str], default: int) -> list[str]:
+    """The command with `--max-num-seqs` added when neither the catalog nor the extra flags
+    set it: vLLM's own default varies by version and GPU, the gateway's slot count must not."""
+    if any(a.split("=", 1)[0] == "--max-num-seqs" for a in command):
+        return list(command)
+    return [*command, "--max-num-seqs", str(default)]
+
+
+def in_container(environ: Mapping[str, str] = os.environ,
+                 dockerenv: Path = Path("/.dockerenv")) -> bool:
+    """True inside a Kubernetes pod or a Docker container (SPILLGATE_IN_CONTAINER=1 forces it)."""
+    if environ.get("SPILLGATE_IN_CONTAINER") in ("1", "true"):
+        return True
+    return bool(environ.get("KUBERNETES_SERVICE_HOST")) or dockerenv.exists()
+
+
+def default_host() -> str:
+    return "0.0.0.0" if in_container() else "127.0.0.1"
 
 
 def find_vllm() -> str | None:
@@ -91,11 +126,15 @@ def find_vllm() -> str | None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    # allow_abbrev=False: a vLLM flag that starts like one of ours (`--port-…`) must pass
+    # through untouched rather than be taken for ours.
     p = argparse.ArgumentParser(prog="spillgate engine vllm", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--model", required=True, help="local model name in the catalog")
     p.add_argument("--catalog", type=Path, help="catalog.yaml (default: models/catalog.yaml)")
-    p.add_argument("--host", default="127.0.0.1", help="address vLLM binds")
+    p.add_argument("--host", default=None,
+                   help="address vLLM binds (default: 0.0.0.0 in a container, else 127.0.0.1)")
     p.add_argument("--port", type=int, default=8081, help="port vLLM listens on")
     p.add_argument("--served-name", help="model name clients send (default: --model)")
     p.add_argument("--dry-run", action="store_true", help="print the command and exit")
@@ -108,15 +147,18 @@ def run(argv: list[str]) -> int:
     if "--" in argv:
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1:]
-    args = _parser().parse_args(argv)
+    args, unknown = _parser().parse_known_args(argv)
+    extra = unknown + extra
     try:
         catalog = Catalog.load(args.catalog or repo_models_dir() / "catalog.yaml")
         model = catalog.local_model(args.model)
         if model.engine != "vllm":
             raise ConfigError(f"model {model.name!r} runs on {model.engine}, not vllm")
         entry = {"name": model.name, "source": model.source, "vllm_args": model.vllm_args}
-        command = vllm_argv(entry, host=args.host, port=args.port,
-                            served_name=args.served_name or model.name, extra=extra)
+        command = with_max_num_seqs(
+            vllm_argv(entry, host=args.host or default_host(), port=args.port,
+                      served_name=args.served_name or model.name, extra=extra),
+            vllm_max_num_seqs(model))
     except ConfigError as exc:
         print(f"spillgate: {exc}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from spillgate.backends.base import JSON, Tier, UpstreamCall
@@ -125,9 +125,16 @@ class AlwaysReady:
     def __init__(self, name: str) -> None:
         self.name = name
         self.ready = True
+        self.unsupported: frozenset[str] = frozenset()
+
+    def set_health_urls(self, urls: Sequence[str]) -> None:
+        return None
 
     async def start(self) -> None:
         return None
+
+    async def wait_ready(self, timeout_s: float) -> bool:
+        return True
 
     async def stop(self) -> None:
         return None

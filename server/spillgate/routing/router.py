@@ -46,6 +46,7 @@ class RequestFacts:
     sensitive: bool
     tier_pin: Tier | None = None
     tokens_needed: int = 0  # prompt estimate + max output tokens
+    features: frozenset[str] = frozenset()  # routing.features.requested(body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,7 @@ class LocalCapacity:
     queue_full: bool = False
     spill_reason: str | None = None  # backend-wide: every route spills
     inflight: int = 0  # requests on the engine now (live gateway count + other clients)
+    unsupported: frozenset[str] = frozenset()  # request features the engine cannot serve
     routes: Mapping[str, RouteLoad] = field(default_factory=lambda: MappingProxyType({}))
 
 
@@ -98,6 +100,7 @@ def decide(
         )
     policy: Policy = facts.tier_pin or route.policy
     if policy == "local" or (policy == "auto" and sensitive):
+        _refuse_unsupported(route, capacity, facts, sensitive)
         return _local_only(route, capacity, sensitive)
     if policy == "api":
         if sensitive:
@@ -133,6 +136,26 @@ def _local_only(
     return Decision((route.local,), reason)
 
 
+def _missing(state: LocalCapacity, facts: RequestFacts) -> list[str]:
+    return sorted(facts.features & state.unsupported)
+
+
+def _refuse_unsupported(
+    route: Route, capacity: Mapping[str, LocalCapacity], facts: RequestFacts, sensitive: bool
+) -> None:
+    """Only the local tier may serve this request, and it lacks a feature the request uses."""
+    missing = _missing(_local_state(route, capacity), facts)
+    if not missing:
+        return
+    why = ("this request carries sensitive data, which never leaves the node"
+           if sensitive else f"model {route.name} is served only locally")
+    raise InvalidRequest(
+        f"`{missing[0]}` is not supported by the local model of {route.name}, and {why}; "
+        f"send the request without `{missing[0]}`",
+        param=missing[0], code="unsupported_parameter",
+    )
+
+
 def _fits(target: Target, facts: RequestFacts) -> bool:
     return target.context_length is None or facts.tokens_needed <= target.context_length
 
@@ -158,8 +181,9 @@ def _auto(
     budget: BudgetView,
 ) -> Decision:
     state = _local_state(route, capacity)
-    local_serves = route.local is not None and state.ready and _fits(route.local, facts)
-    spill_reason = _spill_reason(route, state, local_serves)
+    local_serves = (route.local is not None and state.ready and _fits(route.local, facts)
+                    and not _missing(state, facts))
+    spill_reason = _spill_reason(route, state, facts)
     if spill_reason is None and route.local is not None:
         # Local first; the paid chain stays behind it in case the engine fails before the
         # first byte (the service retries nothing once a stream has started).
@@ -175,13 +199,16 @@ def _auto(
             code="budget_exhausted",
             retry_after_s=5.0,
         )
+    _refuse_unsupported(route, capacity, facts, sensitive=False)
     return _local_only(route, capacity, sensitive=False)
 
 
-def _spill_reason(route: Route, state: LocalCapacity, local_serves: bool) -> str | None:
+def _spill_reason(route: Route, state: LocalCapacity, facts: RequestFacts) -> str | None:
     if route.local is None or not state.ready:
         return "local_unavailable"
-    if not local_serves:
+    if _missing(state, facts):
+        return "local_unsupported"
+    if not _fits(route.local, facts):
         return "local_context_exceeded"
     if state.queue_full:
         return "local_queue_full"

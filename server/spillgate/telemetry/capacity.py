@@ -12,10 +12,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from types import MappingProxyType
 
+from spillgate.backends.discovery import DnsDiscovery, DnsTarget, Resolver, system_resolver
 from spillgate.backends.http import Timeouts, UpstreamHttp
 from spillgate.backends.openai_compat import OpenAICompatBackend
 from spillgate.backends.registry import Backends
@@ -33,6 +34,7 @@ from spillgate.routing.overflow import (
 from spillgate.routing.router import LocalCapacity, RouteLoad
 from spillgate.routing.routes import RouteTable
 from spillgate.settings import Settings
+from spillgate.telemetry.dcgm import DcgmReader, PodFilter
 from spillgate.telemetry.metrics import GatewayMetrics
 from spillgate.telemetry.nvml import GpuReader, NvmlReader
 from spillgate.telemetry.sampler import TelemetrySampler
@@ -43,9 +45,14 @@ log = logging.getLogger(__name__)
 SPILL_ALL = (OVERFLOW_KV_CACHE, OVERFLOW_GPU)  # engine saturated: no request fits, spill all
 
 
-def overflow_config(settings: Settings, routes: RouteTable) -> OverflowConfig:
+def overflow_config(
+    settings: Settings, routes: RouteTable, slots: Mapping[str, int] | None = None
+) -> OverflowConfig:
+    """`slots`: each local backend's sequence slots (Backends.slots); max_batch where absent."""
+    slots = slots or {}
     limits = {
-        local.name: BackendLimits(local.max_batch, local.max_queue, local.engine == "vllm")
+        local.name: BackendLimits(slots.get(local.name, local.max_batch), local.max_queue,
+                                  local.engine == "vllm")
         for local in settings.local
     }
     objectives = tuple(
@@ -60,11 +67,20 @@ def overflow_config(settings: Settings, routes: RouteTable) -> OverflowConfig:
     )
 
 
+def gpu_reader_for(settings: Settings) -> GpuReader:
+    """The DCGM exporter when configured (Kubernetes: the gateway pod has no GPU), else NVML."""
+    t = settings.telemetry
+    if t.dcgm_url:
+        return DcgmReader(t.dcgm_url, PodFilter(t.dcgm_pod_prefix, t.dcgm_namespace))
+    return NvmlReader(enabled=t.nvml)
+
+
 class CapacityMonitor:
     def __init__(
         self, settings: Settings, routes: RouteTable, backends: Backends,
         metrics: GatewayMetrics, inflight: InflightCounter, *,
         gpu_reader: GpuReader | None = None,
+        resolver: Resolver = system_resolver,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._backends = backends
@@ -77,18 +93,26 @@ class CapacityMonitor:
             name: b for name, b in backends.backends.items()
             if name in backends.supervisors and isinstance(b, OpenAICompatBackend)
         }
-        self._controller = OverflowController(overflow_config(settings, routes))
+        self._controller = OverflowController(overflow_config(settings, routes, backends.slots))
         self._scraper = UpstreamHttp("http://127.0.0.1", timeouts=Timeouts(1.0, 2.0, 2.0),
                                      max_connections=8)
-        self._gpus = gpu_reader or NvmlReader(enabled=settings.telemetry.nvml)
+        self._gpus = gpu_reader or gpu_reader_for(settings)
         kinds = {local.name: local.engine for local in settings.local}
         self.sampler = TelemetrySampler(
             self._gpus, self._scrape,
             {n: [(u, kinds[n]) for u in b.metrics_urls()] for n, b in self._locals.items()},
             inflight=self._inflight, interval_s=self._interval_s, clock=clock,
         )
+        self.discovery = DnsDiscovery(
+            [DnsTarget(local.name, tuple(local.base_urls), local.dns_refresh_s,
+                       self._replicas_changed(local.name, local.engine))
+             for local in settings.local
+             if local.resolve_dns and local.base_urls and local.name in self._locals],
+            resolver,
+        )
         self._view: Mapping[str, LocalCapacity] = MappingProxyType({})
         self.last = CapacitySnapshot(taken_at=clock())  # the latest sample (the cost clock)
+        self._stale_after_s = settings.telemetry.stale_after_s
         self._spilled_seen: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -99,13 +123,15 @@ class CapacityMonitor:
         requests (the view's `inflight` holds only the load other clients put on the engine)."""
         return {
             name: replace(base, ready=self._backends.supervisors[name].ready,
-                          inflight=base.inflight + self._inflight_counter.count(name))
+                          inflight=base.inflight + self._inflight_counter.count(name),
+                          unsupported=self._backends.supervisors[name].unsupported)
             for name, base in self._view.items()
         }
 
     # --- background ---------------------------------------------------------------------
 
     async def start(self) -> None:
+        await self.discovery.refresh(self._clock())
         self.refresh(CapacitySnapshot(taken_at=self._clock()))
         self._task = asyncio.create_task(self._loop(), name="capacity-monitor")
 
@@ -124,10 +150,24 @@ class CapacityMonitor:
         while True:
             started = self._clock()
             try:
+                await self.discovery.refresh(started)
                 self.refresh(await self.sampler.sample_once())
             except Exception:  # never let telemetry take the node down
                 log.exception("capacity refresh failed; keeping the previous view")
             await asyncio.sleep(max(0.0, self._interval_s - (self._clock() - started)))
+
+    def _replicas_changed(
+        self, name: str, kind: str
+    ) -> Callable[[list[str]], Awaitable[None]]:
+        """What a new DNS answer changes: where requests go, health probes, /metrics scrapes."""
+        backend, supervisor = self._locals[name], self._backends.supervisors[name]
+
+        async def apply(urls: list[str]) -> None:
+            await backend.set_base_urls(urls)
+            supervisor.set_health_urls([u.removesuffix("/v1") + "/health" for u in urls])
+            self.sampler.set_targets(name, [(u, kind) for u in backend.metrics_urls()])
+
+        return apply
 
     async def _scrape(self, url: str) -> str:
         status, text = await self._scraper.get_text(url)
@@ -137,6 +177,14 @@ class CapacityMonitor:
 
     def _inflight(self) -> dict[str, int]:
         return {name: self._inflight_counter.count(name) for name in self._locals}
+
+    def power_watts(self) -> float | None:
+        """Measured power of all the node's GPUs now (the cost clock's energy input); None
+        when no fresh reading reports power (the clock then uses the nominal figure)."""
+        snap = self.last
+        watts = [g.power_watts for g in snap.fresh_gpus(self._clock(), self._stale_after_s)
+                 if g.power_watts is not None]
+        return sum(watts) if watts else None
 
     def refresh(self, snap: CapacitySnapshot) -> None:
         self.last = snap

@@ -71,6 +71,10 @@ class TelemetrySampler:
     def snapshot(self) -> CapacitySnapshot:
         return self._snapshot
 
+    def set_targets(self, backend: str, pairs: Sequence[Target]) -> None:
+        """Replace one backend's scrape targets (its pods changed); used from the next round."""
+        self._targets = {**self._targets, backend: tuple(pairs)}
+
     async def start(self) -> None:
         """Take a first snapshot now (so the node starts with facts), then keep sampling."""
         await self._round()

@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import orjson
 from fastapi import FastAPI, Request
 from starlette.responses import Response, StreamingResponse
 
@@ -24,6 +25,7 @@ from spillgate.engines.llamacpp.metrics import CONTENT_TYPE, EngineMetrics
 from spillgate.engines.llamacpp.scheduler import Chunk, Job, Scheduler, Ticket, TicketCancelled
 from spillgate.engines.llamacpp.service import Engine
 from spillgate.engines.llamacpp.shapes import DONE, Kind, Reply, sse, sse_error
+from spillgate.engines.llamacpp.tools import as_stream, with_tool_calls
 from spillgate.errors import ApiError, InvalidRequest
 
 DISCONNECT_POLL_S = 0.2
@@ -48,7 +50,11 @@ def create_app(engine: Engine, scheduler: Scheduler, metrics: EngineMetrics) -> 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
         body = parse(await request.body(), ChatBody)
-        return await _generate(request, scheduler, engine.chat_job(body), "chat",
+        job = engine.chat_job(body)
+        if engine.calls_tools(body):  # answered whole, then read back into tool_calls
+            whole = await _generate(request, scheduler, job, "chat", body.model, False, False)
+            return tool_answer(whole, body.stream, body.include_usage())
+        return await _generate(request, scheduler, job, "chat",
                                body.model, body.stream, body.include_usage())
 
     @app.post("/v1/completions")
@@ -72,7 +78,10 @@ def create_app(engine: Engine, scheduler: Scheduler, metrics: EngineMetrics) -> 
     @app.get("/health")
     async def health() -> JSONResponse:
         ok = scheduler.alive
-        return JSONResponse({"status": "ok" if ok else "failed"}, status_code=200 if ok else 503)
+        # `unsupported`: request features the gateway must not send here (it spills them).
+        return JSONResponse({"status": "ok" if ok else "failed",
+                             "unsupported": sorted(engine.unsupported())},
+                            status_code=200 if ok else 503)
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -140,6 +149,17 @@ async def _cancel_on_disconnect(request: Request, ticket: Ticket) -> AsyncIterat
     finally:
         watcher.cancel()
         ticket.cancel()
+
+
+def tool_answer(whole: Response, stream: bool, include_usage: bool) -> Response:
+    """A whole answer with its text read back into tool_calls, as JSON or as SSE frames."""
+    if whole.status_code != 200:  # the client left (499): nothing to convert
+        return whole
+    reply = with_tool_calls(orjson.loads(bytes(whole.body)))
+    if not stream:
+        return JSONResponse(reply)
+    frames = b"".join(sse(c) for c in as_stream(reply, include_usage)) + DONE
+    return Response(frames, media_type="text/event-stream", headers={"cache-control": "no-cache"})
 
 
 def _final_frames(reply: Reply, last: Chunk, include_usage: bool) -> list[bytes]:

@@ -3,21 +3,33 @@
 Bodies are parsed here rather than by FastAPI so every failure is an OpenAI-shaped 400 naming
 the field (FastAPI would answer 422 in its own shape). Unknown fields are allowed and ignored,
 as OpenAI-compatible servers do; fields that would change the answer's meaning but that this
-engine cannot honour (n > 1, logprobs, tools, echo, suffix, best_of > 1, JSON modes) are
-refused with a clear message instead of being silently dropped.
+engine cannot honour (n > 1, logprobs, echo, suffix, best_of > 1, and tools unless the model's
+chat template takes them) are refused with a clear message instead of being silently dropped,
+and declared on /health so the gateway never sends them here (UNSUPPORTED).
+
+JSON modes are served through llama.cpp grammars: `json_object` constrains the output to
+llama.cpp's JSON grammar, `json_schema` to the grammar llama-cpp-python's `LlamaGrammar`
+derives from the schema. That converter bounds strings (maxLength), enums, required and
+additional properties, but not numeric ranges (minimum/maximum): those are not enforced.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Literal, TypeVar
 
 import orjson
+from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from spillgate.engines.llamacpp.model import SamplingParams
+from spillgate.engines.llamacpp.tools import call_grammar
 from spillgate.errors import InvalidRequest
 
 MAX_STOPS = 16
+# Request features (routing.features names) this engine never serves; `tools` is added when
+# the model's chat template takes no tools.
+UNSUPPORTED = frozenset({"logprobs", "n"})
 
 
 class _Open(BaseModel):
@@ -96,6 +108,7 @@ class ChatBody(_Generation):
     logprobs: bool | None = None
     top_logprobs: int | None = None
     tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
 
     def token_budget(self) -> int | None:
@@ -105,15 +118,56 @@ class ChatBody(_Generation):
         super().check_supported()
         if self.logprobs:
             _unsupported("logprobs")
-        if self.tools:
-            _unsupported("tools")
-        if self.response_format and self.response_format.get("type", "text") != "text":
-            _unsupported("response_format")
 
-    def template_messages(self) -> list[dict[str, str]]:
-        # `developer` is the newer name of `system`; templates only know the latter.
-        return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                for m in self.messages]
+    def uses_tools(self) -> bool:
+        """Tools are offered to the model (given, and tool_choice is not `none`)."""
+        return bool(self.tools) and self.tool_choice != "none"
+
+    def grammar(self) -> str | None:
+        """GBNF for `response_format` or a demanded tool call (None for free text); a bad
+        format is a 400."""
+        kind = (self.response_format or {}).get("type", "text")
+        forced = call_grammar(self.tools or [], self.tool_choice) if self.uses_tools() else None
+        if forced is not None and kind != "text":
+            raise InvalidRequest("a required tool call and a JSON response_format exclude "
+                                 "each other", param="tool_choice")
+        if forced is not None:
+            return forced
+        if kind == "text":
+            return None
+        if kind == "json_object":
+            return JSON_GBNF
+        if kind != "json_schema":
+            raise InvalidRequest(f"unknown response_format type `{kind}` (use text, "
+                                 "json_object or json_schema)", param="response_format.type")
+        spec = (self.response_format or {}).get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise InvalidRequest("response_format.json_schema.schema must be a JSON object",
+                                 param="response_format.json_schema")
+        try:
+            return LlamaGrammar.from_json_schema(orjson.dumps(schema).decode(),
+                                                 verbose=False)._grammar
+        except Exception as exc:  # the converter raises bare Exceptions on unsupported schemas
+            raise InvalidRequest(f"this JSON schema cannot be turned into a grammar: {exc}",
+                                 param="response_format.json_schema") from None
+
+    def sampling(self) -> SamplingParams:
+        return replace(super().sampling(), grammar=self.grammar())
+
+    def template_messages(self) -> list[dict[str, Any]]:
+        # `developer` is the newer name of `system`; templates only know the latter. Tool
+        # turns keep their calls and ids for templates that render them.
+        out: list[dict[str, Any]] = []
+        for m in self.messages:
+            message: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role,
+                                       "content": m.text()}
+            for key in ("tool_calls", "tool_call_id", "name"):
+                value = getattr(m, key, None) or (m.model_extra or {}).get(key)
+                if value is not None:
+                    message[key] = value
+            out.append(message)
+        return out
 
 
 class CompletionBody(_Generation):

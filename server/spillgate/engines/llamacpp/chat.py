@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import jinja2
+import jinja2.meta
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from spillgate.errors import InvalidRequest
@@ -32,10 +33,22 @@ class ChatTemplate:
             template=self.source, eos_token=eos_token, bos_token=bos_token,
             add_generation_prompt=True)
 
-    def render(self, messages: list[dict[str, Any]]) -> str:
+    @property
+    def supports_tools(self) -> bool:
+        """Whether the template reads a `tools` variable (renders tool definitions)."""
+        try:
+            # Parsed only, never rendered here: autoescape plays no part.
+            ast = jinja2.Environment(autoescape=True).parse(self.source)
+            names = jinja2.meta.find_undeclared_variables(ast)
+        except jinja2.TemplateError:
+            return False
+        return "tools" in names
+
+    def render(self, messages: list[dict[str, Any]],
+               tools: list[dict[str, Any]] | None = None) -> str:
         """The prompt; a template's own refusal (e.g. roles must alternate) is a 400."""
         try:
-            result = self._formatter(messages=messages)  # type: ignore[arg-type]
+            result = self._formatter(messages=messages, tools=tools)  # type: ignore[arg-type]
         except (jinja2.TemplateError, ValueError, TypeError) as exc:
             raise InvalidRequest(f"the model's chat template rejected the messages: {exc}",
                                  param="messages") from None

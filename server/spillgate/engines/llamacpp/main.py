@@ -29,6 +29,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--model-path", type=Path, required=True, help="GGUF file to serve.")
     parser.add_argument("--served-name", required=True, help="Model name clients must send.")
     parser.add_argument("--host", default="127.0.0.1", help="Listen address.")
+    parser.add_argument("--chat-template-file", type=Path,
+                        help="Jinja chat template replacing the GGUF's own (e.g. one that "
+                             "renders `tools`).")
     parser.add_argument("--port", type=int, default=8081, help="Listen port.")
     parser.add_argument("--n-ctx", type=int, default=2048,
                         help="Context window of each sequence (prompt + completion tokens).")
@@ -52,7 +55,13 @@ def build(args: argparse.Namespace) -> tuple[Engine, Scheduler, EngineMetrics]:
     shape = ContextShape(n_ctx=args.n_ctx, n_seq=args.max_batch,
                          n_batch=args.prefill_chunk + args.max_batch, n_threads=args.n_threads)
     model = LlamaModel(args.model_path, shape)
-    template = ChatTemplate(model.metadata("tokenizer.chat_template"),
+    source = model.metadata("tokenizer.chat_template")
+    if args.chat_template_file is not None:
+        try:
+            source = args.chat_template_file.read_text()
+        except OSError as exc:
+            raise ConfigError(f"--chat-template-file: {exc}") from exc
+    template = ChatTemplate(source,
                             bos_token=model.token_text(model.bos_token),
                             eos_token=model.token_text(model.eos_token))
     metrics = EngineMetrics(queue_capacity=args.max_queue, max_batch=args.max_batch)

@@ -43,6 +43,7 @@ class SamplingParams:
     top_p: float = 1.0
     top_k: int = 0
     seed: int | None = None
+    grammar: str | None = None  # GBNF the output must follow (JSON modes), root rule `root`
 
 
 class LlamaModel:
@@ -144,6 +145,13 @@ class LlamaModel:
     def new_sampler(self, params: SamplingParams) -> Any:
         """A C sampler chain (free with `free_sampler`): greedy, or top-k/top-p/temp/dist."""
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        if params.grammar is not None:
+            # First in the chain: tokens the grammar forbids are masked before any choice.
+            grammar = self._grammar_sampler(params.grammar)
+            if not grammar:
+                llama_cpp.llama_sampler_free(chain)
+                raise ValueError("llama.cpp refused the grammar")
+            llama_cpp.llama_sampler_chain_add(chain, grammar)
         if params.temperature <= 0.0:
             llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
             return chain
@@ -158,6 +166,17 @@ class LlamaModel:
         seed = llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed & 0xFFFFFFFF
         llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed))
         return chain
+
+    def _grammar_sampler(self, grammar: str) -> Any:
+        return llama_cpp.llama_sampler_init_grammar(self.vocab, grammar.encode(), b"root")
+
+    def grammar_ok(self, grammar: str) -> bool:
+        """Whether llama.cpp parses this GBNF (reads only the vocab: safe from any thread)."""
+        sampler = self._grammar_sampler(grammar)
+        if not sampler:
+            return False
+        llama_cpp.llama_sampler_free(sampler)
+        return True
 
     @staticmethod
     def free_sampler(sampler: Any) -> None:

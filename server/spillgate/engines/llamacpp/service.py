@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from spillgate.engines.llamacpp.bodies import ChatBody, CompletionBody
+from spillgate.engines.llamacpp.bodies import UNSUPPORTED, ChatBody, CompletionBody
 from spillgate.engines.llamacpp.chat import ChatTemplate
 from spillgate.engines.llamacpp.model import LlamaModel
 from spillgate.engines.llamacpp.scheduler import Job
@@ -25,10 +25,23 @@ class Engine:
             raise ModelNotFound(f"model `{name}` does not exist; this engine serves "
                                 f"`{self.served_name}`", param="model")
 
+    def unsupported(self) -> frozenset[str]:
+        """Request features this engine cannot serve, declared on /health for the gateway."""
+        return UNSUPPORTED if self.template.supports_tools else UNSUPPORTED | {"tools"}
+
+    def calls_tools(self, body: ChatBody) -> bool:
+        """The answer is read back into tool_calls (tools offered to a template taking them)."""
+        return body.uses_tools() and self.template.supports_tools
+
     def chat_job(self, body: ChatBody) -> Job:
         self.check_model(body.model)
         body.check_supported()
-        prompt = self.template.render(body.template_messages())
+        if body.tools and "tools" in self.unsupported():
+            raise InvalidRequest("`tools` is not supported by this engine (its model's chat "
+                                 "template takes no tools)", param="tools",
+                                 code="unsupported_parameter")
+        prompt = self.template.render(body.template_messages(),
+                                      body.tools if body.uses_tools() else None)
         # The template writes BOS itself when the model wants one; add it only if it did not.
         add_bos = self.model.adds_bos() and not prompt.startswith(self.template.bos_token)
         tokens = self.model.tokenize(prompt, add_special=add_bos, parse_special=True)
@@ -60,5 +73,9 @@ class Engine:
                 f"this model's maximum context length is {self.n_ctx} tokens, but the prompt "
                 f"has {len(tokens)} tokens", param=param, code="context_length_exceeded")
         room = self.n_ctx - len(tokens)
+        sampling = body.sampling()
+        if sampling.grammar is not None and not self.model.grammar_ok(sampling.grammar):
+            raise InvalidRequest("llama.cpp cannot use the grammar derived from "
+                                 "response_format", param="response_format")
         return Job(prompt=tokens, max_tokens=min(budget or room, room),
-                   sampling=body.sampling(), stops=body.stops(), priority=body.priority)
+                   sampling=sampling, stops=body.stops(), priority=body.priority)
