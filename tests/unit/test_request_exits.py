@@ -170,6 +170,17 @@ async def test_non_stream_client_leaving_cancels_the_backend_call(h: Harness) ->
     await assert_clean(h)
 
 
+async def test_client_gone_while_sending_its_body_is_a_499_not_a_fault(
+        h: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hi" * 100}]}
+    sent = await leave_early(h.app, body, asyncio.Event(), cut_body=True)
+    assert sent[0]["status"] == 499
+    assert h.requests_total("499") == 1 and h.requests_total("500") == 0
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    assert h.local.calls == []
+    await assert_clean(h)
+
+
 async def test_stream_client_leaving_after_first_byte_settles_499(h: Harness) -> None:
     h.local.then(Script(hang_after_first=True))
     body = {"model": "auto", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
