@@ -82,6 +82,8 @@ EXITS = [
          local=(Script(error=RuntimeError("boom")),), backend=LOCAL),
     Exit("local answer without usage", "auto", 502, 502, local=(Script(usage=False),),
          backend=LOCAL),
+    Exit("local answer with garbled usage", "auto", 502, 502,
+         local=(Script(garbled_usage=True),), backend=LOCAL),
     Exit("local failure falls back to paid", "auto", 200, 200,
          local=(Script(error=UpstreamFailure("down", upstream_status=503)),), backend=PAID),
     Exit("every target fails", "auto", 502, 502,
@@ -103,6 +105,8 @@ EXITS = [
          local=(Script(error_after_first=ValueError("bad chunk")),), backend=LOCAL),
     Exit("stream without usage", "auto", 200, 200, stream=True, local=(Script(usage=False),),
          backend=LOCAL, extra={"stream_options": {"include_usage": True}}),
+    Exit("stream with garbled usage", "auto", 200, 200, stream=True,
+         local=(Script(garbled_usage=True),), backend=LOCAL),
     Exit("stream misses the local deadline, spills", "auto", 200, 200, stream=True,
          local=(Script(hang=True),), backend=PAID),
 ]
