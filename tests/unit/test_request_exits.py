@@ -174,6 +174,20 @@ async def test_non_stream_client_leaving_cancels_the_backend_call(h: Harness) ->
     await assert_clean(h)
 
 
+async def test_stream_client_leaving_before_first_byte_cancels_the_backend_call(
+        h: Harness) -> None:
+    h.local.then(Script(hang=True))
+    leave = asyncio.Event()
+    body = {"model": "local", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    driving = asyncio.create_task(leave_early(h.app, body, leave))
+    await asyncio.wait_for(h.local.started.wait(), 5)
+    leave.set()
+    await driving
+    assert h.local.cancelled == 1
+    assert [r["status"] for r in await h.rows()] == [499]
+    await assert_clean(h)
+
+
 async def test_client_gone_while_sending_its_body_is_a_499_not_a_fault(
         h: Harness, caplog: pytest.LogCaptureFixture) -> None:
     body = {"model": "auto", "messages": [{"role": "user", "content": "hi" * 100}]}
