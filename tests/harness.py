@@ -142,9 +142,11 @@ class Harness:
 
 
 async def leave_early(app: FastAPI, body: dict[str, Any], leave: asyncio.Event,
-                      *, on_first_byte: bool = False) -> list[dict[str, Any]]:
+                      *, on_first_byte: bool = False, cut_body: bool = False,
+                      ) -> list[dict[str, Any]]:
     """Drive the ASGI app as a client that disconnects once `leave` is set (or once the first
-    body byte arrives): httpx's ASGITransport cannot leave halfway. Returns what was sent."""
+    body byte arrives, or halfway through sending its body): httpx's ASGITransport cannot
+    leave halfway. Returns what the app sent."""
     raw = orjson.dumps(body)
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
@@ -155,6 +157,9 @@ async def leave_early(app: FastAPI, body: dict[str, Any], leave: asyncio.Event,
         "client": ("127.0.0.1", 50000), "server": ("gateway", 80),
     }
     pending = [{"type": "http.request", "body": raw, "more_body": False}]
+    if cut_body:
+        pending = [{"type": "http.request", "body": raw[: len(raw) // 2], "more_body": True}]
+        leave.set()
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:

@@ -13,7 +13,8 @@ SpillgateError
     ├── UpstreamError             502 a backend answered with something unusable
     ├── ServiceUnavailable        503 no backend able to serve (local restarting, sensitive…)
     ├── UpstreamTimeout           504
-    └── InternalError             500 a failure of the gateway itself (a bug): nothing leaks
+    ├── InternalError             500 a failure of the gateway itself (a bug): nothing leaks
+    └── ClientClosed              499 the client went away first (recorded, never read)
 """
 
 from __future__ import annotations
@@ -121,6 +122,12 @@ class UpstreamTimeout(ApiError):
 
 class InternalError(ApiError):
     default_code = "internal_error"
+
+
+class ClientClosed(ApiError):
+    status = 499  # nginx's "client closed request"
+    error_type = "invalid_request_error"
+    default_code = "client_closed_request"
 
 
 def describe(exc: BaseException) -> str:

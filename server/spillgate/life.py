@@ -24,14 +24,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from spillgate.accounting.record import RequestRecord
-from spillgate.errors import ApiError, InternalError, describe
+from spillgate.errors import ApiError, ClientClosed, InternalError, describe
 from spillgate.routing.router import Target
 
 if TYPE_CHECKING:
     from spillgate.service import Node
 
 log = logging.getLogger(__name__)
-CLIENT_CLOSED = 499  # the status recorded when the client went away first (nginx's code)
+CLIENT_CLOSED = ClientClosed.status  # recorded when the client went away first (nginx's 499)
 
 
 class RequestLife:

@@ -197,13 +197,21 @@ async def _complete(
         life.node.upstreams, decision, call_for, body, before)
     _served(life, route, record, target, failed)
     record.latency_s = time.perf_counter() - began
-    usage = Usage.from_openai(result.get("usage"))
+    usage = _usage_of(result.get("usage"))
     if usage is None:
         record.usage = Usage(record.prompt_estimate, 0, 0, measured=False)
-        raise UpstreamError(f"backend {target.backend} returned no usage")
+        raise UpstreamError(f"backend {target.backend} returned no usable usage")
     record.usage = usage
     await life.settle(200)
     return Reply(result, _headers(life.node, record))
+
+
+def _usage_of(raw: object) -> Usage | None:
+    """The upstream's usage, or None when absent or malformed (the upstream's fault: 502)."""
+    try:
+        return Usage.from_openai(raw)
+    except (TypeError, ValueError):
+        return None
 
 
 async def _stream(
@@ -257,7 +265,7 @@ async def _relay(
     try:
         async for chunk in _chunks(opened):
             if "usage" in chunk and chunk["usage"] and not chunk.get("choices"):
-                usage = Usage.from_openai(chunk["usage"])
+                usage = _usage_of(chunk["usage"])
                 if want_usage:
                     yield _sse(chunk)
             else:

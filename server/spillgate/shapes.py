@@ -152,22 +152,29 @@ def check(endpoint: Endpoint, body: JSON) -> None:
 
 
 def check_depth(body: JSON, limit: int = MAX_DEPTH) -> None:
-    """Iterative (no recursion of our own): how deep the nesting goes, stopping at the limit."""
-    stack: list[tuple[Any, int, str]] = [(value, 2, str(key)) for key, value in body.items()]
-    while stack:
-        value, depth, field = stack.pop()
-        if isinstance(value, dict):
-            children: Any = value.values()
-        elif isinstance(value, list):
-            children = value
-        else:
-            continue
-        if depth > limit:
-            raise InvalidRequest(
-                f"`{field}` is nested more than {limit} levels deep", param=field,
-                code="nesting_too_deep",
-            )
-        stack.extend((child, depth + 1, field) for child in children)
+    """Level by level, no recursion of our own; stops at the limit. The field is looked up
+    only once the body is known to be too deep."""
+    if _depth_exceeds(body, limit):
+        field = next((str(k) for k, v in body.items() if _depth_exceeds(v, limit - 1)), "")
+        raise InvalidRequest(
+            f"`{field}` is nested more than {limit} levels deep", param=field or None,
+            code="nesting_too_deep",
+        )
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """True when `value` holds more than `limit` levels of objects and arrays."""
+    level = [value] if isinstance(value, dict | list) else []
+    for _ in range(limit):
+        if not level:
+            return False
+        below: list[Any] = []
+        for node in level:
+            for child in node.values() if isinstance(node, dict) else node:
+                if isinstance(child, dict | list):
+                    below.append(child)
+        level = below
+    return bool(level)
 
 
 def _most_specific(errors: list[ErrorDetails], body: JSON) -> tuple[str, str]:

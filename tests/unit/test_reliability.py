@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -83,3 +84,26 @@ async def test_client_errors_are_not_retried() -> None:
     with pytest.raises(InvalidRequest):
         await call_with_retries(bad_request, max_attempts=5, breaker=breaker, backend="b")
     assert count == 1 and breaker.state == "closed"
+
+
+@pytest.mark.parametrize("ending", [InvalidRequest("bad"), RuntimeError("bug"),
+                                    asyncio.CancelledError()])
+async def test_a_probe_ending_without_a_verdict_is_released(ending: BaseException) -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failure_threshold=1, reset_after_s=10, clock=clock)
+    breaker.before_call("b")
+    breaker.record_failure()
+    clock.now = 10.0  # half-open: the next call is the probe
+
+    async def probe() -> str:
+        raise ending
+
+    with pytest.raises(type(ending)):
+        await call_with_retries(probe, max_attempts=1, breaker=breaker, backend="b")
+    assert breaker.state == "half_open" and not breaker.probing  # no verdict, not stuck
+
+    async def healthy() -> str:
+        return "ok"
+
+    assert await call_with_retries(healthy, max_attempts=1, breaker=breaker, backend="b") == "ok"
+    assert breaker.state == "closed"

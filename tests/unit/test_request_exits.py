@@ -82,6 +82,8 @@ EXITS = [
          local=(Script(error=RuntimeError("boom")),), backend=LOCAL),
     Exit("local answer without usage", "auto", 502, 502, local=(Script(usage=False),),
          backend=LOCAL),
+    Exit("local answer with garbled usage", "auto", 502, 502,
+         local=(Script(garbled_usage=True),), backend=LOCAL),
     Exit("local failure falls back to paid", "auto", 200, 200,
          local=(Script(error=UpstreamFailure("down", upstream_status=503)),), backend=PAID),
     Exit("every target fails", "auto", 502, 502,
@@ -103,6 +105,8 @@ EXITS = [
          local=(Script(error_after_first=ValueError("bad chunk")),), backend=LOCAL),
     Exit("stream without usage", "auto", 200, 200, stream=True, local=(Script(usage=False),),
          backend=LOCAL, extra={"stream_options": {"include_usage": True}}),
+    Exit("stream with garbled usage", "auto", 200, 200, stream=True,
+         local=(Script(garbled_usage=True),), backend=LOCAL),
     Exit("stream misses the local deadline, spills", "auto", 200, 200, stream=True,
          local=(Script(hang=True),), backend=PAID),
 ]
@@ -167,6 +171,31 @@ async def test_non_stream_client_leaving_cancels_the_backend_call(h: Harness) ->
     await driving
     assert h.local.cancelled == 1
     assert [r["status"] for r in await h.rows()] == [499]
+    await assert_clean(h)
+
+
+async def test_stream_client_leaving_before_first_byte_cancels_the_backend_call(
+        h: Harness) -> None:
+    h.local.then(Script(hang=True))
+    leave = asyncio.Event()
+    body = {"model": "local", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    driving = asyncio.create_task(leave_early(h.app, body, leave))
+    await asyncio.wait_for(h.local.started.wait(), 5)
+    leave.set()
+    await driving
+    assert h.local.cancelled == 1
+    assert [r["status"] for r in await h.rows()] == [499]
+    await assert_clean(h)
+
+
+async def test_client_gone_while_sending_its_body_is_a_499_not_a_fault(
+        h: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hi" * 100}]}
+    sent = await leave_early(h.app, body, asyncio.Event(), cut_body=True)
+    assert sent[0]["status"] == 499
+    assert h.requests_total("499") == 1 and h.requests_total("500") == 0
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    assert h.local.calls == []
     await assert_clean(h)
 
 

@@ -5,7 +5,9 @@ relay). A non-stream request writes nothing until the answer is complete, so wit
 the upstream call — and the engine generating for it — would run to the end for nobody.
 `cancelled_on_disconnect` watches the ASGI channel while the request is being served and
 cancels the serving task when the client disconnects: the upstream connection is closed (the
-engine drops the sequence) and the request's life settles as 499.
+engine drops the sequence) and the request's life settles as 499. Either way, and for a client
+gone while its body was being read, the route ends with `ClientClosed` (499): counted as such,
+never logged as a fault.
 """
 
 from __future__ import annotations
@@ -15,15 +17,23 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import Request
+from starlette.requests import ClientDisconnect
+
+from spillgate.errors import ClientClosed
 
 
-class ClientDisconnected(Exception):
-    """The client went away before its answer was ready."""
+@contextlib.asynccontextmanager
+async def gone_is_499() -> AsyncIterator[None]:
+    """Starlette's ClientDisconnect (the body was cut short) as the 499 it is."""
+    try:
+        yield
+    except ClientDisconnect:
+        raise ClientClosed("the client closed the connection") from None
 
 
 @contextlib.asynccontextmanager
 async def cancelled_on_disconnect(request: Request) -> AsyncIterator[None]:
-    """Run the block; cancel it and raise ClientDisconnected if the client leaves first.
+    """Run the block; cancel it and raise ClientClosed if the client leaves first.
     Call it once the body has been read: the next ASGI message is then the disconnect."""
     current = asyncio.current_task()
     if current is None:  # pragma: no cover - always inside a task under an ASGI server
@@ -42,9 +52,9 @@ async def cancelled_on_disconnect(request: Request) -> AsyncIterator[None]:
     try:
         yield
     except asyncio.CancelledError:
-        # Our own cancel becomes ClientDisconnected; anyone else's stays a cancellation.
+        # Our own cancel becomes ClientClosed; anyone else's stays a cancellation.
         if gone and current.uncancel() == 0:
-            raise ClientDisconnected from None
+            raise ClientClosed("the client closed the connection") from None
         raise
     finally:
         watcher.cancel()

@@ -7,10 +7,10 @@ from fastapi.responses import StreamingResponse
 
 from spillgate import service
 from spillgate.api.deps import client_of, node_of, read_body, request_id_of
-from spillgate.api.disconnect import ClientDisconnected, cancelled_on_disconnect
+from spillgate.api.disconnect import cancelled_on_disconnect, gone_is_499
 from spillgate.api.responses import JSONResponse
 from spillgate.backends.base import Endpoint
-from spillgate.life import CLIENT_CLOSED, RequestLife
+from spillgate.life import RequestLife
 
 router = APIRouter(prefix="/v1")
 
@@ -18,14 +18,12 @@ router = APIRouter(prefix="/v1")
 async def _handle(request: Request, endpoint: Endpoint) -> Response:
     rid = request_id_of(request)
     node = node_of(request)
-    async with RequestLife(node, rid):  # a refusal here (401, 413) is counted like any exit
+    # A refusal here (401, 413, a client gone mid-body) is counted like any other exit.
+    async with RequestLife(node, rid), gone_is_499():
         client = await client_of(request)
         raw = await read_body(request, node.limits.max_body_bytes)
-    try:
-        async with cancelled_on_disconnect(request):
-            reply = await service.serve(node, endpoint, raw, request.headers, client, rid)
-    except ClientDisconnected:  # settled as 499; nobody is left to read an answer
-        return Response(status_code=CLIENT_CLOSED)
+    async with cancelled_on_disconnect(request):  # a client gone: upstream cancelled, 499
+        reply = await service.serve(node, endpoint, raw, request.headers, client, rid)
     headers = {**reply.headers, "x-request-id": rid}
     if isinstance(reply, service.StreamReply):
         headers["cache-control"] = "no-cache"

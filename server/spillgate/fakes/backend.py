@@ -28,6 +28,7 @@ class Script:
 
     error: BaseException | None = None  # raised before anything is returned
     usage: bool = True  # False: the answer (or stream) carries no usage
+    garbled_usage: bool = False  # usage present but not numbers
     hang: bool = False  # wait until cancelled (a client leaving, a deadline)
     error_after_first: BaseException | None = None  # streams: raised after the first chunk
     hang_after_first: bool = False  # streams: wait after the first chunk until cancelled
@@ -74,7 +75,9 @@ class FakeBackend:
         if script.error is not None:
             raise script.error
 
-    def _usage(self) -> JSON:
+    def _usage(self, script: Script) -> JSON:
+        if script.garbled_usage:
+            return {"prompt_tokens": "many", "completion_tokens": [], "total_tokens": None}
         return {"prompt_tokens": 5, "completion_tokens": self.completion_tokens,
                 "total_tokens": 5 + self.completion_tokens}
 
@@ -90,7 +93,7 @@ class FakeBackend:
                              "message": {"role": "assistant", "content": "ok"}}],
             }
             if script.usage:
-                answer["usage"] = self._usage()
+                answer["usage"] = self._usage(script)
             return answer
         finally:
             self.active -= 1
@@ -111,7 +114,7 @@ class FakeBackend:
             yield {**base, "choices": [{"index": 0, "delta": {"content": "k"},
                                         "finish_reason": "stop"}]}
             if script.usage:
-                yield {**base, "choices": [], "usage": self._usage()}
+                yield {**base, "choices": [], "usage": self._usage(script)}
         finally:
             self.active -= 1
 
