@@ -156,7 +156,9 @@ def test_lifeline_pipe_alone_stops_the_engine() -> None:
 
 
 def test_an_engine_whose_gateway_is_already_gone_does_not_start() -> None:
-    env = {**os.environ, PARENT_PID_ENV: "1"}  # not our parent: as if reparented to init
+    # A pid that is not the engine's parent (this process): as if the gateway had died and
+    # the engine had been reparented before it could arm the parent-death signal.
+    env = {**os.environ, PARENT_PID_ENV: str(os.getpid() + 1)}
     result = subprocess.run(
         [sys.executable, "-m", "spillgate.engines.llamacpp", "--model-path", "/nonexistent.gguf",
          "--served-name", "x", "--port", str(free_port())],

@@ -133,6 +133,18 @@ def test_a_large_but_legal_head_is_served(node: Proc) -> None:
     assert httpx.get(root + "/healthz", headers=headers).status_code == 200
 
 
+@pytest.mark.parametrize(("filler", "status"), [(60 * 1024, b"200"), (66 * 1024, b"431")])
+def test_the_head_limit_holds_for_a_head_sent_in_one_piece(
+    node: Proc, filler: int, status: bytes,
+) -> None:
+    # Both heads arrive in one read, complete: the limit is applied to the parsed fields.
+    with _connect(node) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: node\r\nconnection: close\r\n"
+                     b"x-filler: " + b"a" * filler + b"\r\n\r\n")
+        answer = _answer(sock)
+    assert answer.startswith(b"HTTP/1.1 " + status + b" "), answer[:100]
+
+
 def test_slow_or_silent_heads_are_dropped(node: Proc) -> None:
     with _connect(node) as slow, _connect(node) as silent:
         slow.sendall(b"GET /healthz HTTP/1.1\r\nhost: node\r\n")  # never finished

@@ -11,7 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from spillgate.api.deps import Authenticator
 from spillgate.app import create_app
+from spillgate.errors import AuthenticationFailed
 from spillgate.settings import Settings
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -170,3 +172,24 @@ async def test_metrics_show_key_ids_only_when_configured(tmp_path: Path, key_ids
         page = (await client.get("/metrics")).text
     assert ("key-0a1b2c3d4e5f" in page) is key_ids
     assert "# TYPE spillgate_requests_total counter" in page  # the rest is all there
+
+
+async def test_key_existence_is_asked_at_most_once_a_second() -> None:
+    asked: list[float] = []
+    now = [100.0]
+
+    async def keys_exist() -> bool:
+        asked.append(now[0])
+        return now[0] >= 102.0  # the first virtual key appears at t=102
+
+    auth = Authenticator(frozenset(), None, open_access=True, keys_exist=keys_exist,
+                         clock=lambda: now[0])
+    for step in range(20):  # 20 anonymous requests over 2 s, one every 0.1 s
+        now[0] = 100.0 + step / 10
+        await auth(None)
+    assert asked == [100.0, 101.0]  # once a second, not once a request
+    for at in (102.05, 102.5, 102.9):
+        now[0] = at
+        with pytest.raises(AuthenticationFailed):
+            await auth(None)  # keys exist now: anonymous access has ended
+    assert asked == [100.0, 101.0, 102.05]

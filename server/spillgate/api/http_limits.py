@@ -35,10 +35,11 @@ class HeadLimitedProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._in_head = True  # the bytes arriving now belong to a request head
-        self._head_bytes = 0
+        self._read_bytes = 0  # bytes of reads that fell wholly inside the current head
+        self._parsed_bytes = 0  # URL and header fields the parser has handed over
         self._head_fields = 0
         self._heads_done = 0
-        self._refused = False
+        self._refusal: tuple[int, str, str] | None = None
         self._head_timer: asyncio.TimerHandle | None = None
 
     # --- connection --------------------------------------------------------------------------
@@ -51,49 +52,62 @@ class HeadLimitedProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._refused:
+        if self._refusal is not None:
             return
         counting, heads_done = self._in_head, self._heads_done
         super().data_received(data)
-        if self._refused:
-            self._reject(431, "request has too many header fields", "too_many_headers")
-        elif counting and self._in_head and self._heads_done == heads_done:
-            # Only a read that lies wholly inside one head counts: a head that began inside
-            # this read escapes the count by at most one read (256 KiB), so memory stays
-            # bounded, and a request's body never counts against the next request's head.
-            self._head_bytes += len(data)
-            if self._head_bytes > self.limits.max_bytes:
-                self._refused = True
-                self._reject(431, f"request head exceeds {self.limits.max_bytes} bytes",
-                             "headers_too_large")
+        if self._refusal is None and counting and self._in_head \
+                and self._heads_done == heads_done:
+            # The parser holds an unfinished field without limit, so unparsed bytes count
+            # too: each read that lies wholly inside one head. (A head that began inside a
+            # read escapes this count by at most that read, 256 KiB, and a body is never
+            # counted against the next head; complete fields are counted exactly below.)
+            self._read_bytes += len(data)
+            self._check_size(self._read_bytes)
+        if self._refusal is not None:
+            self._reject(*self._refusal)
 
-    # --- parser callbacks --------------------------------------------------------------------
+    # --- parser callbacks (the refusal is answered once the parser returns) --------------------
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._arm_timer()
 
+    def on_url(self, url: bytes) -> None:
+        self._parsed_bytes += len(url)
+        self._check_size(self._parsed_bytes)
+        if self._refusal is None:
+            super().on_url(url)
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_fields += 1
-        if self._head_fields > self.limits.max_fields:
-            self._refused = True  # answered once the parser returns (see data_received)
-        if not self._refused:
+        self._parsed_bytes += len(name) + len(value) + 4  # ": " and CRLF
+        self._check_size(self._parsed_bytes)
+        if self._refusal is None and self._head_fields > self.limits.max_fields:
+            self._refusal = (431, f"request has more than {self.limits.max_fields} header "
+                             "fields", "too_many_headers")
+        if self._refusal is None:
             super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._disarm_timer()
         self._in_head = False
         self._heads_done += 1
-        if not self._refused:
+        if self._refusal is None:
             super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
-        if not self._refused:
+        if self._refusal is None:
             super().on_body(body)
 
     def on_message_complete(self) -> None:
-        self._in_head, self._head_bytes, self._head_fields = True, 0, 0
-        if not self._refused:
+        self._in_head, self._read_bytes, self._parsed_bytes, self._head_fields = True, 0, 0, 0
+        if self._refusal is None:
             super().on_message_complete()
+
+    def _check_size(self, size: int) -> None:
+        if self._refusal is None and size > self.limits.max_bytes:
+            self._refusal = (431, f"request head exceeds {self.limits.max_bytes} bytes",
+                             "headers_too_large")
 
     # --- refusing ----------------------------------------------------------------------------
     def _arm_timer(self) -> None:
@@ -109,9 +123,9 @@ class HeadLimitedProtocol(HttpToolsProtocol):
         self._head_timer = None
         if not self._in_head or self.transport.is_closing():
             return
-        self._refused = True
-        if self._head_bytes or self.headers:  # a head was started: say why it is dropped
-            self._reject(408, "request head not received in time", "request_timeout")
+        self._refusal = (408, "request head not received in time", "request_timeout")
+        if self._read_bytes or self._parsed_bytes:  # a head was begun: say why it is dropped
+            self._reject(*self._refusal)
         else:
             self.transport.close()
 
