@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from spillgate.backends import discovery
 from spillgate.backends.discovery import DnsDiscovery, DnsTarget, expand, system_resolver, with_host
 
 
@@ -69,10 +72,6 @@ async def test_addresses_pass_through(url: str) -> None:
 
 
 async def test_slow_dns_is_cut_short(monkeypatch: pytest.MonkeyPatch) -> None:
-    import asyncio
-
-    from spillgate.backends import discovery
-
     monkeypatch.setattr(discovery, "LOOKUP_TIMEOUT_S", 0.05)
 
     async def resolve(host: str, port: int) -> list[str]:
