@@ -4,6 +4,7 @@ rehearsal)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ from spillgate.telemetry.metrics import GatewayMetrics
 from tests.support import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
-from gpu_proof_drive import node_gauges, summarize
+from gpu_proof_drive import dump, node_gauges, summarize
 
 
 def test_gauges_come_from_the_node_exposition() -> None:
@@ -52,3 +53,11 @@ def test_shell_scripts_parse() -> None:
         result = subprocess.run(["bash", "-n", str(REPO / "scripts" / script)],
                                 capture_output=True, text=True, check=False)
         assert result.returncode == 0, result.stderr
+
+
+def test_output_is_json_with_one_record_per_line() -> None:
+    result = {"machine": {"nvml": False}, "decisions": [{"t": 1.0, "reason": "local_ok"}] * 3,
+              "telemetry": []}
+    text = dump(result)
+    assert json.loads(text) == result
+    assert text.count('{"t":1.0,"reason":"local_ok"}') == 3 and len(text.splitlines()) == 11
