@@ -41,9 +41,9 @@ else
   CMAKE_ARGS="-DGGML_CUDA=off -DLLAVA_BUILD=OFF"
   MODEL_ARGS=${GPU_PROOF_MODEL_ARGS:---hidden 256 --layers 2 --ffn 512 --heads 4 --kv-heads 2}
   MAX_BATCH=${GPU_PROOF_MAX_BATCH:-2}
-  STAGES=${GPU_PROOF_STAGES:-1,2,8}
+  STAGES=${GPU_PROOF_STAGES:-1,4,16,48}
   STAGE_S=${GPU_PROOF_STAGE_S:-6}
-  SLO_MS=${GPU_PROOF_SLO_MS:-1500}
+  SLO_MS=${GPU_PROOF_SLO_MS:-400}
 fi
 mkdir -p "$WORK" "$OUT"
 STEPS="$OUT/steps.log"
@@ -69,7 +69,7 @@ if [ -n "${GPU_PROOF_EXTRA_WHEELS:-}" ]; then  # the rehearsal: what the GPU mac
 fi
 export PYTHONPATH="$ROOT/server"
 "$PY" -c "import fastapi, sqlalchemy, aiosqlite, pydantic_settings, orjson, phonenumbers, stdnum, \
-prometheus_client, tenacity, httpx, aiohttp, pynvml, numpy, uvicorn"
+prometheus_client, tenacity, httpx, aiohttp, pynvml, numpy, uvicorn, uvloop, httptools"
 
 # 2. llama-cpp-python (skipped when this venv already has it and GPU_PROOF_REUSE_LLAMA=1).
 if [ "${GPU_PROOF_REUSE_LLAMA:-0}" = 1 ] && "$PY" -c "import llama_cpp" 2>/dev/null; then
@@ -129,7 +129,13 @@ for _ in $(seq 1 600); do
   sleep 0.5
 done
 curl -sf "http://127.0.0.1:$NODE_PORT/readyz" > /dev/null || { tail -30 "$OUT/node.log"; exit 1; }
-step "node ready"
+# /readyz passes as soon as the paid fake answers; the proof needs the local engine up too.
+for _ in $(seq 1 600); do
+  if curl -sf "http://127.0.0.1:$NODE_PORT/metrics" \
+      | grep -q '^spillgate_backend_up{backend="local-gpu"} 1'; then break; fi
+  sleep 0.5
+done
+step "node ready, engine up"
 
 # 5. Load past saturation.
 step "5 drive stages $STAGES x ${STAGE_S}s"

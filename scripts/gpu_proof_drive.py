@@ -142,6 +142,21 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
             "decisions": decisions, "telemetry": samples}
 
 
+def dump(result: dict[str, Any]) -> str:
+    """JSON with one record per line: diffable, and small enough to commit."""
+    def one(value: Any) -> str:
+        return json.dumps(value, separators=(",", ":"), default=str)
+
+    parts = []
+    for key, value in result.items():
+        if isinstance(value, list):
+            rows = ",\n".join("  " + one(v) for v in value)
+            parts.append(f" {one(key)}: [\n{rows}\n ]")
+        else:
+            parts.append(f" {one(key)}: {one(value)}")
+    return "{\n" + ",\n".join(parts) + "\n}\n"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -157,7 +172,7 @@ def main() -> None:
         p.error("--node must be on loopback")
     result = asyncio.run(drive(args))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    args.out.write_text(dump(result))
     for row in result["stages"]:
         print(json.dumps(row))
 

@@ -55,11 +55,11 @@ EOF
   "scikit-build-core>=0.9.2" 2>&1 | grep -v "^WARNING: Location" || true
 # The GPU machine has these (PyTorch's and transformers' own dependencies); carrying them
 # would only take room.
-# uvicorn's [standard] extras (uvloop, httptools, websockets, watchfiles) only speed it up.
+# Of uvicorn's [standard] extras `spillgate serve` uses uvloop and httptools; websockets and
+# watchfiles (reload) are never used.
 rm -f "$CARRY"/wheels/numpy-* "$CARRY"/wheels/aiohttp-* "$CARRY"/wheels/yarl-* \
   "$CARRY"/wheels/multidict-* "$CARRY"/wheels/frozenlist-* "$CARRY"/wheels/pyyaml-* \
-  "$CARRY"/wheels/uvloop-* "$CARRY"/wheels/httptools-* "$CARRY"/wheels/websockets-* \
-  "$CARRY"/wheels/watchfiles-*
+  "$CARRY"/wheels/websockets-* "$CARRY"/wheels/watchfiles-*
 
 if [ "${1:-}" = --rehearsal ]; then
   rm -rf var/gpu-proof/rehearsal && mkdir -p var/gpu-proof/rehearsal

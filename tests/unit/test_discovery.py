@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from spillgate.backends import discovery
 from spillgate.backends.discovery import DnsDiscovery, DnsTarget, expand, system_resolver, with_host
 
 
@@ -66,3 +69,13 @@ async def test_addresses_pass_through(url: str) -> None:
         raise AssertionError("must not be called")
 
     assert await expand([url], resolve) == [url]
+
+
+async def test_slow_dns_is_cut_short(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(discovery, "LOOKUP_TIMEOUT_S", 0.05)
+
+    async def resolve(host: str, port: int) -> list[str]:
+        await asyncio.sleep(30)
+        return ["10.0.0.1"]
+
+    assert await expand(["http://slow.llm.svc:80/v1"], resolve) == ["http://slow.llm.svc:80/v1"]

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from spillgate.backends.registry import vllm_unsupported
 from spillgate.engines import vllm as vllm_engine
+from spillgate.engines.catalog import Catalog
 from spillgate.engines.vllm import run, vllm_argv
 from spillgate.errors import ConfigError
 
@@ -161,3 +163,19 @@ def test_reserved_flag_in_passthrough_is_refused(capsys: pytest.CaptureFixture[s
     code = run(["--model", "llama-3.1-8b-instruct-fp8", "--catalog", str(CATALOG), "--dry-run",
                 "--", "--served-model-name", "other"])
     assert code == 2 and "set by spillgate" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["llama-3.1-8b-instruct-awq", "llama-3.1-8b-instruct-fp8"])
+def test_catalog_vllm_entries_serve_tools(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    printed = _dry_run(["--model", name, "--host", "h"], capsys)
+    assert "--enable-auto-tool-choice" in printed
+    assert printed[printed.index("--tool-call-parser") + 1] == "llama3_json"
+    assert vllm_unsupported(Catalog.load(CATALOG), name) == frozenset()
+
+
+def test_vllm_without_a_tool_parser_declares_tools_unsupported(tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(yaml.safe_dump({"local": [{
+        "name": "m", "engine": "vllm", "quantization": "fp16", "context_length": 4096,
+        "license": "x", "source": {"hf_repo": "r"}, "vllm_args": {"max-num-seqs": 8}}]}))
+    assert vllm_unsupported(Catalog.load(catalog), "m") == frozenset({"tools"})

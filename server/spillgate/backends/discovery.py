@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 log = logging.getLogger(__name__)
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
+LOOKUP_TIMEOUT_S = 2.0  # a slow DNS server must not stall the capacity monitor's round
 
 
 async def system_resolver(host: str, port: int) -> list[str]:
@@ -63,8 +64,9 @@ async def expand(urls: Sequence[str], resolve: Resolver) -> list[str]:
             continue
         port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
-            addresses = await resolve(host, port)
-        except (OSError, UnicodeError) as exc:
+            async with asyncio.timeout(LOOKUP_TIMEOUT_S):
+                addresses = await resolve(host, port)
+        except (OSError, UnicodeError, TimeoutError) as exc:
             log.warning("DNS lookup of %s failed (%s); keeping the name", host, exc)
             addresses = []
         if addresses:

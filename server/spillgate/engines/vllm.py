@@ -90,8 +90,8 @@ def vllm_argv(
             )
         if _flag(str(key)) not in overridden:
             argv += _option(str(key), value)
-    passed = set(argv[3:]) & {_flag(k) for k in RESERVED}
-    clash = [a for a in extra if a.split("=", 1)[0] in passed]
+    reserved = {_flag(k) for k in RESERVED}
+    clash = [a for a in extra if a.split("=", 1)[0] in reserved]
     if clash:
         raise ConfigError(f"extra vLLM flag {clash[0]} is set by spillgate; use its own option")
     return argv + list(extra)

@@ -131,7 +131,10 @@ class CapacityMonitor:
     # --- background ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.discovery.refresh(self._clock())
+        try:
+            await self.discovery.refresh(self._clock())
+        except Exception:  # the loop retries; the node starts on the names as configured
+            log.exception("first DNS discovery round failed")
         self.refresh(CapacitySnapshot(taken_at=self._clock()))
         self._task = asyncio.create_task(self._loop(), name="capacity-monitor")
 
