@@ -25,7 +25,9 @@ from typing import Any, Final
 
 import phonenumbers
 
+from spillgate.routing import sensitivity_email as email
 from spillgate.routing import sensitivity_normalize as normalize
+from spillgate.routing import sensitivity_phone as phone
 from spillgate.routing import sensitivity_rules as rules
 from spillgate.routing import sensitivity_walk as walk
 
@@ -125,16 +127,16 @@ class SensitivityDetector:
                 found.add(PAYMENT_CARD)
             if US_SSN not in found and rules.find_ssns(r, text, window, taken):
                 found.add(US_SSN)
-            if PHONE not in found and rules.find_phone(r, text, window, taken):
+            if PHONE not in found and phone.find_phone(r, text, window, taken):
                 found.add(PHONE)
             if found.issuperset(_DIGIT_CLASSES):
                 break
 
     def _has_email(self, text: str) -> bool:
         r = self._rules
-        if "@" in text and rules.find_email(r, text):
+        if "@" in text and email.find_email(r, text):
             return True
-        return any(hint in text for hint in _SPELLED_HINTS) and rules.find_spelled_email(
+        return any(hint in text for hint in _SPELLED_HINTS) and email.find_spelled_email(
             r, text
         )
 
