@@ -54,7 +54,12 @@ _SPELLED_HINTS = ("dot", "DOT", "at)", "at]", "AT)", "AT]", "at}", "at>")
 
 
 class ScanBudgetExceeded(Exception):
-    """The scan ran past its time budget; the caller treats the request as unscannable."""
+    """The scan ran past its time budget; the caller treats the request as unscannable.
+    `found` holds the classes found before it stopped (for the header; never values)."""
+
+    def __init__(self, found: frozenset[str] = frozenset()) -> None:
+        super().__init__("sensitivity scan ran past its time budget")
+        self.found = found
 
 
 class SensitivityDetector:
@@ -77,8 +82,8 @@ class SensitivityDetector:
         extracted = walk.body_texts(body)
         try:
             found = self.scan(extracted.texts)
-        except ScanBudgetExceeded:
-            found = frozenset({SCAN_BUDGET})
+        except ScanBudgetExceeded as exc:
+            found = exc.found | {SCAN_BUDGET}
         return found | extracted.unscannable
 
     def scan(self, texts: Iterable[str]) -> frozenset[str]:
@@ -88,6 +93,13 @@ class SensitivityDetector:
         Raises ScanBudgetExceeded once the scan has run longer than the budget."""
         deadline = time.perf_counter() + self._budget_s
         found: set[str] = set()
+        try:
+            self._scan_texts(texts, found, deadline)
+        except ScanBudgetExceeded:
+            raise ScanBudgetExceeded(frozenset(found)) from None
+        return frozenset(found)
+
+    def _scan_texts(self, texts: Iterable[str], found: set[str], deadline: float) -> None:
         seam = ""
         for text in texts:
             if not isinstance(text, str) or not text:
@@ -104,7 +116,6 @@ class SensitivityDetector:
             seam = (seam + readings[0])[-_SEAM:]
             if len(found) == len(ALL_CLASSES):
                 break
-        return frozenset(found)
 
     def _scan_one(self, text: str, found: set[str], deadline: float) -> None:
         r = self._rules
