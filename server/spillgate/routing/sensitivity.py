@@ -160,13 +160,31 @@ _DIGIT_CLASSES: Final = frozenset({IBAN, PAYMENT_CARD, US_SSN, PHONE})
 # (an HTML-entity-encoded card number is ~150 characters), so no value is cut in two.
 SLICE: Final = 8192
 _OVERLAP: Final = 512
+_NUDGE: Final = 64  # how far a slice edge may move to land on a space
 
 
 def _slices(text: str) -> list[str]:
+    """Overlapping slices that start and end at a space or newline where one is near: a slice
+    cut inside a number would read its tail without the left context every rule checks."""
     if len(text) <= SLICE:
         return [text]
-    step = SLICE - _OVERLAP
-    return [text[i : i + SLICE] for i in range(0, len(text) - _OVERLAP, step)]
+    out: list[str] = []
+    start = 0
+    while start + SLICE < len(text):
+        end = start + SLICE
+        cut = max(text.rfind(" ", end - _NUDGE, end), text.rfind("\n", end - _NUDGE, end))
+        end = cut if cut > start else end
+        out.append(text[start:end])
+        start = end - _OVERLAP
+        gap = min(_space_at_or_after(text, " ", start), _space_at_or_after(text, "\n", start))
+        start = gap + 1 if gap < start + _NUDGE else start
+    out.append(text[start:])
+    return out
+
+
+def _space_at_or_after(text: str, char: str, start: int) -> int:
+    found = text.find(char, start, start + _NUDGE)
+    return len(text) if found == -1 else found
 
 
 def _warm_phone_metadata() -> None:
