@@ -48,9 +48,9 @@ DEFAULT_BUDGET_S: Final = 1.0
 # How much of each side of the seam between two consecutive strings is scanned again, joined,
 # to catch a value split across them (long enough for an HTML-entity-encoded card number).
 _SEAM = 256
-# Substrings without which no spelled-out address can occur (checked case by case: cheaper
-# than lower-casing the text).
-_SPELLED_HINTS = ("dot", "DOT", "at)", "at]", "AT)", "AT]", "at}", "at>")
+# Substrings without which no spelled-out address can occur ("{at}"/"<at>" forms are read
+# only when a spelled "dot" is there too). Each multi-character `in` costs ~3 µs on 4 KB.
+_SPELLED_HINTS = ("dot", "at)", "at]")  # looked for in the lower-cased text
 
 
 class ScanBudgetExceeded(Exception):
@@ -147,7 +147,8 @@ class SensitivityDetector:
         r = self._rules
         if "@" in text and email.find_email(r, text):
             return True
-        return any(hint in text for hint in _SPELLED_HINTS) and email.find_spelled_email(
+        lowered = text.lower()
+        return any(hint in lowered for hint in _SPELLED_HINTS) and email.find_spelled_email(
             r, text
         )
 

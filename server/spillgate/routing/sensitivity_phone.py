@@ -53,16 +53,18 @@ def _possible_phone(candidate: str, regions: tuple[str | None, ...]) -> bool:
 
 
 def _phone_at(
-    rules: CompiledRules, m: re.Match[str], regions: tuple[str | None, ...], taken: Taken
+    rules: CompiledRules, m: re.Match[str], regions: tuple[str | None, ...], taken: Taken,
+    needs_word: bool = False,
 ) -> bool:
     candidate = m.group()
     digits = len(digits_of(candidate))
-    if (
+    if (  # cheapest tests first: most candidates in clean text are dates and ids
         not 6 <= digits <= 15  # no numbering plan has shorter or longer numbers: skip parsing
-        or taken.overlaps(m.span())
-        or _labelled_otherwise(rules, m.string, m.start())
         or rules.date_like.fullmatch(candidate)
         or rules.tax_id_shape.fullmatch(candidate)
+        or taken.overlaps(m.span())
+        or (needs_word and not word_before(rules.phone_context, m.string, m.start()))
+        or _labelled_otherwise(rules, m.string, m.start())
         or not _possible_phone(candidate, regions)
     ):
         return False
@@ -84,9 +86,7 @@ def find_phone(rules: CompiledRules, text: str, window: Span, taken: Taken) -> b
             if _phone_at(rules, m, regions, taken):
                 return True
     for m in rules.phone_grouped.finditer(text, lo, hi):
-        if word_before(rules.phone_context, text, m.start()) and _phone_at(
-            rules, m, CONTEXT_REGIONS, taken
-        ):
+        if _phone_at(rules, m, CONTEXT_REGIONS, taken, needs_word=True):
             return True
     return False
 

@@ -114,7 +114,8 @@ def compile_rules() -> CompiledRules:
         # and phone number lies inside one such cluster. "[0-9]" scans faster than "\d".
         digit_cluster=rx(r"[0-9](?:[ .()/\-]{0,3}[0-9]){6,}"),
         # 12-19 digits, single spaces or dashes between any digits; a longer run never matches.
-        card=rx(_LEFT + r"\d(?:[ \-./]?\d){11,18}(?![\w/]|[ .\-/]?\d)"),
+        # Up to two separators between digits: "4111  1111  1111  1111" (double spaces).
+        card=rx(_LEFT + r"\d(?:[ \-./]{0,2}\d){11,18}(?![\w/]|[ .\-/]{0,2}\d)"),
         # Country code, check digits, then the BBAN compact or in groups of four.
         # Case-insensitive: "de89 3704 …" is the same account as "DE89 3704 …".
         iban=rx(r"\b[A-Z]{2}\d{2}(?:[ \-]?[A-Z0-9]{4}){2,7}(?:[ \-]?[A-Z0-9]{1,3})?\b",
@@ -245,9 +246,11 @@ def _inside_digit_groups(text: str, start: int) -> bool:
     """The match continues a chain of digit groups ("2741 4420 0307 …": the tail of a 22-digit
     tracking number), unless that group is glued to a word ("visa13 4222…")."""
     i = start - 1
-    if i < 1 or text[i] not in " .-/" or not text[i - 1].isdigit():
+    separators = 0
+    while i >= 0 and separators < 2 and text[i] in " .-/":
+        i, separators = i - 1, separators + 1
+    if separators == 0 or i < 0 or not text[i].isdigit():
         return False
-    i -= 1
     while i >= 0 and text[i].isdigit():
         i -= 1
     return i < 0 or not text[i].isalpha()
