@@ -4,6 +4,9 @@ Starts the recording fake provider and a node with its local tier down on loopba
 each 1 MiB worst-case body (the shapes of bench_sensitivity.py) posts it from one thread while
 another polls /healthz every 10 ms; reports the body's answer time and status and the
 /healthz p50/max while it was being scanned. Target: /healthz under 50 ms throughout.
+Every body answers 503 with the local tier down: the sensitive or unscannable ones by the
+boundary, the clean ones because ~1 MiB (an estimated 260k+ prompt tokens) fits no paid
+model's context window.
 
     .venv/bin/python scripts/bench_sensitivity_node.py [--rounds 2] [--out var/...json]
 """

@@ -98,9 +98,9 @@ def _scan(detector: Detector, extract: TextExtractor, body: JSON) -> frozenset[s
     try:
         extracted = extract(body)
         return detector.scan(extracted.texts) | extracted.unscannable
-    except ScanBudgetExceeded:  # fail closed: a body too costly to read is not read as clean
+    except ScanBudgetExceeded as exc:  # fail closed: a body too costly to read is not clean
         log.warning("sensitivity scan ran past its time budget; keeping the request local")
-        return frozenset({SCAN_BUDGET})
+        return exc.found | {SCAN_BUDGET}
     except Exception:  # fail closed: an unscannable request is sensitive
         log.exception("sensitivity detector failed; treating the request as sensitive")
         return frozenset({"detector_error"})

@@ -6,7 +6,7 @@ as the rules should read it, plus one decoded copy per encoding found in it:
 
 - Unicode NFKC (full-width digits and at signs become ASCII), format characters stripped
   (zero-width space/joiners, soft hyphen, BOM), every Unicode space folded to " " and every
-  dash to "-"; runs of spaces between two digits become one space ("4111  1111" → "4111 1111");
+  dash to "-" (the card rule accepts two separators between digits: "4111  1111");
 - percent-encoding ("%40"), HTML entities ("&#64;", "&commat;") and JSON escapes ("\\u0040");
 - base64 runs that decode to text (each run of >= 12 base64 characters is tried; binary
   results are ignored here: binary *payloads* are the walker's business).
@@ -34,8 +34,8 @@ FOLD_SLICE = 8192
 _B64_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/_-")
 _B64_MASK = bytes(ord("a") if i in _B64_ALPHABET else ord(" ") for i in range(256))
 _B64_SEED = b"a" * 12
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 _JSON_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
-_SPACES_BETWEEN_DIGITS = re.compile(r"([0-9])[ \t]{2,}(?=[0-9])")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
@@ -58,25 +58,47 @@ def _fold_table() -> dict[int, str | None]:
     return table
 
 
+@cache
+def _fold_chars() -> re.Pattern[str]:
+    """A character class of every code point `_fold_table` changes: finding the few such
+    characters with one regex is far cheaper than a dict lookup per character."""
+    codes = sorted(_fold_table())
+    ranges: list[tuple[int, int]] = []
+    for code in codes:
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1] = (ranges[-1][0], code)
+        else:
+            ranges.append((code, code))
+    body = "".join(
+        re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}"
+        for a, b in ranges
+    )
+    return re.compile(f"[{body}]")
+
+
+def _fold_slice(text: str) -> str:
+    if not unicodedata.is_normalized("NFKC", text):  # the check is ~100x cheaper
+        text = unicodedata.normalize("NFKC", text)
+    table = _fold_table()
+    for char in set(_fold_chars().findall(text)):  # a few distinct ones: C-speed replaces
+        text = text.replace(char, table[ord(char)] or "")
+    return text
+
+
 def warm() -> None:
     """Build the fold table now (start-up), not on the first non-ASCII request."""
-    _fold_table()
+    _fold_chars()
 
 
 def fold(text: str) -> str:
-    """NFKC, strip format characters, fold spaces and dashes, squeeze spaces between digits.
+    """NFKC, strip format characters, fold spaces and dashes.
 
     Long non-ASCII text is folded in slices: one `translate` over a megabyte is a single C
     call that holds the GIL for ~0.2 s, and the event loop (scanning runs in a worker thread
     for large bodies) must get its turn."""
     if not text.isascii():
-        table = _fold_table()
-        text = "".join(
-            unicodedata.normalize("NFKC", text[i : i + FOLD_SLICE]).translate(table)
-            for i in range(0, len(text), FOLD_SLICE)
-        )
-    if "  " in text or "\t" in text:
-        text = _SPACES_BETWEEN_DIGITS.sub(r"\1 ", text)
+        text = "".join(_fold_slice(text[i : i + FOLD_SLICE])
+                       for i in range(0, len(text), FOLD_SLICE))
     return text
 
 
@@ -102,7 +124,7 @@ def _collect(text: str, depth: int, out: list[str]) -> None:
 def _decodings(text: str) -> list[str]:
     """One copy with every character-level escape decoded, plus one per base64 text run."""
     unescaped = text
-    if "%" in unescaped:
+    if "%" in unescaped and _PERCENT_ESCAPE.search(unescaped):  # "12%" alone: no copy
         unescaped = unquote(unescaped, errors="replace")
     if "&" in unescaped:
         unescaped = html.unescape(unescaped)

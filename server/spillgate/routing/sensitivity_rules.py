@@ -12,6 +12,8 @@ of a spaced IBAN as a card, say). Rules report only *whether* a class occurs, ne
 matched: values must not reach logs, metrics or exceptions.
 
 Patterns are compiled once per detector (`compile_rules`), not at import.
+Phone numbers (`sensitivity_phone`) and emails (`sensitivity_email`) have their own modules;
+they use the patterns compiled here.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import bisect
 import re
 from dataclasses import dataclass
 
-import phonenumbers
 from stdnum import iban as stdnum_iban
 from stdnum import luhn
 from stdnum.us import ssn as stdnum_ssn
@@ -36,7 +37,6 @@ CONTEXT_REGIONS: tuple[str | None, ...] = (
     None, "US", "GB", "DE", "FR", "ES", "IT", "NL", "PL", "BR", "IN", "JP", "AU", "MX", "SE",
     "CH", "AT", "BE", "PT", "IE", "DK", "NO", "FI", "CZ", "RU", "TR", "ZA", "CN", "KR",
 )
-_INTERNATIONAL: tuple[str | None, ...] = (None,)
 
 # Words that make an unformatted digit run read as a phone number ("call 4155552671").
 _PHONE_CONTEXT = (
@@ -45,16 +45,6 @@ _PHONE_CONTEXT = (
     r"|m[oó]vil|cellulare|celular|cel|mobil|mobiel|matkapuhelin|cep|telefone|fone|numer\s+telefonu|mob|ph|tlf|tfn|tele[fp]oon|puhelin|denwa"
     r"|(?:my|your|his|her|our|their)\s+number|number\s+is)\b"
 )
-# Labels that say a digit group is not a phone number: "ABN 04 575 408 925", "serial
-# 0840-9777-1688", "ZIP 09491-3592". The nearest label before a candidate decides. Cards have
-# no such exception: Luhn and the IIN ranges keep their false hits rare, and recall comes first.
-_NOT_PHONE_LABELS = frozenset(
-    {"abn", "acn", "ein", "vat", "tin", "postcode", "zip", "postal", "part", "serial", "sku",
-     "ean", "gtin", "upc", "isbn", "issn", "barcode", "order", "invoice", "ref", "reference",
-     "tracking", "usps", "ups", "fedex", "dhl", "build", "version", "release", "ticket",
-     "batch"}
-)
-_WORD = re.compile(r"[A-Za-z]+")
 # Words that make a 9-digit run (or dotted groups) read as a US social security number.
 _SSN_CONTEXT = r"\b(?:ssn|ssns|social\s+security|soc\.?\s*sec|ss\s*#|ss\s+no|itin|taxpayer)"
 # RFC 5322 dot-atom characters of an email local part.
@@ -101,7 +91,6 @@ class CompiledRules:
     phone_e164: re.Pattern[str]
     phone_nanp: re.Pattern[str]
     phone_trunk: re.Pattern[str]
-    phone_bare: re.Pattern[str]
     phone_grouped: re.Pattern[str]
     phone_context: re.Pattern[str]
     ssn_context: re.Pattern[str]
@@ -125,7 +114,8 @@ def compile_rules() -> CompiledRules:
         # and phone number lies inside one such cluster. "[0-9]" scans faster than "\d".
         digit_cluster=rx(r"[0-9](?:[ .()/\-]{0,3}[0-9]){6,}"),
         # 12-19 digits, single spaces or dashes between any digits; a longer run never matches.
-        card=rx(_LEFT + r"\d(?:[ \-./]?\d){11,18}(?![\w/]|[ .\-/]?\d)"),
+        # Up to two separators between digits: "4111  1111  1111  1111" (double spaces).
+        card=rx(_LEFT + r"\d(?:[ \-./]{0,2}\d){11,18}(?![\w/]|[ .\-/]{0,2}\d)"),
         # Country code, check digits, then the BBAN compact or in groups of four.
         # Case-insensitive: "de89 3704 …" is the same account as "DE89 3704 …".
         iban=rx(r"\b[A-Z]{2}\d{2}(?:[ \-]?[A-Z0-9]{4}){2,7}(?:[ \-]?[A-Z0-9]{1,3})?\b",
@@ -148,8 +138,6 @@ def compile_rules() -> CompiledRules:
             + r"(?:\(0\d{1,4}\) ?|0\d{1,4}(?: ?[.\-/] ?| ))\d{2,8}(?:(?: ?[.\-/] ?| )\d{2,8}){0,3}"
             + _PHONE_RIGHT
         ),
-        # Unformatted national numbers count only after a phone word (see phone_context).
-        phone_bare=rx(_PHONE_LEFT + r"(?:1?\d{10}|0\d{8,11})" + _PHONE_RIGHT),
         # Any grouping of 2-6 digit groups (optionally "+", "(0)", parentheses), read as a
         # phone only after a phone word: "teléfono 912 34 56 78", "Tel. 06-12345678".
         phone_grouped=rx(
@@ -222,7 +210,7 @@ class Taken:
         self._ends.insert(i, span[1])
 
 
-def _digits(s: str) -> str:
+def digits_of(s: str) -> str:
     # Candidates come from ASCII-only patterns: deleting the other ASCII characters is enough.
     return s.translate(_NOT_DIGITS)
 
@@ -258,9 +246,11 @@ def _inside_digit_groups(text: str, start: int) -> bool:
     """The match continues a chain of digit groups ("2741 4420 0307 …": the tail of a 22-digit
     tracking number), unless that group is glued to a word ("visa13 4222…")."""
     i = start - 1
-    if i < 1 or text[i] not in " .-/" or not text[i - 1].isdigit():
+    separators = 0
+    while i >= 0 and separators < 2 and text[i] in " .-/":
+        i, separators = i - 1, separators + 1
+    if separators == 0 or i < 0 or not text[i].isdigit():
         return False
-    i -= 1
     while i >= 0 and text[i].isdigit():
         i -= 1
     return i < 0 or not text[i].isalpha()
@@ -271,7 +261,7 @@ def find_cards(rules: CompiledRules, text: str, window: Span, taken: Taken) -> b
     for m in rules.card.finditer(text, window[0], window[1] + DIGIT_REACH):
         if taken.overlaps(m.span()):
             continue
-        digits = _digits(m.group())
+        digits = digits_of(m.group())
         if (
             _card_iin_plausible(digits)
             and luhn.is_valid(digits)
@@ -319,81 +309,7 @@ def find_ibans(rules: CompiledRules, text: str, window: Span, taken: Taken) -> b
     return found
 
 
-# ---------------------------------------------------------------- US SSN
-
-
-def find_ssns(rules: CompiledRules, text: str, window: Span, taken: Taken) -> bool:
-    """AAA-GG-SSSS or AAA GG SSSS anywhere; no separator or dots only after an SSN word."""
-    found = False
-    for m in rules.ssn.finditer(text, window[0], window[1] + DIGIT_REACH):
-        if taken.overlaps(m.span()):
-            continue
-        if m.group(2) in ("", ".") and not _word_before(rules.ssn_context, text, m.start()):
-            continue
-        # stdnum rejects area 000/666/9xx, group 00, serial 0000 and the famous
-        # advertising numbers (078-05-1120 ...).
-        if stdnum_ssn.is_valid(m.group(1) + m.group(3) + m.group(4)):
-            taken.add(m.span())
-            found = True
-    return found
-
-
-# ---------------------------------------------------------------- phone numbers
-
-
-def _possible_phone(candidate: str, regions: tuple[str | None, ...]) -> bool:
-    """libphonenumber's `is_possible_number`, not `is_valid_number`: a number a user typed is
-    personal data whether or not its range is assigned today."""
-    for region in regions:
-        try:
-            number = phonenumbers.parse(candidate, region)
-        except phonenumbers.NumberParseException:
-            continue
-        if phonenumbers.is_possible_number(number):
-            return True
-    return False
-
-
-def _phone_at(
-    rules: CompiledRules, m: re.Match[str], regions: tuple[str | None, ...], taken: Taken
-) -> bool:
-    candidate = m.group()
-    digits = len(_digits(candidate))
-    if (
-        not 6 <= digits <= 15  # no numbering plan has shorter or longer numbers: skip parsing
-        or taken.overlaps(m.span())
-        or _labelled_otherwise(rules, m.string, m.start())
-        or rules.date_like.fullmatch(candidate)
-        or rules.tax_id_shape.fullmatch(candidate)
-        or not _possible_phone(candidate, regions)
-    ):
-        return False
-    taken.add(m.span())
-    return True
-
-
-def find_phone(rules: CompiledRules, text: str, window: Span, taken: Taken) -> bool:
-    """Typical groupings anywhere (E.164, North American, trunk-0 national); after a phone
-    word, any grouping or a bare run that some region would accept as a number."""
-    lo, hi = max(0, window[0] - DIGIT_REACH), window[1] + DIGIT_REACH
-    shapes = (
-        (rules.phone_e164, _INTERNATIONAL),
-        (rules.phone_nanp, NANP_REGIONS),
-        (rules.phone_trunk, TRUNK_ZERO_REGIONS),
-    )
-    for pattern, regions in shapes:
-        for m in pattern.finditer(text, lo, hi):
-            if _phone_at(rules, m, regions, taken):
-                return True
-    for m in rules.phone_grouped.finditer(text, lo, hi):
-        if _word_before(rules.phone_context, text, m.start()) and _phone_at(
-            rules, m, CONTEXT_REGIONS, taken
-        ):
-            return True
-    return False
-
-
-def _word_before(context: re.Pattern[str], text: str, start: int) -> bool:
+def word_before(context: re.Pattern[str], text: str, start: int) -> bool:
     """A context word at most 40 characters back, with no sentence end after it (the dot of
     an abbreviation right after the word, "Tel. …", "Soc. Sec. …", does not end it)."""
     last = _last_match(context, text, max(0, start - 40), start)
@@ -412,86 +328,23 @@ def _last_match(pattern: re.Pattern[str], text: str, lo: int, hi: int) -> int | 
     return end
 
 
-def _labelled_otherwise(rules: CompiledRules, text: str, start: int) -> bool:
-    """The nearest label in the 24 characters before `start` says "not a phone number"
-    (serial, ABN, ZIP, order …) and no phone word comes after it.
-
-    The words are split out and looked up in a set: a case-insensitive alternation of some
-    thirty words, tried at every position, costs tens of microseconds per candidate."""
-    lo = max(0, start - 24)
-    words = _WORD.findall(text, lo, start)
-    for word in reversed(words):
-        lowered = word.lower()
-        if lowered in _NOT_PHONE_LABELS:
-            return True
-        if rules.phone_context.fullmatch(lowered):
-            return False
-    return False
+# ---------------------------------------------------------------- US SSN
 
 
-# ---------------------------------------------------------------- email
-
-
-def find_email(rules: CompiledRules, text: str) -> bool:
-    """Anchor on each '@' and read the local part backwards, the domain forwards.
-
-    Scanning only around '@' keeps the cost proportional to the number of '@' signs rather
-    than trying a local-part pattern at every word of the text.
-    """
-    at = text.find("@")
-    while at != -1:
-        local = rules.email_local.search(text, max(0, at - 64), at)
-        domain = rules.email_domain.match(text, at + 1)
-        if local and domain and not _asset_suffix(domain.group()) and not _url_userinfo(text, at):
-            return True
-        at = text.find("@", at + 1)
-    return False
-
-
-_TLDS = frozenset(
-    {"com", "org", "net", "edu", "gov", "mil", "int", "io", "co", "uk", "de", "fr", "es", "it",
-     "nl", "pl", "be", "ch", "at", "se", "no", "dk", "fi", "ie", "pt", "cz", "ru", "eu", "us",
-     "ca", "au", "nz", "in", "jp", "cn", "kr", "br", "mx", "ar", "za", "info", "biz", "me",
-     "tv", "ai", "dev", "app", "xyz", "online", "site", "email", "mail"}
-)
-_SPELLED_DOT = re.compile(r" *[(\[{<]dot[)\]}>] *| +dot +|\.", re.IGNORECASE)
-_NOT_A_DOMAIN = frozenset({"the", "a", "an", "this", "that", "my", "your", "our", "their", "home"})
-
-
-def find_spelled_email(rules: CompiledRules, text: str) -> bool:
-    """ "jane at example dot org", "jane [at] example [dot] org", "jane (at) example.org".
-
-    A plain " at " needs a spelled " dot " after it (so "look at example.com" is prose); the
-    last label must be a common top-level domain."""
-    for at in rules.spelled_at.finditer(text):
-        domain = rules.spelled_domain.match(text, at.end())
-        if domain is None:
+def find_ssns(rules: CompiledRules, text: str, window: Span, taken: Taken) -> bool:
+    """AAA-GG-SSSS or AAA GG SSSS anywhere; no separator or dots only after an SSN word."""
+    found = False
+    for m in rules.ssn.finditer(text, window[0], window[1] + DIGIT_REACH):
+        if taken.overlaps(m.span()):
             continue
-        labels = _SPELLED_DOT.split(domain.group())
-        bracketed_at = any(ch in at.group() for ch in "([{<")
-        spelled_dot = len(labels) - 1 > domain.group().count(".")
-        if (
-            (bracketed_at or spelled_dot)
-            and labels[-1].lower() in _TLDS
-            and labels[0].lower() not in _NOT_A_DOMAIN
-        ):
-            return True
-    return False
-
-
-def _url_userinfo(text: str, at: int) -> bool:
-    """`scheme://user:pass@host`: the secret rule owns it; `?to=a@b.com` stays an email."""
-    scheme = text.rfind("://", max(0, at - 128), at)
-    if scheme == -1:
-        return False
-    userinfo = text[scheme + 3 : at]
-    return not any(ch in userinfo for ch in "/?#=& \t\n")
-
-
-def _asset_suffix(domain: str) -> bool:
-    """`icon@2x.png`: a retina asset name, not a mailbox."""
-    head = domain.split(".", 1)[0].lower()
-    return head[:-1].isdigit() and head.endswith("x")
+        if m.group(2) in ("", ".") and not word_before(rules.ssn_context, text, m.start()):
+            continue
+        # stdnum rejects area 000/666/9xx, group 00, serial 0000 and the famous
+        # advertising numbers (078-05-1120 ...).
+        if stdnum_ssn.is_valid(m.group(1) + m.group(3) + m.group(4)):
+            taken.add(m.span())
+            found = True
+    return found
 
 
 # ---------------------------------------------------------------- secrets
