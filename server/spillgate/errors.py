@@ -48,6 +48,8 @@ class ApiError(SpillgateError):
         self.param = param
         self.code = code or self.default_code
         self.retry_after_s = retry_after_s
+        # Response headers the refusal carries (e.g. x-spillgate-sensitivity on a 503).
+        self.headers: dict[str, str] = {}
 
     def body(self) -> dict[str, dict[str, str | None]]:
         return {

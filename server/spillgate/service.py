@@ -10,7 +10,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -40,6 +40,7 @@ from spillgate.settings import ServerSettings
 from spillgate.telemetry.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
+SENSITIVITY_HEADER = "x-spillgate-sensitivity"
 
 
 class Accountant(Protocol):
@@ -115,37 +116,50 @@ async def _serve(
         body_bytes=len(raw))
     for entity in verdict.classes:
         node.metrics.sensitive.labels(entity).inc()
-    record = RequestRecord(
-        request_id=request_id, key_id=client.key_id, route=route.name,
-        stream=bool(body.get("stream")), started_at=time.time(), tags=parse_tags(headers),
-        sensitivity=verdict.classes,
-        max_output_tokens=0 if endpoint == "embeddings" else max_output_tokens(body),
-        prompt_estimate=len(raw) // 4, prompt_bound=prompt_bound(raw, body),
-    )
-    node.accountant.check_rate(client.key_id, record.prompt_estimate + record.max_output_tokens)
-    facts = RequestFacts(
-        sensitive=verdict.sensitive, tier_pin=verdict.tier_pin,
-        tokens_needed=record.prompt_estimate + record.max_output_tokens,
-        features=requested_features(body),
-    )
-    decision = decide(facts, node.capacity(), BudgetView(node.accountant.paid_allowed(
-        client.key_id)), route)
-    _guard_sensitive(decision, facts)
-    _set_priority(node, body, decision, facts)
-    record.reason = decision.reason
-    _assign(record, decision.first)
-    life.begin(record, decision.first)
-    call_for = _call_factory(endpoint, request_id)
+    with _sensitivity_on_refusal(verdict.classes):
+        record = RequestRecord(
+            request_id=request_id, key_id=client.key_id, route=route.name,
+            stream=bool(body.get("stream")), started_at=time.time(), tags=parse_tags(headers),
+            sensitivity=verdict.classes,
+            max_output_tokens=0 if endpoint == "embeddings" else max_output_tokens(body),
+            prompt_estimate=len(raw) // 4, prompt_bound=prompt_bound(raw, body),
+        )
+        tokens_needed = record.prompt_estimate + record.max_output_tokens
+        node.accountant.check_rate(client.key_id, tokens_needed)
+        facts = RequestFacts(
+            sensitive=verdict.sensitive, tier_pin=verdict.tier_pin, tokens_needed=tokens_needed,
+            features=requested_features(body),
+        )
+        decision = decide(facts, node.capacity(), BudgetView(node.accountant.paid_allowed(
+            client.key_id)), route)
+        _guard_sensitive(decision, facts)
+        _set_priority(node, body, decision, facts)
+        record.reason = decision.reason
+        _assign(record, decision.first)
+        life.begin(record, decision.first)
+        call_for = _call_factory(endpoint, request_id)
 
-    async def before(target: Target) -> None:
-        if target.tier == "api":
-            await node.accountant.reserve(record, target, decision.targets)
-        else:  # the hardware is busy for this request from now until it settles
-            node.accountant.dispatched(record, target)
+        async def before(target: Target) -> None:
+            if target.tier == "api":
+                await node.accountant.reserve(record, target, decision.targets)
+            else:  # the hardware is busy for this request from now until it settles
+                node.accountant.dispatched(record, target)
 
-    if record.stream:
-        return await _stream(life, route, decision, record, body, call_for, before)
-    return await _complete(life, route, decision, record, body, call_for, before)
+        if record.stream:
+            return await _stream(life, route, decision, record, body, call_for, before)
+        return await _complete(life, route, decision, record, body, call_for, before)
+
+
+@contextlib.contextmanager
+def _sensitivity_on_refusal(classes: frozenset[str]) -> Iterator[None]:
+    """A refusal (503 local_unavailable, 403 on an api pin, …) names the classes that kept
+    the request local, as a served answer does; never the values."""
+    try:
+        yield
+    except ApiError as exc:
+        if classes:
+            exc.headers.setdefault(SENSITIVITY_HEADER, ",".join(sorted(classes)))
+        raise
 
 
 def _guard_sensitive(decision: Decision, facts: RequestFacts) -> None:
@@ -310,7 +324,7 @@ def _headers(node: Node, record: RequestRecord, with_cost: bool = True) -> dict[
         "x-spillgate-route": f"{record.route};reason={record.reason}",
     }
     if record.sensitivity:
-        headers["x-spillgate-sensitivity"] = ",".join(sorted(record.sensitivity))
+        headers[SENSITIVITY_HEADER] = ",".join(sorted(record.sensitivity))
     if with_cost:
         headers["x-spillgate-cost-usd"] = f"{record.cost_usd:.8f}"
     headers.update(node.accountant.budget_headers(record.key_id))

@@ -28,7 +28,9 @@ from tests.harness import FALLBACK, LOCAL, PAID, Harness, harness, leave_early
 
 @pytest.fixture
 async def h(tmp_path: Path) -> AsyncIterator[Harness]:
-    async with harness(tmp_path) as built:
+    # These tests mix keyed (budget) and anonymous requests; anonymous loopback access stays
+    # open once virtual keys exist only when set explicitly (access rules: test_access.py).
+    async with harness(tmp_path, allow_anonymous_loopback=True) as built:
         yield built
 
 

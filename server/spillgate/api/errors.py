@@ -17,7 +17,7 @@ REQUEST_ID = "x-request-id"
 
 
 def error_response(exc: ApiError, request: Request) -> JSONResponse:
-    headers = {}
+    headers = dict(exc.headers)
     request_id = getattr(request.state, "request_id", None)
     if request_id:
         headers[REQUEST_ID] = request_id
