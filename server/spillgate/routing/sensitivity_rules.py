@@ -40,7 +40,7 @@ CONTEXT_REGIONS: tuple[str | None, ...] = (
 
 # Words that make an unformatted digit run read as a phone number ("call 4155552671").
 _PHONE_CONTEXT = (
-    r"\b(?:phone|tel|telephone|mobile|cell|call|fax|whatsapp|sms|text\s+me|dial|ring|contact"
+    r"\b(?:phone|tel|telephone|mobile|cell|call|fax|whatsapp|sms|text\s+me|dial|ring|contact|kontakt|kontakta|contacto|contatto|contato"
     r"|reach|hotline|landline|telefon|telefono|tel[eé]fono|t[eé]l[eé]phone|portable|handy"
     r"|m[oó]vil|cellulare|celular|cel|mobil|mobiel|matkapuhelin|cep|telefone|fone|numer\s+telefonu|mob|ph|tlf|tfn|tele[fp]oon|puhelin|denwa"
     r"|(?:my|your|his|her|our|their)\s+number|number\s+is)\b"
