@@ -61,6 +61,9 @@ class CompletionRequest(_Common):
 class EmbeddingRequest(_Open):
     model: str = Field(min_length=1)
     input: str | list[str] | list[int] | list[list[int]]
+    # Embeddings are never streamed; checked here because the path reads both fields.
+    stream: Literal[False] = False
+    stream_options: StreamOptions | None = None
 
 
 _MODELS: dict[Endpoint, type[_Open]] = {

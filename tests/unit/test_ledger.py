@@ -226,7 +226,7 @@ async def test_migration_2_adds_the_power_columns_to_a_version_1_database(dsn: s
                 node_id="n", started_at=T0, ended_at=T0 + timedelta(seconds=10), busy_s=1.0,
                 idle_s=9.0, busy_usd=Decimal("0.001"), idle_usd=Decimal("0.009"),
                 profile="cpu-node"))
-        assert await migrate(engine) == [2]
+        assert await migrate(engine) == [2, 3]  # 3: the report rollup (backfilled)
     finally:
         await engine.dispose()
     ledger = await Ledger.open(dsn)

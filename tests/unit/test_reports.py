@@ -65,13 +65,14 @@ ROWS = [
     row(170, "local", 100, 0, 0, "0", "0", state="reserved"),  # not settled: left out
     row(190, "local", 100, 0, 100, "0.5", "0.1"),  # after the window
 ]  # fmt: skip
+# The ledger records measured-power seconds with every period (nominal power here: 0 s).
 PERIODS = [
     {"started_at": T0, "busy_s": 600.0, "idle_s": 3000.0, "busy_usd": Decimal("0.001"),
-     "idle_usd": Decimal("0.005")},
+     "idle_usd": Decimal("0.005"), "measured_s": 0.0},
     {"started_at": T0 + timedelta(hours=1), "busy_s": 1200.0, "idle_s": 2400.0,
-     "busy_usd": Decimal("0.003"), "idle_usd": Decimal("0.004")},
+     "busy_usd": Decimal("0.003"), "idle_usd": Decimal("0.004"), "measured_s": 0.0},
     {"started_at": T0 + timedelta(hours=2), "busy_s": 0.0, "idle_s": 3600.0,
-     "busy_usd": Decimal(0), "idle_usd": Decimal("0.006")},
+     "busy_usd": Decimal(0), "idle_usd": Decimal("0.006"), "measured_s": 0.0},
 ]  # fmt: skip
 
 

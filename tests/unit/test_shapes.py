@@ -128,3 +128,13 @@ def test_depth_limit_counts_every_container(levels: int, lists: bool) -> None:
 def test_depth_limit_is_iterative() -> None:
     with pytest.raises(InvalidRequest):
         check_depth({"a": nested(5000)})  # far past Python's recursion limit: no crash
+
+
+@pytest.mark.parametrize("extra", [{"stream_options": 1}, {"stream": True},
+                                   {"stream_options": {"include_usage": "maybe"}}])
+async def test_embeddings_stream_fields_are_400s(h: Harness, extra: dict[str, Any]) -> None:
+    """Found by the fuzz test: `stream_options: 1` on /v1/embeddings was a 500."""
+    reply = await h.post({"model": "auto", "input": "hi", **extra}, path="/v1/embeddings")
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"]["param"] in ("stream", "stream_options",
+                                              "stream_options.include_usage")

@@ -240,12 +240,13 @@ def report_window(since: str, until: str | None, bucket: str | None,
     try:
         start = parse_when(since, now)
         end = parse_when(until, now) if until else now
-    except ValueError as exc:
-        raise InvalidRequest(str(exc), param="since/until") from exc
+    except ValueError as exc:  # the CLI echoes the text; an HTTP answer never echoes input
+        raise InvalidRequest("since/until: expected a duration (7d, 12h) or an ISO time",
+                             param="since/until") from exc
     if end <= start:
         raise InvalidRequest("until must be after since", param="until")
     if bucket not in (None, "hour", "day"):
-        raise InvalidRequest(f"bucket must be hour or day, got {bucket!r}", param="bucket")
+        raise InvalidRequest("bucket must be hour or day", param="bucket")
     step: Bucket = bucket or auto_bucket(start, end)  # type: ignore[assignment]
     try:
         check_window(start, end, step)
