@@ -97,3 +97,15 @@ def test_budget_fails_closed() -> None:
     slow = SensitivityDetector(budget_s=0.0)
     body = {"model": "m", "messages": [{"role": "user", "content": "order 1234567 " * 50}]}
     assert slow.scan_body(body) == {"scan_budget"}
+
+
+@pytest.mark.parametrize("value", ["card 4000000000000002", "jane.doe@example.org"])
+def test_json_escapes_typed_inside_tool_arguments_are_read(
+    detector: SensitivityDetector, value: str,
+) -> None:
+    """Found by the boundary property test: escapes typed inside a JSON string arrive escaped
+    once more (`\\\\u0063`) in the tool-call arguments the provider receives."""
+    escaped = "".join(f"\\u{ord(c):04x}" for c in value)
+    arguments = json.dumps({"q": escaped})
+    assert "\\\\u" in arguments
+    assert detector.scan([arguments])

@@ -35,7 +35,9 @@ _B64_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 _B64_MASK = bytes(ord("a") if i in _B64_ALPHABET else ord(" ") for i in range(256))
 _B64_SEED = b"a" * 12
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
-_JSON_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
+# Any run of backslashes: "\\u0040" is "\u0040" escaped once more (an escape typed inside a JSON
+# string, e.g. tool arguments): fail closed and read it as the character too.
+_JSON_ESCAPE = re.compile(r"\\+u([0-9a-fA-F]{4})")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
