@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from spillgate.backends.base import JSON, Backend, UpstreamCall, UpstreamFailure
+from spillgate.backends.base import Backend, UpstreamCall, UpstreamFailure
 from spillgate.backends.reliability import CircuitBreaker, call_with_retries
 from spillgate.errors import ApiError, ServiceUnavailable
 from spillgate.routing.router import Decision, Target
+from spillgate.types import JSON
 
 T = TypeVar("T")
 

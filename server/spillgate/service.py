@@ -19,7 +19,7 @@ import orjson
 from spillgate import dispatch
 from spillgate.accounting.budgets import prompt_bound
 from spillgate.accounting.record import RequestRecord, Usage
-from spillgate.backends.base import JSON, Endpoint, UpstreamCall
+from spillgate.backends.base import UpstreamCall
 from spillgate.classify import Detector, TextExtractor, classify_async, parse_tags
 from spillgate.errors import ApiError, InternalError, ServiceUnavailable, UpstreamError, describe
 from spillgate.life import CLIENT_CLOSED, RequestLife
@@ -38,6 +38,7 @@ from spillgate.routing.router import (
 from spillgate.routing.routes import RouteTable
 from spillgate.settings import ServerSettings
 from spillgate.telemetry.metrics import GatewayMetrics
+from spillgate.types import JSON, Client, Endpoint
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +56,6 @@ class Accountant(Protocol):
     def served(self, record: RequestRecord) -> None: ...
     async def finish(self, record: RequestRecord) -> None: ...
     def budget_headers(self, key_id: str | None) -> dict[str, str]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Client:
-    key_id: str | None = None
-    local_only: bool = False
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from spillgate.backends.registry import build_backends
-from spillgate.engines.catalog import Catalog
+from spillgate.catalog import Catalog
 from spillgate.routing.admission import InflightCounter
 from spillgate.routing.routes import build_routes
 from spillgate.settings import LocalBackendSettings, Settings, TelemetrySettings

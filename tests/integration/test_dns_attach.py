@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from spillgate.backends.base import UpstreamCall
 from spillgate.backends.openai_compat import OpenAICompatBackend
 from spillgate.backends.registry import build_backends
-from spillgate.engines.catalog import Catalog
+from spillgate.catalog import Catalog
 from spillgate.fakes.vllm import FakeVllm, build_app
 from spillgate.routing.admission import InflightCounter
 from spillgate.routing.routes import build_routes

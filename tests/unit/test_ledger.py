@@ -17,7 +17,7 @@ from spillgate.accounting.keys_cli import admin_keys_router
 from spillgate.accounting.ledger import Ledger, RequestOutcome, RequestStart
 from spillgate.accounting.migrations import MIGRATIONS, current_version, migrate
 from spillgate.accounting.schema import api_keys
-from spillgate.api.errors import install_error_handlers
+from spillgate.web import install_error_handlers
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 T0 = datetime(2026, 11, 22, 10, 30, tzinfo=UTC)

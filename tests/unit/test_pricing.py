@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from spillgate.accounting.pricing import PriceBook, blended_usd_per_million, cost
-from spillgate.engines.catalog import Catalog
+from spillgate.catalog import Catalog
 from spillgate.errors import ConfigError
 
 MODELS = Path(__file__).resolve().parents[2] / "models"

@@ -26,7 +26,7 @@ from spillgate.accounting.reports import build_report, report_from_views
 from spillgate.accounting.rollup import request_rollup
 from spillgate.accounting.schema import schema_version
 from spillgate.api import health
-from spillgate.api.errors import install_error_handlers
+from spillgate.web import install_error_handlers
 from tests.unit.test_reports import BOOK, PERIODS, PROFILE, REF, ROWS, T0, UNTIL, recompute, report
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -11,7 +11,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from spillgate.accounting.keys import SECRET_PREFIX
-from spillgate.engines.catalog import Catalog
+from spillgate.catalog import Catalog
 from spillgate.errors import ConfigError, ModelNotFound
 from spillgate.routing.routes import build_routes
 from spillgate.settings import MIN_KEY_LENGTH, Settings, key_problem, load_settings

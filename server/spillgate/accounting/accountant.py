@@ -28,14 +28,14 @@ from spillgate.accounting.keys import KeyInfo, RateLimiter, authenticate
 from spillgate.accounting.ledger import Ledger, RequestOutcome, RequestStart, ReserveResult
 from spillgate.accounting.pricing import PriceBook, cost
 from spillgate.accounting.record import RequestRecord
-from spillgate.engines.catalog import Catalog
+from spillgate.catalog import Catalog
 from spillgate.errors import RateLimited
 from spillgate.routing.router import Target
 from spillgate.routing.routes import RouteTable
-from spillgate.service import Client
 from spillgate.settings import Settings
 from spillgate.telemetry.metrics import GatewayMetrics
 from spillgate.telemetry.snapshot import CapacitySnapshot
+from spillgate.types import Client
 
 log = logging.getLogger(__name__)
 PERIOD_S = 10.0  # hardware cost rows persisted this often

@@ -32,7 +32,7 @@ from spillgate.accounting.reports import (
     report_from_views,
 )
 from spillgate.accounting.rollup import Views
-from spillgate.engines.catalog import Catalog
+from spillgate.catalog import Catalog
 from spillgate.errors import ConfigError, InvalidRequest, ServiceUnavailable
 from spillgate.settings import Settings, load_settings, repo_models_dir
 

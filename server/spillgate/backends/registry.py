@@ -11,7 +11,7 @@ from spillgate.backends.http import Timeouts
 from spillgate.backends.openai_compat import OpenAICompatBackend
 from spillgate.backends.reliability import CircuitBreaker
 from spillgate.backends.supervisor import EngineSupervisor
-from spillgate.engines.catalog import Catalog, resolve_gguf, vllm_max_num_seqs
+from spillgate.catalog import Catalog, resolve_gguf, vllm_max_num_seqs
 from spillgate.errors import ConfigError
 from spillgate.settings import LocalBackendSettings, ProviderSettings, Settings
 
