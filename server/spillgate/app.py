@@ -19,8 +19,7 @@ from fastapi.telemetry import TelemetryConfig
 from sqlalchemy.exc import SQLAlchemyError
 
 from spillgate import dispatch
-from spillgate.accounting.accountant import Accountant, build_accountant
-from spillgate.accounting.keys import live_keys_exist
+from spillgate.accountant import Accountant, build_accountant
 from spillgate.api import admin, health, openai
 from spillgate.api.deps import Authenticator
 from spillgate.backends.registry import Backends, build_backends
@@ -33,6 +32,7 @@ from spillgate.service import Node
 from spillgate.settings import Settings, is_loopback
 from spillgate.telemetry.capacity import CapacityMonitor
 from spillgate.telemetry.metrics import GatewayMetrics
+from spillgate.tenancy.keys import live_keys_exist
 from spillgate.web import JSONResponse, install_error_handlers
 
 log = logging.getLogger(__name__)

@@ -17,11 +17,11 @@ from typing import Protocol
 import orjson
 
 from spillgate import dispatch
-from spillgate.accounting.budgets import prompt_bound
-from spillgate.accounting.record import RequestRecord, Usage
 from spillgate.backends.base import UpstreamCall
 from spillgate.classify import Detector, TextExtractor, classify_async, parse_tags
 from spillgate.errors import ApiError, InternalError, ServiceUnavailable, UpstreamError, describe
+from spillgate.ledger.budgets import prompt_bound
+from spillgate.ledger.record import RequestRecord, Usage
 from spillgate.life import CLIENT_CLOSED, RequestLife
 from spillgate.protocol import admit, max_output_tokens
 from spillgate.routing.admission import InflightCounter
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 
 class Accountant(Protocol):
-    """Budgets, cost and ledger rows (spillgate.accounting.accountant)."""
+    """Budgets, cost and ledger rows (spillgate.accountant)."""
 
     def check_rate(self, key_id: str | None, tokens_estimate: int) -> None: ...
     def paid_allowed(self, key_id: str | None) -> bool: ...

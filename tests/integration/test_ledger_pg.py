@@ -9,10 +9,10 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select
 
-from spillgate.accounting.keys import authenticate, create_key
-from spillgate.accounting.ledger import Ledger, RequestOutcome, RequestStart
-from spillgate.accounting.migrations import MIGRATIONS
-from spillgate.accounting.schema import budget_counters, schema_version
+from spillgate.ledger.migrations import MIGRATIONS
+from spillgate.ledger.schema import budget_counters, schema_version
+from spillgate.ledger.store import Ledger, RequestOutcome, RequestStart
+from spillgate.tenancy.keys import authenticate, create_key
 from tests.pg import fresh_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres,

@@ -12,11 +12,11 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from spillgate.accounting.keys import authenticate, create_key, list_keys, revoke_key
-from spillgate.accounting.keys_cli import admin_keys_router
-from spillgate.accounting.ledger import Ledger, RequestOutcome, RequestStart
-from spillgate.accounting.migrations import MIGRATIONS, current_version, migrate
-from spillgate.accounting.schema import api_keys
+from spillgate.api.admin_keys import admin_keys_router
+from spillgate.ledger.migrations import MIGRATIONS, current_version, migrate
+from spillgate.ledger.schema import api_keys
+from spillgate.ledger.store import Ledger, RequestOutcome, RequestStart
+from spillgate.tenancy.keys import authenticate, create_key, list_keys, revoke_key
 from spillgate.web import install_error_handlers
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -147,7 +147,7 @@ async def test_migrations_are_idempotent(dsn: str) -> None:
 
 
 async def test_hardware_periods_round_trip(ledger: Ledger) -> None:
-    from spillgate.accounting.costclock import HardwarePeriod
+    from spillgate.costing.costclock import HardwarePeriod
 
     period = HardwarePeriod(T0, T0 + timedelta(seconds=10), 6.5, 3.5, Decimal("0.0012345678"),
                             Decimal("0.0006"), 312.5, "h100-owned")
@@ -207,9 +207,9 @@ async def test_migration_2_adds_the_power_columns_to_a_version_1_database(dsn: s
     unattributed_usd) keeps its rows and gains the columns, zero for the old rows."""
     from sqlalchemy import column, insert, table, text
 
-    from spillgate.accounting import schema
-    from spillgate.accounting.costclock import HardwarePeriod
-    from spillgate.accounting.migrations import open_engine
+    from spillgate.costing.costclock import HardwarePeriod
+    from spillgate.ledger import schema
+    from spillgate.ledger.migrations import open_engine
 
     engine = open_engine(dsn)
     try:

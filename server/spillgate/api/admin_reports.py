@@ -18,12 +18,12 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from spillgate.accounting.hardware import HardwareProfile, get_profile, load_profiles
-from spillgate.accounting.plan import Plan, project
-from spillgate.accounting.pricing import PriceBook
-from spillgate.accounting.report_query import read_inputs, report_off_loop
-from spillgate.accounting.report_render import render_plan, render_report
-from spillgate.accounting.reports import (
+from spillgate.catalog import Catalog
+from spillgate.costing.hardware import HardwareProfile, get_profile, load_profiles
+from spillgate.costing.pricing import PriceBook
+from spillgate.errors import ConfigError, InvalidRequest, ServiceUnavailable
+from spillgate.ledger.rollup import Views
+from spillgate.reports.figures import (
     Bucket,
     Period,
     WindowTooLarge,
@@ -31,9 +31,9 @@ from spillgate.accounting.reports import (
     check_window,
     report_from_views,
 )
-from spillgate.accounting.rollup import Views
-from spillgate.catalog import Catalog
-from spillgate.errors import ConfigError, InvalidRequest, ServiceUnavailable
+from spillgate.reports.plan import Plan, project
+from spillgate.reports.query import read_inputs, report_off_loop
+from spillgate.reports.render import render_plan, render_report
 from spillgate.settings import Settings, load_settings, repo_models_dir
 
 DEFAULT_REFERENCE = "openai/gpt-4o-mini"
@@ -151,7 +151,7 @@ def run_report(args: argparse.Namespace) -> int:
 async def _read_ledger(dsn: str, since: datetime,
                        until: datetime) -> tuple[Views, list[Period]]:  # fmt: skip
     """Open the ledger (which brings its schema and rollup up to date), read the window."""
-    from spillgate.accounting.ledger import Ledger
+    from spillgate.ledger.store import Ledger
 
     ledger = await Ledger.open(dsn)
     try:

@@ -1,6 +1,6 @@
 """Managing virtual keys: `spillgate keys create|list|revoke` and the /admin/keys routes.
 
-Both are thin: they parse, call spillgate.accounting.keys, and print or return JSON. The
+Both are thin: they parse, call spillgate.tenancy.keys, and print or return JSON. The
 secret of a new key is printed (or returned) once and never again.
 """
 
@@ -18,11 +18,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, ValidationError
 
-from spillgate.accounting.keys import create_key, list_keys, revoke_key
-from spillgate.accounting.ledger import Ledger
-from spillgate.accounting.report_cli import decimal_arg
+from spillgate.api.admin_reports import decimal_arg
 from spillgate.api.deps import read_body
 from spillgate.errors import InvalidRequest, NotFound, ServiceUnavailable
+from spillgate.ledger.store import Ledger
+from spillgate.tenancy.keys import create_key, list_keys, revoke_key
 
 # An admin body is a few hundred bytes; anything far larger is refused before it is buffered.
 ADMIN_MAX_BODY_BYTES = 64 * 1024

@@ -21,20 +21,20 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 
-from spillgate.accounting.budgets import worst_case_cost
-from spillgate.accounting.costclock import CostClock
-from spillgate.accounting.hardware import check_units, get_profile, load_profiles
-from spillgate.accounting.keys import KeyInfo, RateLimiter, authenticate
-from spillgate.accounting.ledger import Ledger, RequestOutcome, RequestStart, ReserveResult
-from spillgate.accounting.pricing import PriceBook, cost
-from spillgate.accounting.record import RequestRecord
 from spillgate.catalog import Catalog
+from spillgate.costing.costclock import CostClock
+from spillgate.costing.hardware import check_units, get_profile, load_profiles
+from spillgate.costing.pricing import PriceBook, cost
 from spillgate.errors import RateLimited
+from spillgate.ledger.budgets import worst_case_cost
+from spillgate.ledger.record import RequestRecord
+from spillgate.ledger.store import Ledger, RequestOutcome, RequestStart, ReserveResult
 from spillgate.routing.router import Target
 from spillgate.routing.routes import RouteTable
 from spillgate.settings import Settings
 from spillgate.telemetry.metrics import GatewayMetrics
 from spillgate.telemetry.snapshot import CapacitySnapshot
+from spillgate.tenancy.keys import KeyInfo, RateLimiter, authenticate
 from spillgate.types import Client
 
 log = logging.getLogger(__name__)

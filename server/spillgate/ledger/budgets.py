@@ -50,7 +50,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
-from spillgate.accounting.schema import Money, api_keys, budget_counters, budget_reservations
+from spillgate.ledger.schema import Money, api_keys, budget_counters, budget_reservations
 
 MILLION = Decimal(1_000_000)
 

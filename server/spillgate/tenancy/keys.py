@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select, update
 
-from spillgate.accounting.schema import api_keys
+from spillgate.ledger.schema import api_keys
 
 if TYPE_CHECKING:
-    from spillgate.accounting.ledger import Ledger
+    from spillgate.ledger.store import Ledger
 
 SECRET_PREFIX = "sg-"
 UNKNOWN_KEY_TTL_S = 1.0

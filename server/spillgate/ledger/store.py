@@ -47,8 +47,9 @@ from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from spillgate.accounting import rollup
-from spillgate.accounting.budgets import (
+from spillgate.costing.costclock import HardwarePeriod
+from spillgate.ledger import rollup
+from spillgate.ledger.budgets import (
     BudgetSnapshot,
     Reservation,
     ReserveResult,
@@ -60,9 +61,8 @@ from spillgate.accounting.budgets import (
     settle_in,
     snapshot_in,
 )
-from spillgate.accounting.costclock import HardwarePeriod
-from spillgate.accounting.migrations import READONLY, migrate, open_engine
-from spillgate.accounting.schema import (
+from spillgate.ledger.migrations import READONLY, migrate, open_engine
+from spillgate.ledger.schema import (
     Money,
     RequestOutcome,
     RequestStart,
@@ -70,10 +70,10 @@ from spillgate.accounting.schema import (
     hardware_periods,
     requests,
 )
-from spillgate.accounting.ttlcache import TTLCache
+from spillgate.ledger.ttlcache import TTLCache
 
 if TYPE_CHECKING:
-    from spillgate.accounting.keys import KeyInfo
+    from spillgate.tenancy.keys import KeyInfo
 
 __all__ = ["BudgetSnapshot", "Ledger", "RequestOutcome", "RequestStart", "ReserveResult"]
 
