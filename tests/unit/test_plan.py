@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spillgate.api.admin_reports import add_report_commands
+from spillgate.cli.report import add_report_commands
 from spillgate.costing.hardware import HardwareProfile, load_profiles
 from spillgate.costing.pricing import Price, PriceBook
 from spillgate.errors import ConfigError

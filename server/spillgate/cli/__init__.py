@@ -100,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("engine", help="run an engine process: llamacpp | vllm", add_help=False)
     sub.add_parser("fake-provider", help="fake OpenAI/Anthropic API for tests and demos",
                    add_help=False)
-    from spillgate.api.admin_keys import add_keys_commands
-    from spillgate.api.admin_reports import add_report_commands
+    from spillgate.cli.keys import add_keys_commands
+    from spillgate.cli.report import add_report_commands
 
     add_keys_commands(sub)
     add_report_commands(sub)
