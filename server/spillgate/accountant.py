@@ -34,7 +34,7 @@ from spillgate.routing.routes import RouteTable
 from spillgate.settings import Settings
 from spillgate.telemetry.metrics import GatewayMetrics
 from spillgate.telemetry.snapshot import CapacitySnapshot
-from spillgate.tenancy.keys import KeyInfo, RateLimiter, authenticate
+from spillgate.tenancy.keys import KeyInfo, KeyStore, RateLimiter
 from spillgate.types import Client
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ class Accountant:
         self._reference = reference  # local model → paid model id for counterfactual cost
         self._metrics = metrics
         self._ledger: Ledger | None = None
+        self._keystore: KeyStore | None = None
         self._keys: dict[str, KeyInfo] = {}
         self._exhausted_until: dict[str, float] = {}
         self._remaining: dict[str, tuple[Decimal | None, Decimal | None]] = {}
@@ -68,8 +69,17 @@ class Accountant:
             raise RuntimeError("accountant used before open()")
         return self._ledger
 
+    @property
+    def keys(self) -> KeyStore:
+        """The key store whose cache authenticates this node's requests (admin revocations
+        go through it, so they are immediate here)."""
+        if self._keystore is None:
+            raise RuntimeError("accountant used before open()")
+        return self._keystore
+
     async def open(self) -> None:
         self._ledger = await Ledger.open(self._dsn)
+        self._keystore = KeyStore(self._ledger)
         recovered = await self._ledger.recover()
         if recovered:
             log.warning("recovered %d ledger rows left open by a previous process", recovered)
@@ -123,9 +133,9 @@ class Accountant:
 
     # --- keys and budgets ----------------------------------------------------------------
     async def lookup_key(self, secret: str) -> Client | None:
-        if self._ledger is None:
+        if self._keystore is None:
             return None
-        info = await authenticate(self._ledger, secret)
+        info = await self._keystore.authenticate(secret)
         if info is None:
             return None
         self._keys[info.key_id] = info

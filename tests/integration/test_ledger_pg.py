@@ -12,7 +12,7 @@ from sqlalchemy import select
 from spillgate.ledger.migrations import MIGRATIONS
 from spillgate.ledger.schema import budget_counters, schema_version
 from spillgate.ledger.store import Ledger, RequestOutcome, RequestStart
-from spillgate.tenancy.keys import authenticate, create_key
+from spillgate.tenancy.keys import KeyStore, create_key
 from tests.pg import fresh_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres,
@@ -31,7 +31,7 @@ async def test_two_replicas_start_together_and_share_one_budget(pg_dsn: str) -> 
         assert versions == [v for v, _ in MIGRATIONS]  # each step applied exactly once
         key, secret = await create_key(a, "shared", daily_budget_usd=Decimal(1),
                                        monthly_budget_usd=Decimal(30))
-        assert (await authenticate(b, secret)) is not None  # keys are shared via the DB
+        assert (await KeyStore(b).authenticate(secret)) is not None  # keys are shared via the DB
         now = datetime.now(UTC)
 
         async def call(ledger: Ledger, i: int) -> bool:

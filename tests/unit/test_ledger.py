@@ -16,7 +16,7 @@ from spillgate.api.admin_keys import admin_keys_router
 from spillgate.ledger.migrations import MIGRATIONS, current_version, migrate
 from spillgate.ledger.schema import api_keys
 from spillgate.ledger.store import Ledger, RequestOutcome, RequestStart
-from spillgate.tenancy.keys import authenticate, create_key, list_keys, revoke_key
+from spillgate.tenancy.keys import KeyStore, create_key, list_keys
 from spillgate.web import install_error_handlers
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -160,21 +160,22 @@ async def test_hardware_periods_round_trip(ledger: Ledger) -> None:
 
 
 async def test_keys_are_stored_hashed_and_authenticate_until_revoked(ledger: Ledger) -> None:
+    keys = KeyStore(ledger)
     info, secret = await create_key(ledger, "team a", daily_budget_usd=Decimal("2.5"),
                                     rpm=60, local_only=True, tags={"team": "a"})
     assert secret.startswith("sg-") and len(secret) == 43
     async with ledger.reading() as conn:
         stored = (await conn.execute(select(api_keys))).one()._mapping
     assert secret not in {str(v) for v in stored.values()}
-    found = await authenticate(ledger, secret)
+    found = await keys.authenticate(secret)
     assert found is not None and found.key_id == info.key_id and found.local_only
     assert found.daily_budget_usd == Decimal("2.5") and found.tags == {"team": "a"}
-    assert await authenticate(ledger, secret[:-1] + ("A" if secret[-1] != "A" else "B")) is None
-    assert await authenticate(ledger, "sk-not-ours") is None
+    assert await keys.authenticate(secret[:-1] + ("A" if secret[-1] != "A" else "B")) is None
+    assert await keys.authenticate("sk-not-ours") is None
 
-    assert await revoke_key(ledger, info.key_id)
-    assert not await revoke_key(ledger, info.key_id)
-    assert await authenticate(ledger, secret) is None
+    assert await keys.revoke(info.key_id)
+    assert not await keys.revoke(info.key_id)
+    assert await keys.authenticate(secret) is None
     assert await list_keys(ledger) == []
     assert [k.key_id for k in await list_keys(ledger, include_revoked=True)] == [info.key_id]
 
@@ -182,7 +183,8 @@ async def test_keys_are_stored_hashed_and_authenticate_until_revoked(ledger: Led
 async def test_admin_keys_api(ledger: Ledger) -> None:
     app = FastAPI()
     install_error_handlers(app)
-    app.state.ledger = ledger
+    keys = KeyStore(ledger)
+    app.state.keys = keys
     app.include_router(admin_keys_router())
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
@@ -190,7 +192,7 @@ async def test_admin_keys_api(ledger: Ledger) -> None:
         assert made.status_code == 201
         key = made.json()["key"]
         assert key["monthly_budget_usd"] == "10.25" and key["daily_budget_usd"] is None
-        assert (await authenticate(ledger, made.json()["secret"])) is not None
+        assert (await keys.authenticate(made.json()["secret"])) is not None
         listed = (await client.get("/admin/keys")).json()["data"]
         assert [k["key_id"] for k in listed] == [key["key_id"]]
         assert "secret" not in listed[0]

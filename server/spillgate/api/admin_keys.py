@@ -13,8 +13,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from spillgate.api.deps import read_body
 from spillgate.errors import InvalidRequest, NotFound, ServiceUnavailable
-from spillgate.ledger.store import Ledger
-from spillgate.tenancy.keys import create_key, list_keys, revoke_key
+from spillgate.tenancy.keys import KeyStore
 
 # An admin body is a few hundred bytes; anything far larger is refused before it is buffered.
 ADMIN_MAX_BODY_BYTES = 64 * 1024
@@ -44,19 +43,19 @@ def key_create_body(raw: bytes) -> KeyCreate:
                              param=field) from None
 
 
-def _ledger_of(request: Request) -> Ledger:
-    """`app.state.ledger`, or the accountant's ledger (how create_app joins them)."""
+def _keys_of(request: Request) -> KeyStore:
+    """`app.state.keys`, or the accountant's key store (how create_app joins them)."""
     state = request.app.state
-    ledger = getattr(state, "ledger", None)
+    keys = getattr(state, "keys", None)
     accountant = getattr(state, "accountant", None)
-    if ledger is None and accountant is not None:
+    if keys is None and accountant is not None:
         try:
-            ledger = accountant.ledger
+            keys = accountant.keys
         except RuntimeError:  # not open yet
-            ledger = None
-    if not isinstance(ledger, Ledger):
+            keys = None
+    if not isinstance(keys, KeyStore):
         raise ServiceUnavailable("the cost ledger is not open")
-    return ledger
+    return keys
 
 
 def admin_keys_router() -> APIRouter:
@@ -71,19 +70,19 @@ def admin_keys_router() -> APIRouter:
         # most ADMIN_MAX_BODY_BYTES are read.
         body = key_create_body(await read_body(request, ADMIN_MAX_BODY_BYTES))
         try:
-            info, secret = await create_key(_ledger_of(request), **body.model_dump())
+            info, secret = await _keys_of(request).create(**body.model_dump())
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from exc
         return {"key": info.to_json(), "secret": secret}
 
     @router.get("/admin/keys")
     async def listing(request: Request, include_revoked: bool = False) -> dict[str, Any]:
-        keys = await list_keys(_ledger_of(request), include_revoked=include_revoked)
+        keys = await _keys_of(request).list(include_revoked=include_revoked)
         return {"data": [k.to_json() for k in keys]}
 
     @router.delete("/admin/keys/{key_id}")
     async def revoke(request: Request, key_id: str) -> dict[str, Any]:
-        if not await revoke_key(_ledger_of(request), key_id):
+        if not await _keys_of(request).revoke(key_id):
             raise NotFound(f"no live key {key_id!r}", param="key_id", code="key_not_found")
         return {"key_id": key_id, "revoked": True}
 

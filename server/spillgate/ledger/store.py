@@ -41,7 +41,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -71,9 +71,6 @@ from spillgate.ledger.schema import (
     requests,
 )
 from spillgate.ledger.ttlcache import TTLCache
-
-if TYPE_CHECKING:
-    from spillgate.tenancy.keys import KeyInfo
 
 __all__ = ["BudgetSnapshot", "Ledger", "RequestOutcome", "RequestStart", "ReserveResult"]
 
@@ -105,7 +102,6 @@ class Ledger:
                  grace_s: float) -> None:
         self.engine = engine
         self.node_id = node_id
-        self.key_cache: TTLCache[str, KeyInfo | None] = TTLCache(KEY_CACHE_TTL_S)
         self._clock = clock
         self._grace = timedelta(seconds=grace_s)
         self._snapshots: TTLCache[str, BudgetSnapshot] = TTLCache(SNAPSHOT_TTL_S)

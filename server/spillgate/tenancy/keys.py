@@ -5,7 +5,7 @@ is shown once, by `create_key`, and cannot be recovered. SHA-256 (not a slow pas
 is right here because the secret is 240 random bits, not a guessable password, and it is
 checked on every request.
 
-`authenticate` caches each answer on the ledger for KEY_CACHE_TTL_S (unknown secrets for
+`KeyStore.authenticate` caches each answer for KEY_CACHE_TTL_S (unknown secrets for
 less), so the request path reaches the database at most once per key every few seconds.
 A revocation is immediate on the replica that made it and takes up to that TTL elsewhere.
 """
@@ -24,11 +24,13 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import insert, select, update
 
 from spillgate.ledger.schema import api_keys
+from spillgate.ledger.ttlcache import TTLCache
 
 if TYPE_CHECKING:
     from spillgate.ledger.store import Ledger
 
 SECRET_PREFIX = "sg-"
+KEY_CACHE_TTL_S = 5.0
 UNKNOWN_KEY_TTL_S = 1.0
 WINDOW_S = 60.0
 
@@ -109,23 +111,6 @@ async def create_key(
     return info, secret
 
 
-async def authenticate(ledger: Ledger, secret: str) -> KeyInfo | None:
-    """The live (not revoked) key with this secret, or None. Cached; see module docstring."""
-    if not secret.startswith(SECRET_PREFIX):
-        return None  # not one of ours: no database work for static keys or garbage
-    digest = hash_secret(secret)
-    hit = ledger.key_cache.get(digest)
-    if hit is not None:
-        return hit[0]
-    async with ledger.reading() as conn:
-        row = (await conn.execute(select(api_keys).where(api_keys.c.key_hash == digest))).first()
-    info = KeyInfo.from_row(row._mapping) if row is not None else None
-    if info is not None and info.revoked_at is not None:
-        info = None
-    ledger.key_cache.put(digest, info, None if info else UNKNOWN_KEY_TTL_S)
-    return info
-
-
 async def live_keys_exist(ledger: Ledger) -> bool:
     """Whether any virtual key is live: from then on anonymous loopback access ends (unless
     configured otherwise), or a client could drop its key to escape the key's limits."""
@@ -143,14 +128,58 @@ async def list_keys(ledger: Ledger, *, include_revoked: bool = False) -> list[Ke
 
 
 async def revoke_key(ledger: Ledger, key_id: str, now: datetime | None = None) -> bool:
-    """Revoke a live key; False if there is no such live key."""
+    """Revoke a live key; False if there is no such live key. Caches elsewhere (this
+    replica's `KeyStore` or another's) forget it within KEY_CACHE_TTL_S; use
+    `KeyStore.revoke` to make it immediate here."""
     stmt = (update(api_keys)
             .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
             .values(revoked_at=now or ledger.now()))
     async with ledger.transaction() as conn:
-        done = (await conn.execute(stmt)).rowcount == 1
-    ledger.key_cache.clear()
-    return done
+        return (await conn.execute(stmt)).rowcount == 1
+
+
+class KeyStore:
+    """The keys of one ledger plus this replica's cache of `authenticate` answers.
+
+    The cache lives here, not on the ledger: the ledger stores rows, the key store decides
+    who a secret belongs to (and the ledger never imports tenancy)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self._cache: TTLCache[str, KeyInfo | None] = TTLCache(KEY_CACHE_TTL_S)
+
+    async def authenticate(self, secret: str) -> KeyInfo | None:
+        """The live (not revoked) key with this secret, or None. Cached; see the module
+        docstring."""
+        if not secret.startswith(SECRET_PREFIX):
+            return None  # not one of ours: no database work for static keys or garbage
+        digest = hash_secret(secret)
+        hit = self._cache.get(digest)
+        if hit is not None:
+            return hit[0]
+        async with self.ledger.reading() as conn:
+            query = select(api_keys).where(api_keys.c.key_hash == digest)
+            row = (await conn.execute(query)).first()
+        info = KeyInfo.from_row(row._mapping) if row is not None else None
+        if info is not None and info.revoked_at is not None:
+            info = None
+        self._cache.put(digest, info, None if info else UNKNOWN_KEY_TTL_S)
+        return info
+
+    async def create(self, name: str, **limits: Any) -> tuple[KeyInfo, str]:
+        return await create_key(self.ledger, name, **limits)
+
+    async def list(self, *, include_revoked: bool = False) -> list[KeyInfo]:
+        return await list_keys(self.ledger, include_revoked=include_revoked)
+
+    async def revoke(self, key_id: str, now: datetime | None = None) -> bool:
+        """Revoke a live key; immediate on this replica (the cache is dropped)."""
+        done = await revoke_key(self.ledger, key_id, now)
+        self._cache.clear()
+        return done
+
+    async def live_keys_exist(self) -> bool:
+        return await live_keys_exist(self.ledger)
 
 
 @dataclass(slots=True)
