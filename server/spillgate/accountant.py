@@ -26,7 +26,6 @@ from spillgate.costing.costclock import CostClock
 from spillgate.costing.hardware import check_units, get_profile, load_profiles
 from spillgate.costing.pricing import PriceBook, cost
 from spillgate.errors import RateLimited
-from spillgate.ledger.budgets import worst_case_cost
 from spillgate.ledger.record import RequestRecord
 from spillgate.ledger.store import Ledger, RequestOutcome, RequestStart, ReserveResult
 from spillgate.routing.router import Target
@@ -34,6 +33,7 @@ from spillgate.routing.routes import RouteTable
 from spillgate.settings import Settings
 from spillgate.telemetry.metrics import GatewayMetrics
 from spillgate.telemetry.snapshot import CapacitySnapshot
+from spillgate.tenancy.budgets import worst_case_cost
 from spillgate.tenancy.keys import KeyInfo, KeyStore, RateLimiter
 from spillgate.types import Client
 

@@ -20,7 +20,6 @@ from spillgate import dispatch
 from spillgate.backends.base import UpstreamCall
 from spillgate.classify import Detector, TextExtractor, classify_async, parse_tags
 from spillgate.errors import ApiError, InternalError, ServiceUnavailable, UpstreamError, describe
-from spillgate.ledger.budgets import prompt_bound
 from spillgate.ledger.record import RequestRecord, Usage
 from spillgate.life import CLIENT_CLOSED, RequestLife
 from spillgate.protocol import admit, max_output_tokens
@@ -38,6 +37,7 @@ from spillgate.routing.router import (
 from spillgate.routing.routes import RouteTable
 from spillgate.settings import ServerSettings
 from spillgate.telemetry.metrics import GatewayMetrics
+from spillgate.tenancy.budgets import prompt_bound
 from spillgate.types import JSON, Client, Endpoint
 
 log = logging.getLogger(__name__)

@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from spillgate.ledger.budgets import prompt_bound, worst_case_cost
 from spillgate.ledger.schema import budget_counters, budget_reservations
 from spillgate.ledger.store import Ledger, RequestStart
+from spillgate.tenancy.budgets import prompt_bound, worst_case_cost
 from spillgate.tenancy.keys import KeyInfo, RateLimiter, create_key
 from tests.support import bundled_gguf
 
