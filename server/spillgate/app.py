@@ -23,6 +23,7 @@ from spillgate.accountant import Accountant, build_accountant
 from spillgate.api import admin, health, openai
 from spillgate.api.deps import Authenticator
 from spillgate.backends.registry import Backends, build_backends
+from spillgate.capacity import CapacityMonitor
 from spillgate.catalog import Catalog
 from spillgate.routing.admission import InflightCounter
 from spillgate.routing.routes import build_routes
@@ -30,7 +31,6 @@ from spillgate.routing.sensitivity import SensitivityDetector
 from spillgate.routing.sensitivity_walk import body_texts
 from spillgate.service import Node
 from spillgate.settings import Settings, is_loopback
-from spillgate.telemetry.capacity import CapacityMonitor
 from spillgate.telemetry.metrics import GatewayMetrics
 from spillgate.tenancy.keys import live_keys_exist
 from spillgate.web import JSONResponse, install_error_handlers
