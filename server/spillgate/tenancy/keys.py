@@ -21,10 +21,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from cachetools import TLRUCache
 from sqlalchemy import insert, select, update
 
 from spillgate.ledger.schema import api_keys
-from spillgate.ledger.ttlcache import TTLCache
 
 if TYPE_CHECKING:
     from spillgate.ledger.store import Ledger
@@ -138,6 +138,17 @@ async def revoke_key(ledger: Ledger, key_id: str, now: datetime | None = None) -
         return (await conn.execute(stmt)).rowcount == 1
 
 
+class _Miss:
+    """Marks a cache miss (None is a cached answer: an unknown secret)."""
+
+
+_MISS = _Miss()
+
+
+def _time_to_use(_digest: str, info: KeyInfo | None, now: float) -> float:
+    return now + (KEY_CACHE_TTL_S if info is not None else UNKNOWN_KEY_TTL_S)
+
+
 class KeyStore:
     """The keys of one ledger plus this replica's cache of `authenticate` answers.
 
@@ -146,7 +157,8 @@ class KeyStore:
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
-        self._cache: TTLCache[str, KeyInfo | None] = TTLCache(KEY_CACHE_TTL_S)
+        # Known keys for KEY_CACHE_TTL_S, unknown secrets (None) for UNKNOWN_KEY_TTL_S.
+        self._cache: TLRUCache[str, KeyInfo | None] = TLRUCache(10_000, _time_to_use)
 
     async def authenticate(self, secret: str) -> KeyInfo | None:
         """The live (not revoked) key with this secret, or None. Cached; see the module
@@ -154,16 +166,16 @@ class KeyStore:
         if not secret.startswith(SECRET_PREFIX):
             return None  # not one of ours: no database work for static keys or garbage
         digest = hash_secret(secret)
-        hit = self._cache.get(digest)
-        if hit is not None:
-            return hit[0]
+        hit = self._cache.get(digest, _MISS)
+        if not isinstance(hit, _Miss):
+            return hit
         async with self.ledger.reading() as conn:
             query = select(api_keys).where(api_keys.c.key_hash == digest)
             row = (await conn.execute(query)).first()
         info = KeyInfo.from_row(row._mapping) if row is not None else None
         if info is not None and info.revoked_at is not None:
             info = None
-        self._cache.put(digest, info, None if info else UNKNOWN_KEY_TTL_S)
+        self._cache[digest] = info
         return info
 
     async def create(self, name: str, **limits: Any) -> tuple[KeyInfo, str]:
