@@ -113,7 +113,7 @@ async def _first_success(
             result = await _within(deadline, call_with_retries(
                 functools.partial(run, target, backend),
                 max_attempts=up.attempts.get(target.backend, 1),
-                breaker=up.breakers[target.backend],
+                breaker=up.breakers.get(target.backend),  # None for local engines
                 backend=target.backend,
             ))
         except UpstreamFailure as exc:
