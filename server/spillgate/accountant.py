@@ -34,7 +34,8 @@ from spillgate.settings import Settings
 from spillgate.telemetry.metrics import GatewayMetrics
 from spillgate.telemetry.snapshot import CapacitySnapshot
 from spillgate.tenancy.budgets import worst_case_cost
-from spillgate.tenancy.keys import KeyInfo, KeyStore, RateLimiter
+from spillgate.tenancy.keys import KeyInfo, KeyStore
+from spillgate.tenancy.limits import RateLimiter
 from spillgate.types import Client
 
 log = logging.getLogger(__name__)
