@@ -198,6 +198,8 @@ async def test_admin_keys_api(ledger: Ledger) -> None:
         assert "secret" not in listed[0]
         gone = await client.delete(f"/admin/keys/{key['key_id']}")
         assert gone.json() == {"key_id": key["key_id"], "revoked": True}
+        # Revoked through the route, the store's cached answer is gone at once.
+        assert (await keys.authenticate(made.json()["secret"])) is None
         again = await client.delete(f"/admin/keys/{key['key_id']}")
         assert again.status_code == 404 and again.json()["error"]["code"] == "key_not_found"
         refused = await client.post("/admin/keys", json={"name": "x", "rpm": -1})
