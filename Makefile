@@ -24,11 +24,13 @@ run: setup
 lint: setup
 	$(BIN)/ruff check server tests scripts
 	$(BIN)/mypy
+	$(BIN)/lint-imports  # layer contracts: [tool.importlinter] in pyproject.toml
 
 test: setup
 	scripts/system-deps.sh
 	$(BIN)/ruff check server tests scripts
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q -p no:cacheprovider
 
 bench: setup

@@ -36,7 +36,7 @@ PROMPTS = (
 
 def bundled_gguf() -> str:
     sys.path.insert(0, str(REPO / "server"))
-    from spillgate.engines.catalog import Catalog, resolve_gguf
+    from spillgate.catalog import Catalog, resolve_gguf
 
     catalog = Catalog.load(REPO / "models" / "catalog.yaml")
     return str(resolve_gguf(catalog.local_model("smollm2")))

@@ -27,8 +27,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from spillgate.accounting.keys import create_key
-from spillgate.accounting.ledger import Ledger, RequestOutcome, RequestStart
+from spillgate.ledger.store import Ledger, RequestOutcome, RequestStart
+from spillgate.tenancy.keys import create_key
 
 ROOT = Path(__file__).resolve().parents[1]
 

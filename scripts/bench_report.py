@@ -38,15 +38,15 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from spillgate.accounting import rollup
-from spillgate.accounting.hardware import get_profile, load_profiles
-from spillgate.accounting.ledger import Ledger
-from spillgate.accounting.pricing import PriceBook
-from spillgate.accounting.report_query import read_inputs
-from spillgate.accounting.report_render import render_report
-from spillgate.accounting.reports import report_from_views
-from spillgate.accounting.rollup import GroupKey, GroupSums
-from spillgate.accounting.schema import hardware_periods
+from spillgate.costing.hardware import get_profile, load_profiles
+from spillgate.costing.pricing import PriceBook
+from spillgate.ledger import rollup
+from spillgate.ledger.rollup import GroupKey, GroupSums
+from spillgate.ledger.schema import hardware_periods
+from spillgate.ledger.store import Ledger
+from spillgate.reports.figures import report_from_views
+from spillgate.reports.query import read_inputs
+from spillgate.reports.render import render_report
 from spillgate.settings import repo_models_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -212,7 +212,7 @@ def time_cli(dsn: str, since: datetime, until: datetime) -> tuple[float, float]:
 
 async def time_inproc(dsn: str, since: datetime, until: datetime) -> tuple[float, float]:
     """Wall seconds and tracemalloc peak (MB) of reading, building and rendering (json)."""
-    from spillgate.accounting.migrations import open_engine
+    from spillgate.ledger.migrations import open_engine
 
     models = repo_models_dir()
     book = PriceBook.load(models / "pricing.yaml")

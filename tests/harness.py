@@ -20,10 +20,7 @@ import orjson
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from spillgate.accounting.accountant import Accountant
-from spillgate.accounting.keys import create_key
-from spillgate.accounting.ledger import Ledger
-from spillgate.accounting.schema import budget_counters, budget_reservations, requests
+from spillgate.accountant import Accountant
 from spillgate.app import create_app
 from spillgate.backends.anthropic_translate import to_anthropic_request
 from spillgate.backends.base import UpstreamCall
@@ -31,8 +28,11 @@ from spillgate.backends.registry import Backends
 from spillgate.backends.reliability import CircuitBreaker
 from spillgate.errors import InvalidRequest
 from spillgate.fakes.backend import AlwaysReady, FakeBackend
+from spillgate.ledger.schema import budget_counters, budget_reservations, requests
+from spillgate.ledger.store import Ledger
 from spillgate.service import Node
 from spillgate.settings import Settings
+from spillgate.tenancy.keys import create_key
 
 LOCAL, PAID, FALLBACK = "local-cpu", "openai", "anthropic"
 

@@ -79,7 +79,7 @@ def spawn(argv: Sequence[str], log_path: Path, base_url: str, ready_url: str,
 
 
 def bundled_gguf() -> str:
-    from spillgate.engines.catalog import Catalog, resolve_gguf
+    from spillgate.catalog import Catalog, resolve_gguf
 
     catalog = Catalog.load(REPO / "models" / "catalog.yaml")
     return str(resolve_gguf(catalog.local_model("smollm2")))

@@ -19,22 +19,21 @@ from fastapi.telemetry import TelemetryConfig
 from sqlalchemy.exc import SQLAlchemyError
 
 from spillgate import dispatch
-from spillgate.accounting.accountant import Accountant, build_accountant
-from spillgate.accounting.keys import live_keys_exist
+from spillgate.accountant import Accountant, build_accountant
 from spillgate.api import admin, health, openai
 from spillgate.api.deps import Authenticator
-from spillgate.api.errors import install_error_handlers
-from spillgate.api.responses import JSONResponse
 from spillgate.backends.registry import Backends, build_backends
-from spillgate.engines.catalog import Catalog
+from spillgate.capacity import CapacityMonitor
+from spillgate.catalog import Catalog
 from spillgate.routing.admission import InflightCounter
 from spillgate.routing.routes import build_routes
 from spillgate.routing.sensitivity import SensitivityDetector
 from spillgate.routing.sensitivity_walk import body_texts
 from spillgate.service import Node
 from spillgate.settings import Settings, is_loopback
-from spillgate.telemetry.capacity import CapacityMonitor
 from spillgate.telemetry.metrics import GatewayMetrics
+from spillgate.tenancy.keys import live_keys_exist
+from spillgate.web import JSONResponse, install_error_handlers
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from spillgate.backends.base import JSON, Tier
 from spillgate.errors import InvalidRequest
 from spillgate.routing.sensitivity import SCAN_BUDGET, ScanBudgetExceeded
 from spillgate.routing.sensitivity_walk import BodyText
+from spillgate.types import JSON, Tier
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from spillgate.backends.base import JSON, Backend, UpstreamCall, UpstreamFailure
+from spillgate.backends.base import Backend, UpstreamCall, UpstreamFailure
 from spillgate.backends.reliability import CircuitBreaker, call_with_retries
 from spillgate.errors import ApiError, ServiceUnavailable
 from spillgate.routing.router import Decision, Target
+from spillgate.types import JSON
 
 T = TypeVar("T")
 
@@ -112,7 +113,7 @@ async def _first_success(
             result = await _within(deadline, call_with_retries(
                 functools.partial(run, target, backend),
                 max_attempts=up.attempts.get(target.backend, 1),
-                breaker=up.breakers[target.backend],
+                breaker=up.breakers.get(target.backend),  # None for local engines
                 backend=target.backend,
             ))
         except UpstreamFailure as exc:

@@ -23,8 +23,8 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from spillgate.accounting.record import RequestRecord
 from spillgate.errors import ApiError, ClientClosed, InternalError, describe
+from spillgate.ledger.record import RequestRecord
 from spillgate.routing.router import Target
 
 if TYPE_CHECKING:

@@ -13,9 +13,9 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from spillgate import shapes
-from spillgate.backends.base import JSON, Endpoint
 from spillgate.errors import ForbiddenField, InvalidRequest
 from spillgate.settings import ServerSettings
+from spillgate.types import JSON, Endpoint
 
 # A client may never pick where its request goes or with whose key.
 FORBIDDEN_FIELDS = frozenset(

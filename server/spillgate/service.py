@@ -17,11 +17,10 @@ from typing import Protocol
 import orjson
 
 from spillgate import dispatch
-from spillgate.accounting.budgets import prompt_bound
-from spillgate.accounting.record import RequestRecord, Usage
-from spillgate.backends.base import JSON, Endpoint, UpstreamCall
+from spillgate.backends.base import UpstreamCall
 from spillgate.classify import Detector, TextExtractor, classify_async, parse_tags
 from spillgate.errors import ApiError, InternalError, ServiceUnavailable, UpstreamError, describe
+from spillgate.ledger.record import RequestRecord, Usage
 from spillgate.life import CLIENT_CLOSED, RequestLife
 from spillgate.protocol import admit, max_output_tokens
 from spillgate.routing.admission import InflightCounter
@@ -38,13 +37,15 @@ from spillgate.routing.router import (
 from spillgate.routing.routes import RouteTable
 from spillgate.settings import ServerSettings
 from spillgate.telemetry.metrics import GatewayMetrics
+from spillgate.tenancy.budgets import prompt_bound
+from spillgate.types import JSON, Client, Endpoint
 
 log = logging.getLogger(__name__)
 SENSITIVITY_HEADER = "x-spillgate-sensitivity"
 
 
 class Accountant(Protocol):
-    """Budgets, cost and ledger rows (spillgate.accounting.accountant)."""
+    """Budgets, cost and ledger rows (spillgate.accountant)."""
 
     def check_rate(self, key_id: str | None, tokens_estimate: int) -> None: ...
     def paid_allowed(self, key_id: str | None) -> bool: ...
@@ -56,12 +57,6 @@ class Accountant(Protocol):
     def served(self, record: RequestRecord) -> None: ...
     async def finish(self, record: RequestRecord) -> None: ...
     def budget_headers(self, key_id: str | None) -> dict[str, str]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Client:
-    key_id: str | None = None
-    local_only: bool = False
 
 
 @dataclass(slots=True)

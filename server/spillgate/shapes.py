@@ -27,8 +27,8 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from spillgate.backends.base import JSON, Endpoint
 from spillgate.errors import InvalidRequest
+from spillgate.types import JSON, Endpoint
 
 MAX_DEPTH = 64  # objects and arrays nested in a request body (tool schemas need ~10)
 

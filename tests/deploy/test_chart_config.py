@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from spillgate.engines.catalog import Catalog
+from spillgate.catalog import Catalog
 from spillgate.routing.routes import build_routes
 from spillgate.settings import Settings
 from spillgate.telemetry.engine_metrics import VLLM_NAMES

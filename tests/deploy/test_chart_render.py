@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from spillgate.backends.registry import slot_count
-from spillgate.engines.catalog import Catalog
+from spillgate.catalog import Catalog
 from spillgate.routing.routes import build_routes
 from spillgate.settings import Settings
 from tests.deploy.render import (

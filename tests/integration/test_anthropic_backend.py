@@ -10,10 +10,11 @@ import orjson
 import pytest
 
 from spillgate.backends.anthropic import ANTHROPIC_VERSION, AnthropicBackend
-from spillgate.backends.base import JSON, UpstreamCall, UpstreamFailure
+from spillgate.backends.base import UpstreamCall, UpstreamFailure
 from spillgate.backends.http import Timeouts
 from spillgate.errors import InvalidRequest, UpstreamError
 from spillgate.fakes.provider import FakeProvider, FakeState, running_fake_provider
+from spillgate.types import JSON
 
 pytestmark = pytest.mark.integration
 

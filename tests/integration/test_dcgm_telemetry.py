@@ -13,11 +13,11 @@ from pathlib import Path
 from aiohttp import web
 
 from spillgate.backends.registry import build_backends
-from spillgate.engines.catalog import Catalog
+from spillgate.capacity import CapacityMonitor
+from spillgate.catalog import Catalog
 from spillgate.routing.admission import InflightCounter
 from spillgate.routing.routes import build_routes
 from spillgate.settings import LocalBackendSettings, Settings, TelemetrySettings
-from spillgate.telemetry.capacity import CapacityMonitor
 from spillgate.telemetry.metrics import GatewayMetrics
 from tests.support import REPO, free_port
 

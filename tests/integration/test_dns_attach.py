@@ -18,12 +18,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from spillgate.backends.base import UpstreamCall
 from spillgate.backends.openai_compat import OpenAICompatBackend
 from spillgate.backends.registry import build_backends
-from spillgate.engines.catalog import Catalog
+from spillgate.capacity import CapacityMonitor
+from spillgate.catalog import Catalog
 from spillgate.fakes.vllm import FakeVllm, build_app
 from spillgate.routing.admission import InflightCounter
 from spillgate.routing.routes import build_routes
 from spillgate.settings import LocalBackendSettings, Settings
-from spillgate.telemetry.capacity import CapacityMonitor
 from spillgate.telemetry.metrics import GatewayMetrics
 from spillgate.telemetry.nvml import NvmlReader
 from tests.support import REPO, free_port

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from spillgate.accounting.ledger import Ledger
-from spillgate.accounting.schema import budget_counters, budget_reservations
+from spillgate.ledger.schema import budget_counters, budget_reservations
+from spillgate.ledger.store import Ledger
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 ROWS = 50
@@ -28,8 +28,8 @@ CHILD = textwrap.dedent("""
     import asyncio, sqlite3, sys
     from datetime import UTC, datetime
     from decimal import Decimal
-    from spillgate.accounting.keys import create_key
-    from spillgate.accounting.ledger import Ledger, RequestStart
+    from spillgate.tenancy.keys import create_key
+    from spillgate.ledger.store import Ledger, RequestStart
 
     async def main(db, rows, amount):
         ledger = await Ledger.open("sqlite+aiosqlite:///" + db, node_id="node-1")

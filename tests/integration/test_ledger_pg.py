@@ -9,10 +9,10 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select
 
-from spillgate.accounting.keys import authenticate, create_key
-from spillgate.accounting.ledger import Ledger, RequestOutcome, RequestStart
-from spillgate.accounting.migrations import MIGRATIONS
-from spillgate.accounting.schema import budget_counters, schema_version
+from spillgate.ledger.migrations import MIGRATIONS
+from spillgate.ledger.schema import budget_counters, schema_version
+from spillgate.ledger.store import Ledger, RequestOutcome, RequestStart
+from spillgate.tenancy.keys import KeyStore, create_key
 from tests.pg import fresh_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres,
@@ -31,7 +31,7 @@ async def test_two_replicas_start_together_and_share_one_budget(pg_dsn: str) -> 
         assert versions == [v for v, _ in MIGRATIONS]  # each step applied exactly once
         key, secret = await create_key(a, "shared", daily_budget_usd=Decimal(1),
                                        monthly_budget_usd=Decimal(30))
-        assert (await authenticate(b, secret)) is not None  # keys are shared via the DB
+        assert (await KeyStore(b).authenticate(secret)) is not None  # keys are shared via the DB
         now = datetime.now(UTC)
 
         async def call(ledger: Ledger, i: int) -> bool:

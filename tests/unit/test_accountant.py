@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from spillgate.accounting.accountant import Accountant
-from spillgate.accounting.costclock import CostClock
-from spillgate.accounting.keys import create_key
-from spillgate.accounting.pricing import PriceBook
-from spillgate.accounting.record import RequestRecord, Usage
+from spillgate.accountant import Accountant
+from spillgate.costing.costclock import CostClock
+from spillgate.costing.pricing import PriceBook
 from spillgate.errors import RateLimited
+from spillgate.ledger.record import RequestRecord, Usage
 from spillgate.routing.router import Target
 from spillgate.settings import CostSettings, LocalBackendSettings, Settings
 from spillgate.telemetry.metrics import GatewayMetrics
 from spillgate.telemetry.snapshot import CapacitySnapshot, EngineReading, GpuReading
+from spillgate.tenancy.keys import create_key
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")  # the fixture's loop (asyncpg)
 MODELS = Path(__file__).resolve().parents[2] / "models"

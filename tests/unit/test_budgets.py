@@ -15,10 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from spillgate.accounting.budgets import prompt_bound, worst_case_cost
-from spillgate.accounting.keys import KeyInfo, RateLimiter, create_key
-from spillgate.accounting.ledger import Ledger, RequestStart
-from spillgate.accounting.schema import budget_counters, budget_reservations
+from spillgate.ledger.schema import budget_counters, budget_reservations
+from spillgate.ledger.store import Ledger, RequestStart
+from spillgate.tenancy.budgets import prompt_bound, worst_case_cost
+from spillgate.tenancy.keys import KeyInfo, create_key
+from spillgate.tenancy.limits import RateLimiter
 from tests.support import bundled_gguf
 
 session_loop = pytest.mark.asyncio(loop_scope="session")

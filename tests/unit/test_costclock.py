@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spillgate.accounting.costclock import CostClock, RateFn
-from spillgate.accounting.hardware import cost_rate_usd_per_s, load_profiles
+from spillgate.costing.costclock import CostClock, RateFn
+from spillgate.costing.hardware import cost_rate_usd_per_s, load_profiles
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from spillgate.accounting.hardware import (
+from spillgate.costing.hardware import (
     SECONDS_PER_MONTH,
     HardwareProfile,
     check_units,

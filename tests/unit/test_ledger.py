@@ -12,12 +12,12 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from spillgate.accounting.keys import authenticate, create_key, list_keys, revoke_key
-from spillgate.accounting.keys_cli import admin_keys_router
-from spillgate.accounting.ledger import Ledger, RequestOutcome, RequestStart
-from spillgate.accounting.migrations import MIGRATIONS, current_version, migrate
-from spillgate.accounting.schema import api_keys
-from spillgate.api.errors import install_error_handlers
+from spillgate.api.admin_keys import admin_keys_router
+from spillgate.ledger.migrations import MIGRATIONS, current_version, migrate
+from spillgate.ledger.schema import api_keys
+from spillgate.ledger.store import Ledger, RequestOutcome, RequestStart
+from spillgate.tenancy.keys import KeyStore, create_key, list_keys
+from spillgate.web import install_error_handlers
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 T0 = datetime(2026, 11, 22, 10, 30, tzinfo=UTC)
@@ -147,7 +147,7 @@ async def test_migrations_are_idempotent(dsn: str) -> None:
 
 
 async def test_hardware_periods_round_trip(ledger: Ledger) -> None:
-    from spillgate.accounting.costclock import HardwarePeriod
+    from spillgate.costing.costclock import HardwarePeriod
 
     period = HardwarePeriod(T0, T0 + timedelta(seconds=10), 6.5, 3.5, Decimal("0.0012345678"),
                             Decimal("0.0006"), 312.5, "h100-owned")
@@ -160,21 +160,22 @@ async def test_hardware_periods_round_trip(ledger: Ledger) -> None:
 
 
 async def test_keys_are_stored_hashed_and_authenticate_until_revoked(ledger: Ledger) -> None:
+    keys = KeyStore(ledger)
     info, secret = await create_key(ledger, "team a", daily_budget_usd=Decimal("2.5"),
                                     rpm=60, local_only=True, tags={"team": "a"})
     assert secret.startswith("sg-") and len(secret) == 43
     async with ledger.reading() as conn:
         stored = (await conn.execute(select(api_keys))).one()._mapping
     assert secret not in {str(v) for v in stored.values()}
-    found = await authenticate(ledger, secret)
+    found = await keys.authenticate(secret)
     assert found is not None and found.key_id == info.key_id and found.local_only
     assert found.daily_budget_usd == Decimal("2.5") and found.tags == {"team": "a"}
-    assert await authenticate(ledger, secret[:-1] + ("A" if secret[-1] != "A" else "B")) is None
-    assert await authenticate(ledger, "sk-not-ours") is None
+    assert await keys.authenticate(secret[:-1] + ("A" if secret[-1] != "A" else "B")) is None
+    assert await keys.authenticate("sk-not-ours") is None
 
-    assert await revoke_key(ledger, info.key_id)
-    assert not await revoke_key(ledger, info.key_id)
-    assert await authenticate(ledger, secret) is None
+    assert await keys.revoke(info.key_id)
+    assert not await keys.revoke(info.key_id)
+    assert await keys.authenticate(secret) is None
     assert await list_keys(ledger) == []
     assert [k.key_id for k in await list_keys(ledger, include_revoked=True)] == [info.key_id]
 
@@ -182,7 +183,8 @@ async def test_keys_are_stored_hashed_and_authenticate_until_revoked(ledger: Led
 async def test_admin_keys_api(ledger: Ledger) -> None:
     app = FastAPI()
     install_error_handlers(app)
-    app.state.ledger = ledger
+    keys = KeyStore(ledger)
+    app.state.keys = keys
     app.include_router(admin_keys_router())
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
@@ -190,12 +192,14 @@ async def test_admin_keys_api(ledger: Ledger) -> None:
         assert made.status_code == 201
         key = made.json()["key"]
         assert key["monthly_budget_usd"] == "10.25" and key["daily_budget_usd"] is None
-        assert (await authenticate(ledger, made.json()["secret"])) is not None
+        assert (await keys.authenticate(made.json()["secret"])) is not None
         listed = (await client.get("/admin/keys")).json()["data"]
         assert [k["key_id"] for k in listed] == [key["key_id"]]
         assert "secret" not in listed[0]
         gone = await client.delete(f"/admin/keys/{key['key_id']}")
         assert gone.json() == {"key_id": key["key_id"], "revoked": True}
+        # Revoked through the route, the store's cached answer is gone at once.
+        assert (await keys.authenticate(made.json()["secret"])) is None
         again = await client.delete(f"/admin/keys/{key['key_id']}")
         assert again.status_code == 404 and again.json()["error"]["code"] == "key_not_found"
         refused = await client.post("/admin/keys", json={"name": "x", "rpm": -1})
@@ -207,9 +211,9 @@ async def test_migration_2_adds_the_power_columns_to_a_version_1_database(dsn: s
     unattributed_usd) keeps its rows and gains the columns, zero for the old rows."""
     from sqlalchemy import column, insert, table, text
 
-    from spillgate.accounting import schema
-    from spillgate.accounting.costclock import HardwarePeriod
-    from spillgate.accounting.migrations import open_engine
+    from spillgate.costing.costclock import HardwarePeriod
+    from spillgate.ledger import schema
+    from spillgate.ledger.migrations import open_engine
 
     engine = open_engine(dsn)
     try:

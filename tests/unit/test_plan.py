@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spillgate.accounting.hardware import HardwareProfile, load_profiles
-from spillgate.accounting.plan import load_at_percentile, marginal_unit, project, spill_tps
-from spillgate.accounting.pricing import Price, PriceBook
-from spillgate.accounting.report_cli import add_report_commands
+from spillgate.cli.report import add_report_commands
+from spillgate.costing.hardware import HardwareProfile, load_profiles
+from spillgate.costing.pricing import Price, PriceBook
 from spillgate.errors import ConfigError
+from spillgate.reports.plan import load_at_percentile, marginal_unit, project, spill_tps
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 

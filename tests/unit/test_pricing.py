@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from spillgate.accounting.pricing import PriceBook, blended_usd_per_million, cost
-from spillgate.engines.catalog import Catalog
+from spillgate.catalog import Catalog
+from spillgate.costing.pricing import PriceBook, blended_usd_per_million, cost
 from spillgate.errors import ConfigError
 
 MODELS = Path(__file__).resolve().parents[2] / "models"

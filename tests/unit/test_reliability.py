@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from spillgate.backends.base import UpstreamFailure
+from spillgate.backends.http import parse_retry_after
 from spillgate.backends.reliability import BreakerOpen, CircuitBreaker, call_with_retries
 from spillgate.errors import InvalidRequest
 
@@ -107,3 +112,21 @@ async def test_a_probe_ending_without_a_verdict_is_released(ending: BaseExceptio
 
     assert await call_with_retries(healthy, max_attempts=1, breaker=breaker, backend="b") == "ok"
     assert breaker.state == "closed"
+
+
+NOW = datetime(2026, 12, 2, 12, 0, 0, tzinfo=UTC)
+
+
+@given(st.integers(min_value=-86_400, max_value=86_400))
+def test_retry_after_reads_an_http_date_as_seconds_from_now(offset_s: int) -> None:
+    # The header as a server writes it (IMF-fixdate, GMT), built by the stdlib formatter.
+    header = format_datetime(NOW + timedelta(seconds=offset_s), usegmt=True)
+    assert parse_retry_after(header, NOW) == max(0, offset_s)  # a past date: retry now
+
+
+def test_retry_after_reads_delta_seconds_and_rejects_garbage() -> None:
+    assert parse_retry_after("7", NOW) == 7.0
+    assert parse_retry_after("Wed, 02 Dec 2026 12:00:30 GMT", NOW) == 30.0
+    assert parse_retry_after("soon", NOW) is None
+    assert parse_retry_after("", NOW) is None
+    assert parse_retry_after(None, NOW) is None

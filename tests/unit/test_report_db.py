@@ -17,16 +17,17 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import delete, func, select
 
-from spillgate.accounting.costclock import HardwarePeriod
-from spillgate.accounting.ledger import Ledger, RequestOutcome, RequestStart
-from spillgate.accounting.migrations import migrate
-from spillgate.accounting.report_cli import ReportSources, admin_report_router
-from spillgate.accounting.report_query import read_inputs
-from spillgate.accounting.reports import build_report, report_from_views
-from spillgate.accounting.rollup import request_rollup
-from spillgate.accounting.schema import schema_version
 from spillgate.api import health
-from spillgate.api.errors import install_error_handlers
+from spillgate.api.admin_reports import admin_report_router
+from spillgate.costing.costclock import HardwarePeriod
+from spillgate.ledger.migrations import migrate
+from spillgate.ledger.rollup import request_rollup
+from spillgate.ledger.schema import schema_version
+from spillgate.ledger.store import Ledger, RequestOutcome, RequestStart
+from spillgate.reports.figures import build_report, report_from_views
+from spillgate.reports.gather import ReportSources
+from spillgate.reports.query import read_inputs
+from spillgate.web import install_error_handlers
 from tests.unit.test_reports import BOOK, PERIODS, PROFILE, REF, ROWS, T0, UNTIL, recompute, report
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

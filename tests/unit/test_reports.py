@@ -15,11 +15,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spillgate.accounting.hardware import load_profiles, monthly_cost_usd
-from spillgate.accounting.pricing import PriceBook
-from spillgate.accounting.report_cli import parse_when
-from spillgate.accounting.report_render import render_report, usd
-from spillgate.accounting.reports import MAX_BUCKETS, WindowTooLarge, build_report
+from spillgate.costing.hardware import load_profiles, monthly_cost_usd
+from spillgate.costing.pricing import PriceBook
+from spillgate.reports.figures import MAX_BUCKETS, WindowTooLarge, build_report
+from spillgate.reports.gather import parse_when
+from spillgate.reports.render import render_report, usd
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 BOOK = PriceBook.load(MODELS / "pricing.yaml")

@@ -10,11 +10,11 @@ import yaml
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from spillgate.accounting.keys import SECRET_PREFIX
-from spillgate.engines.catalog import Catalog
+from spillgate.catalog import Catalog
 from spillgate.errors import ConfigError, ModelNotFound
 from spillgate.routing.routes import build_routes
 from spillgate.settings import MIN_KEY_LENGTH, Settings, key_problem, load_settings
+from spillgate.tenancy.keys import SECRET_PREFIX
 
 REPO = Path(__file__).resolve().parents[2]
 

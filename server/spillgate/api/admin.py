@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
-from spillgate.accounting.keys_cli import admin_keys_router
-from spillgate.accounting.report_cli import admin_report_router
+from spillgate.api.admin_keys import admin_keys_router
+from spillgate.api.admin_reports import admin_report_router
 from spillgate.api.deps import bearer_matches
 from spillgate.errors import AuthenticationFailed, PermissionDenied
 from spillgate.settings import MIN_KEY_LENGTH, Settings, key_problem
 
 
 async def require_admin(request: Request) -> None:
-    """Runs before any admin route reads its body (see keys_cli.create)."""
+    """Runs before any admin route reads its body (see admin_keys.create)."""
     settings: Settings = request.app.state.settings
     env_name = settings.server.admin_key_env
     expected = settings.admin_key()

@@ -11,7 +11,8 @@ from typing import Protocol
 from fastapi import Request
 
 from spillgate.errors import AuthenticationFailed, PayloadTooLarge
-from spillgate.service import Client, Node
+from spillgate.service import Node
+from spillgate.types import Client
 
 KEYS_EXIST_TTL_S = 1.0
 

@@ -6,9 +6,9 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from spillgate.api.deps import bearer_matches, node_of
-from spillgate.api.responses import JSONResponse
 from spillgate.errors import AuthenticationFailed
 from spillgate.settings import Settings
+from spillgate.web import JSONResponse
 
 router = APIRouter()
 

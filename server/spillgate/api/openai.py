@@ -8,9 +8,9 @@ from fastapi.responses import StreamingResponse
 from spillgate import service
 from spillgate.api.deps import client_of, node_of, read_body, request_id_of
 from spillgate.api.disconnect import cancelled_on_disconnect, gone_is_499
-from spillgate.api.responses import JSONResponse
-from spillgate.backends.base import Endpoint
 from spillgate.life import RequestLife
+from spillgate.types import Endpoint
+from spillgate.web import JSONResponse
 
 router = APIRouter(prefix="/v1")
 

@@ -20,9 +20,10 @@ import orjson
 
 from spillgate.backends.anthropic_stream import AnthropicStreamTranslator, parse_sse_data
 from spillgate.backends.anthropic_translate import from_anthropic_response, to_anthropic_request
-from spillgate.backends.base import JSON, Tier, UpstreamCall
+from spillgate.backends.base import UpstreamCall
 from spillgate.backends.http import Timeouts, UpstreamHttp
 from spillgate.errors import InvalidRequest, error_for_status
+from spillgate.types import JSON, Tier
 
 ANTHROPIC_VERSION = "2023-06-01"
 _MESSAGES = "/messages"

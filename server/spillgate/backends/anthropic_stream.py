@@ -18,7 +18,8 @@ from typing import Any
 import orjson
 
 from spillgate.backends.anthropic_translate import finish_reason, openai_usage
-from spillgate.backends.base import JSON, UpstreamFailure
+from spillgate.backends.base import UpstreamFailure
+from spillgate.types import JSON
 
 _DATA = b"data:"
 # Anthropic error types in a stream → the status to report. "overloaded" is Anthropic's 529,

@@ -30,8 +30,8 @@ from typing import Any
 
 import orjson
 
-from spillgate.backends.base import JSON
 from spillgate.errors import InvalidRequest
+from spillgate.types import JSON
 
 DEFAULT_MAX_TOKENS = 4096
 ANTHROPIC_MAX_TEMPERATURE = 1.0

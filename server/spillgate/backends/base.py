@@ -10,13 +10,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Protocol
 
 from spillgate.errors import ApiError
-
-Endpoint = Literal["chat/completions", "completions", "embeddings"]
-Tier = Literal["local", "api"]
-JSON = dict[str, Any]
+from spillgate.types import JSON, Endpoint, Tier
 
 
 class UpstreamFailure(ApiError):

@@ -9,8 +9,10 @@ One `UpstreamHttp` per backend: one connection pool, explicit connect/read/total
 from __future__ import annotations
 
 import asyncio
+import email.utils
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -26,14 +28,22 @@ class Timeouts:
     total_s: float | None = None
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds form; dates are rare upstream)."""
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds from a Retry-After header: delta-seconds or an HTTP-date (RFC 9110 10.2.3),
+    the latter counted from `now` (default: the wall clock). None when unreadable."""
     if not value:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:  # "-0000": RFC 5322's unknown zone; HTTP-dates are GMT
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 class UpstreamHttp:

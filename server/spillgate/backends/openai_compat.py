@@ -13,9 +13,10 @@ from typing import Any
 
 import orjson
 
-from spillgate.backends.base import JSON, Tier, UpstreamCall, UpstreamFailure
+from spillgate.backends.base import UpstreamCall, UpstreamFailure
 from spillgate.backends.http import Timeouts, UpstreamHttp
 from spillgate.errors import error_for_status
+from spillgate.types import JSON, Tier
 
 _DATA = b"data:"
 _DONE = b"[DONE]"

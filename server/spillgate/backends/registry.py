@@ -11,7 +11,7 @@ from spillgate.backends.http import Timeouts
 from spillgate.backends.openai_compat import OpenAICompatBackend
 from spillgate.backends.reliability import CircuitBreaker
 from spillgate.backends.supervisor import EngineSupervisor
-from spillgate.engines.catalog import Catalog, resolve_gguf, vllm_max_num_seqs
+from spillgate.catalog import Catalog, resolve_gguf, vllm_max_num_seqs
 from spillgate.errors import ConfigError
 from spillgate.settings import LocalBackendSettings, ProviderSettings, Settings
 
@@ -49,8 +49,8 @@ def build_backends(settings: Settings, catalog: Catalog) -> Backends:
             else frozenset(),
         )
         # A local engine fails over to the next target instead of retrying: retrying a
-        # full queue only adds wait, and a restarting engine is tracked by its supervisor.
-        built.breakers[local.name] = CircuitBreaker(failure_threshold=10**9, reset_after_s=1)
+        # full queue only adds wait, and a restarting engine is tracked by its supervisor
+        # (so it has no breaker: one that could never open only cost a lock per call).
         built.attempts[local.name] = 1
         built.slots[local.name] = slot_count(local, catalog)
     for provider in settings.providers:

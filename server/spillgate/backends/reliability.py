@@ -90,8 +90,10 @@ def _wait_after(exc: BaseException | None, attempt_number: int) -> float:
     return random.uniform(0.0, min(2.0, 0.1 * 2 ** (attempt_number - 1)))
 
 
-async def _guarded(attempt: Callable[[], Awaitable[T]], breaker: CircuitBreaker,
+async def _guarded(attempt: Callable[[], Awaitable[T]], breaker: CircuitBreaker | None,
                    backend: str) -> T:
+    if breaker is None:  # local engines: their supervisor tracks health, no breaker
+        return await attempt()
     breaker.before_call(backend)
     try:
         result = await attempt()
@@ -106,7 +108,7 @@ async def _guarded(attempt: Callable[[], Awaitable[T]], breaker: CircuitBreaker,
 
 
 async def call_with_retries(
-    attempt: Callable[[], Awaitable[T]], *, max_attempts: int, breaker: CircuitBreaker,
+    attempt: Callable[[], Awaitable[T]], *, max_attempts: int, breaker: CircuitBreaker | None,
     backend: str,
 ) -> T:
     """Run `attempt` until it succeeds, a non-retryable error occurs, or attempts run out.

@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from spillgate.engines.catalog import Catalog, vllm_max_num_seqs
+from spillgate.catalog import Catalog, vllm_max_num_seqs
 from spillgate.engines.lifeline import ParentGone, bind_to_parent
 from spillgate.errors import ConfigError
 from spillgate.settings import repo_models_dir

@@ -19,7 +19,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
-from spillgate.backends.base import JSON, Tier, UpstreamCall
+from spillgate.backends.base import UpstreamCall
+from spillgate.types import JSON, Tier
 
 
 @dataclass(frozen=True, slots=True)

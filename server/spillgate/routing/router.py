@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
-from spillgate.backends.base import Tier
 from spillgate.errors import InvalidRequest, PermissionDenied, RateLimited, ServiceUnavailable
+from spillgate.types import Tier
 
 Policy = Literal["local", "api", "auto"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from spillgate.engines.catalog import Catalog
+from spillgate.catalog import Catalog
 from spillgate.errors import ConfigError, ModelNotFound
 from spillgate.routing.router import Route, Target
 from spillgate.settings import RouteSettings, Settings

@@ -18,8 +18,6 @@ import orjson
 from fastapi import FastAPI, Request
 from starlette.responses import Response, StreamingResponse
 
-from spillgate.api.errors import install_error_handlers
-from spillgate.api.responses import JSONResponse
 from spillgate.engines.llamacpp.bodies import ChatBody, CompletionBody, parse
 from spillgate.engines.llamacpp.metrics import CONTENT_TYPE, EngineMetrics
 from spillgate.engines.llamacpp.scheduler import Chunk, Job, Scheduler, Ticket, TicketCancelled
@@ -27,6 +25,7 @@ from spillgate.engines.llamacpp.service import Engine
 from spillgate.engines.llamacpp.shapes import DONE, Kind, Reply, sse, sse_error
 from spillgate.engines.llamacpp.tools import as_stream, with_tool_calls
 from spillgate.errors import ApiError, InvalidRequest
+from spillgate.web import JSONResponse, install_error_handlers
 
 DISCONNECT_POLL_S = 0.2
 

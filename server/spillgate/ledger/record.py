@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from spillgate.backends.base import Tier
+from spillgate.types import Tier
 
 
 @dataclass(slots=True)

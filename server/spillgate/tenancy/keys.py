@@ -1,11 +1,11 @@
-"""Virtual API keys (stored hashed in the ledger) and the per-key RPM/TPM limiter.
+"""Virtual API keys (stored hashed in the ledger); their RPM/TPM limiter is limits.py.
 
 A secret looks like `sg-` + 40 url-safe characters. Only its SHA-256 is stored: the secret
 is shown once, by `create_key`, and cannot be recovered. SHA-256 (not a slow password hash)
 is right here because the secret is 240 random bits, not a guessable password, and it is
 checked on every request.
 
-`authenticate` caches each answer on the ledger for KEY_CACHE_TTL_S (unknown secrets for
+`KeyStore.authenticate` caches each answer for KEY_CACHE_TTL_S (unknown secrets for
 less), so the request path reaches the database at most once per key every few seconds.
 A revocation is immediate on the replica that made it and takes up to that TTL elsewhere.
 """
@@ -14,23 +14,23 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from cachetools import TLRUCache
 from sqlalchemy import insert, select, update
 
-from spillgate.accounting.schema import api_keys
+from spillgate.ledger.schema import api_keys
 
 if TYPE_CHECKING:
-    from spillgate.accounting.ledger import Ledger
+    from spillgate.ledger.store import Ledger
 
 SECRET_PREFIX = "sg-"
+KEY_CACHE_TTL_S = 5.0
 UNKNOWN_KEY_TTL_S = 1.0
-WINDOW_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,23 +109,6 @@ async def create_key(
     return info, secret
 
 
-async def authenticate(ledger: Ledger, secret: str) -> KeyInfo | None:
-    """The live (not revoked) key with this secret, or None. Cached; see module docstring."""
-    if not secret.startswith(SECRET_PREFIX):
-        return None  # not one of ours: no database work for static keys or garbage
-    digest = hash_secret(secret)
-    hit = ledger.key_cache.get(digest)
-    if hit is not None:
-        return hit[0]
-    async with ledger.reading() as conn:
-        row = (await conn.execute(select(api_keys).where(api_keys.c.key_hash == digest))).first()
-    info = KeyInfo.from_row(row._mapping) if row is not None else None
-    if info is not None and info.revoked_at is not None:
-        info = None
-    ledger.key_cache.put(digest, info, None if info else UNKNOWN_KEY_TTL_S)
-    return info
-
-
 async def live_keys_exist(ledger: Ledger) -> bool:
     """Whether any virtual key is live: from then on anonymous loopback access ends (unless
     configured otherwise), or a client could drop its key to escape the key's limits."""
@@ -143,96 +126,67 @@ async def list_keys(ledger: Ledger, *, include_revoked: bool = False) -> list[Ke
 
 
 async def revoke_key(ledger: Ledger, key_id: str, now: datetime | None = None) -> bool:
-    """Revoke a live key; False if there is no such live key."""
+    """Revoke a live key; False if there is no such live key. Caches elsewhere (this
+    replica's `KeyStore` or another's) forget it within KEY_CACHE_TTL_S; use
+    `KeyStore.revoke` to make it immediate here."""
     stmt = (update(api_keys)
             .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
             .values(revoked_at=now or ledger.now()))
     async with ledger.transaction() as conn:
-        done = (await conn.execute(stmt)).rowcount == 1
-    ledger.key_cache.clear()
-    return done
+        return (await conn.execute(stmt)).rowcount == 1
 
 
-@dataclass(slots=True)
-class _Window:
-    """One key's last minute: request times, and token counts with their times."""
-
-    requests: deque[float] = field(default_factory=deque)
-    tokens: deque[tuple[float, int]] = field(default_factory=deque)
-    used: int = 0
-
-    def prune(self, now: float) -> None:
-        horizon = now - WINDOW_S
-        while self.requests and self.requests[0] <= horizon:
-            self.requests.popleft()
-        while self.tokens and self.tokens[0][0] <= horizon:
-            self.used -= self.tokens.popleft()[1]
-
-    def wait_for_tokens(self, excess: int, now: float) -> float:
-        """Seconds until at least `excess` tokens have left the window."""
-        freed = 0
-        for at, count in self.tokens:
-            freed += count
-            if freed >= excess:
-                return _wait(at, now)
-        return WINDOW_S
+class _Miss:
+    """Marks a cache miss (None is a cached answer: an unknown secret)."""
 
 
-class RateLimiter:
-    """Per-key requests and tokens per minute, sliding 60 s window, in this process only.
-
-    Each replica counts only what it served, so N replicas admit up to N times the limit;
-    limits shared across replicas need a shared store (Redis), which this class does not use.
-    """
-
-    def __init__(self) -> None:
-        self._windows: dict[str, _Window] = {}
-        self._swept_at = 0.0
-
-    def check(self, key_id: str, rpm: int | None, tpm: int | None, tokens_estimate: int,
-              now: float) -> float | None:
-        """None, and the request is counted; or the seconds to wait before retrying."""
-        if rpm is None and tpm is None:
-            return None
-        window = self._window(key_id, now)
-        if rpm is not None and len(window.requests) >= rpm:
-            return _wait(window.requests[0], now) if window.requests else WINDOW_S
-        # A request larger than a whole minute's allowance is let through on an idle window,
-        # or it could never be served.
-        if tpm is not None and window.used and window.used + tokens_estimate > tpm:
-            return window.wait_for_tokens(window.used + tokens_estimate - tpm, now)
-        window.requests.append(now)
-        self.add_tokens(key_id, tokens_estimate, now)
-        return None
-
-    def add_tokens(self, key_id: str, tokens: int, now: float) -> None:
-        """Count tokens learnt after admission (e.g. the completion) against the TPM window."""
-        if tokens > 0:
-            window = self._window(key_id, now)
-            window.tokens.append((now, tokens))
-            window.used += tokens
-
-    def _window(self, key_id: str, now: float) -> _Window:
-        self._forget_idle(now)
-        window = self._windows.get(key_id)
-        if window is None:
-            window = self._windows[key_id] = _Window()
-        window.prune(now)
-        return window
-
-    def _forget_idle(self, now: float) -> None:
-        """Drop windows of keys idle for a minute (once a minute), so memory follows the
-        active keys."""
-        if now - self._swept_at < WINDOW_S:
-            return
-        self._swept_at = now
-        horizon = now - WINDOW_S
-        idle = [k for k, w in self._windows.items()
-                if not (w.requests and w.requests[-1] > horizon)
-                and not (w.tokens and w.tokens[-1][0] > horizon)]
-        for key_id in idle:
-            del self._windows[key_id]
+_MISS = _Miss()
 
 
-def _wait(oldest: float, now: float) -> float:
-    return max(0.001, oldest + WINDOW_S - now)
+def _time_to_use(_digest: str, info: KeyInfo | None, now: float) -> float:
+    return now + (KEY_CACHE_TTL_S if info is not None else UNKNOWN_KEY_TTL_S)
+
+
+class KeyStore:
+    """The keys of one ledger plus this replica's cache of `authenticate` answers.
+
+    The cache lives here, not on the ledger: the ledger stores rows, the key store decides
+    who a secret belongs to (and the ledger never imports tenancy)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        # Known keys for KEY_CACHE_TTL_S, unknown secrets (None) for UNKNOWN_KEY_TTL_S.
+        self._cache: TLRUCache[str, KeyInfo | None] = TLRUCache(10_000, _time_to_use)
+
+    async def authenticate(self, secret: str) -> KeyInfo | None:
+        """The live (not revoked) key with this secret, or None. Cached; see the module
+        docstring."""
+        if not secret.startswith(SECRET_PREFIX):
+            return None  # not one of ours: no database work for static keys or garbage
+        digest = hash_secret(secret)
+        hit = self._cache.get(digest, _MISS)
+        if not isinstance(hit, _Miss):
+            return hit
+        async with self.ledger.reading() as conn:
+            query = select(api_keys).where(api_keys.c.key_hash == digest)
+            row = (await conn.execute(query)).first()
+        info = KeyInfo.from_row(row._mapping) if row is not None else None
+        if info is not None and info.revoked_at is not None:
+            info = None
+        self._cache[digest] = info
+        return info
+
+    async def create(self, name: str, **limits: Any) -> tuple[KeyInfo, str]:
+        return await create_key(self.ledger, name, **limits)
+
+    async def list(self, *, include_revoked: bool = False) -> list[KeyInfo]:
+        return await list_keys(self.ledger, include_revoked=include_revoked)
+
+    async def revoke(self, key_id: str, now: datetime | None = None) -> bool:
+        """Revoke a live key; immediate on this replica (the cache is dropped)."""
+        done = await revoke_key(self.ledger, key_id, now)
+        self._cache.clear()
+        return done
+
+    async def live_keys_exist(self) -> bool:
+        return await live_keys_exist(self.ledger)

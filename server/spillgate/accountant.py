@@ -21,21 +21,22 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 
-from spillgate.accounting.budgets import worst_case_cost
-from spillgate.accounting.costclock import CostClock
-from spillgate.accounting.hardware import check_units, get_profile, load_profiles
-from spillgate.accounting.keys import KeyInfo, RateLimiter, authenticate
-from spillgate.accounting.ledger import Ledger, RequestOutcome, RequestStart, ReserveResult
-from spillgate.accounting.pricing import PriceBook, cost
-from spillgate.accounting.record import RequestRecord
-from spillgate.engines.catalog import Catalog
+from spillgate.catalog import Catalog
+from spillgate.costing.costclock import CostClock
+from spillgate.costing.hardware import check_units, get_profile, load_profiles
+from spillgate.costing.pricing import PriceBook, cost
 from spillgate.errors import RateLimited
+from spillgate.ledger.record import RequestRecord
+from spillgate.ledger.store import Ledger, RequestOutcome, RequestStart, ReserveResult
 from spillgate.routing.router import Target
 from spillgate.routing.routes import RouteTable
-from spillgate.service import Client
 from spillgate.settings import Settings
 from spillgate.telemetry.metrics import GatewayMetrics
 from spillgate.telemetry.snapshot import CapacitySnapshot
+from spillgate.tenancy.budgets import worst_case_cost
+from spillgate.tenancy.keys import KeyInfo, KeyStore
+from spillgate.tenancy.limits import RateLimiter
+from spillgate.types import Client
 
 log = logging.getLogger(__name__)
 PERIOD_S = 10.0  # hardware cost rows persisted this often
@@ -56,6 +57,7 @@ class Accountant:
         self._reference = reference  # local model → paid model id for counterfactual cost
         self._metrics = metrics
         self._ledger: Ledger | None = None
+        self._keystore: KeyStore | None = None
         self._keys: dict[str, KeyInfo] = {}
         self._exhausted_until: dict[str, float] = {}
         self._remaining: dict[str, tuple[Decimal | None, Decimal | None]] = {}
@@ -68,8 +70,17 @@ class Accountant:
             raise RuntimeError("accountant used before open()")
         return self._ledger
 
+    @property
+    def keys(self) -> KeyStore:
+        """The key store whose cache authenticates this node's requests (admin revocations
+        go through it, so they are immediate here)."""
+        if self._keystore is None:
+            raise RuntimeError("accountant used before open()")
+        return self._keystore
+
     async def open(self) -> None:
         self._ledger = await Ledger.open(self._dsn)
+        self._keystore = KeyStore(self._ledger)
         recovered = await self._ledger.recover()
         if recovered:
             log.warning("recovered %d ledger rows left open by a previous process", recovered)
@@ -123,9 +134,9 @@ class Accountant:
 
     # --- keys and budgets ----------------------------------------------------------------
     async def lookup_key(self, secret: str) -> Client | None:
-        if self._ledger is None:
+        if self._keystore is None:
             return None
-        info = await authenticate(self._ledger, secret)
+        info = await self._keystore.authenticate(secret)
         if info is None:
             return None
         self._keys[info.key_id] = info

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
-from spillgate.accounting.hardware import HardwareProfile, monthly_cost_usd
-from spillgate.accounting.pricing import DEFAULT_INPUT_SHARE, MILLION, Price, decimal_text
+from spillgate.costing.hardware import HardwareProfile, monthly_cost_usd
+from spillgate.costing.pricing import DEFAULT_INPUT_SHARE, MILLION, Price, decimal_text
 
 DAY_S = Decimal(86400)
 DAYS_PER_MONTH = Decimal("30.4375")

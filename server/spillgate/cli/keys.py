@@ -1,7 +1,6 @@
-"""Managing virtual keys: `spillgate keys create|list|revoke` and the /admin/keys routes.
+"""`spillgate keys create|list|revoke`: argparse only, over spillgate.tenancy.keys.
 
-Both are thin: they parse, call spillgate.accounting.keys, and print or return JSON. The
-secret of a new key is printed (or returned) once and never again.
+The secret of a new key is printed once and never again.
 """
 
 from __future__ import annotations
@@ -15,20 +14,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field, ValidationError
-
-from spillgate.accounting.keys import create_key, list_keys, revoke_key
-from spillgate.accounting.ledger import Ledger
-from spillgate.accounting.report_cli import decimal_arg
-from spillgate.api.deps import read_body
-from spillgate.errors import InvalidRequest, NotFound, ServiceUnavailable
-
-# An admin body is a few hundred bytes; anything far larger is refused before it is buffered.
-ADMIN_MAX_BODY_BYTES = 64 * 1024
+from spillgate.cli.report import decimal_arg
+from spillgate.ledger.store import Ledger
+from spillgate.tenancy.keys import create_key, list_keys, revoke_key
 
 
-# --- spillgate keys ... -------------------------------------------------------------------
+# --- spillgate keys ... ----------------------------------------------------------------------
 def add_keys_commands(subparsers: Any) -> None:
     """Register `keys create|list|revoke` on the `spillgate` argparse subparsers."""
     keys = subparsers.add_parser("keys", help="virtual API keys: create | list | revoke")
@@ -138,73 +129,3 @@ async def _revoke(ledger: Ledger, args: argparse.Namespace) -> int:
     print(json.dumps({"key_id": args.key_id, "revoked": True}) if args.json
           else f"revoked {args.key_id}")
     return 0
-
-
-# --- /admin/keys --------------------------------------------------------------------------
-class KeyCreate(BaseModel):
-    """POST /admin/keys body. Amounts are USD (JSON numbers or decimal strings)."""
-
-    name: str = Field(min_length=1, max_length=256, description="Who or what the key is for.")
-    daily_budget_usd: Decimal | None = Field(None, ge=0, description="Paid USD per UTC day.")
-    monthly_budget_usd: Decimal | None = Field(None, ge=0, description="Paid USD per month.")
-    rpm: int | None = Field(None, ge=0, description="Requests per minute, per replica.")
-    tpm: int | None = Field(None, ge=0, description="Tokens per minute, per replica.")
-    local_only: bool = Field(False, description="Every request is treated as sensitive.")
-    tags: dict[str, str] = Field(default_factory=dict, description="Tags kept on the key.")
-
-
-def key_create_body(raw: bytes) -> KeyCreate:
-    """Parse a POST /admin/keys body; a 400 names the field, never echoes the input."""
-    try:
-        return KeyCreate.model_validate_json(raw or b"{}")
-    except ValidationError as exc:
-        first = exc.errors(include_url=False, include_input=False)[0]
-        field = ".".join(str(p) for p in first["loc"]) or None
-        raise InvalidRequest(f"invalid body: {field or 'body'}: {first['msg']}",
-                             param=field) from None
-
-
-def _ledger_of(request: Request) -> Ledger:
-    """`app.state.ledger`, or the accountant's ledger (how create_app joins them)."""
-    state = request.app.state
-    ledger = getattr(state, "ledger", None)
-    accountant = getattr(state, "accountant", None)
-    if ledger is None and accountant is not None:
-        try:
-            ledger = accountant.ledger
-        except RuntimeError:  # not open yet
-            ledger = None
-    if not isinstance(ledger, Ledger):
-        raise ServiceUnavailable("the cost ledger is not open")
-    return ledger
-
-
-def admin_keys_router() -> APIRouter:
-    """POST/GET /admin/keys, DELETE /admin/keys/{key_id}; mount behind the admin-key check."""
-    router = APIRouter()
-
-    @router.post("/admin/keys", status_code=201)
-    async def create(request: Request) -> dict[str, Any]:
-        # The body is read here, not declared as a parameter: FastAPI reads declared bodies
-        # before it runs the router's admin-key dependency, so a caller without the key
-        # could make the node buffer any amount. Here the key is checked first, then at
-        # most ADMIN_MAX_BODY_BYTES are read.
-        body = key_create_body(await read_body(request, ADMIN_MAX_BODY_BYTES))
-        try:
-            info, secret = await create_key(_ledger_of(request), **body.model_dump())
-        except ValueError as exc:
-            raise InvalidRequest(str(exc)) from exc
-        return {"key": info.to_json(), "secret": secret}
-
-    @router.get("/admin/keys")
-    async def listing(request: Request, include_revoked: bool = False) -> dict[str, Any]:
-        keys = await list_keys(_ledger_of(request), include_revoked=include_revoked)
-        return {"data": [k.to_json() for k in keys]}
-
-    @router.delete("/admin/keys/{key_id}")
-    async def revoke(request: Request, key_id: str) -> dict[str, Any]:
-        if not await revoke_key(_ledger_of(request), key_id):
-            raise NotFound(f"no live key {key_id!r}", param="key_id", code="key_not_found")
-        return {"key_id": key_id, "revoked": True}
-
-    return router

@@ -42,22 +42,22 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from spillgate.accounting import rollup
-from spillgate.accounting.hardware import (
+from spillgate.costing.hardware import (
     SECONDS_PER_MONTH,
     HardwareProfile,
     cost_rate_usd_per_s,
     monthly_cost_usd,
 )
-from spillgate.accounting.plan import marginal_unit
-from spillgate.accounting.pricing import (
+from spillgate.costing.pricing import (
     MILLION,
     Price,
     PriceBook,
     blended_usd_per_million,
     decimal_text,
 )
-from spillgate.accounting.rollup import SPILL_REASONS, GroupKey, GroupSums, as_utc, is_sensitive
+from spillgate.ledger import rollup
+from spillgate.ledger.rollup import SPILL_REASONS, GroupKey, GroupSums, as_utc, is_sensitive
+from spillgate.reports.plan import marginal_unit
 
 __all__ = ["SPILL_REASONS", "as_utc", "build_report", "is_sensitive", "report_from_views"]
 

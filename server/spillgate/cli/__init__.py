@@ -100,12 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("engine", help="run an engine process: llamacpp | vllm", add_help=False)
     sub.add_parser("fake-provider", help="fake OpenAI/Anthropic API for tests and demos",
                    add_help=False)
-    from spillgate.accounting.keys_cli import add_keys_commands
-    from spillgate.accounting.report_cli import add_report_commands
+    from spillgate.cli.keys import add_keys_commands
+    from spillgate.cli.report import add_report_commands
 
     add_keys_commands(sub)
     add_report_commands(sub)
-    from spillgate.accounting.bench import add_bench_command
+    from spillgate.costing.bench import add_bench_command
 
     add_bench_command(sub)
     return parser

@@ -1,19 +1,32 @@
-"""One handler turns every ApiError (and FastAPI's own validation errors) into the OpenAI
-error body, with the request id and Retry-After headers."""
+"""HTTP pieces shared by the gateway and the engine process (neither imports the other's api/).
+
+One handler turns every ApiError (and FastAPI's own validation errors) into the OpenAI
+error body, with the request id and Retry-After headers; JSON responses go through orjson."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
-from spillgate.api.responses import JSONResponse
 from spillgate.errors import ApiError, InternalError, InvalidRequest, describe
 
 log = logging.getLogger(__name__)
 REQUEST_ID = "x-request-id"
+
+
+class JSONResponse(Response):
+    """JSON serialized with orjson (FastAPI deprecated its own ORJSONResponse)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 def error_response(exc: ApiError, request: Request) -> JSONResponse:

@@ -17,7 +17,8 @@ settling deletes it first, so a second settle (or a settle after crash recovery)
 A fallback to a dearer model extends the reservation by the difference with the same
 conditional UPDATE (`extend_in`), so it too can never pass the limit.
 
-The reservation is a true upper bound of what the provider can bill (`prompt_bound`): BPE
+The reservation is a true upper bound of what the provider can bill
+(`tenancy.budgets.prompt_bound`): BPE
 tokens never outnumber the UTF-8 bytes they encode, so the request body's size in bytes
 bounds the prompt tokens, and `max_tokens` (times `n`) bounds the output. Settling moves the
 actual cost to spent and releases the rest; the actual cost can exceed the reservation only
@@ -29,11 +30,10 @@ transactions, locking and caching.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import (
     Select,
@@ -50,30 +50,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
-from spillgate.accounting.schema import Money, api_keys, budget_counters, budget_reservations
-
-MILLION = Decimal(1_000_000)
-
-
-class TokenPrice(Protocol):
-    """What reservation needs of a price entry: USD per 1M tokens."""
-
-    @property
-    def input(self) -> Decimal: ...
-
-    @property
-    def output(self) -> Decimal: ...
-
-
-def worst_case_cost(prompt_tokens_estimate: int, max_tokens: int, price: TokenPrice) -> Decimal:
-    """Upper bound of a call's cost: every prompt token uncached, every allowed output token.
-
-    `max_tokens` must be the clamped output limit the upstream will enforce; without it the
-    cost of a paid call has no bound and cannot be reserved.
-    """
-    if prompt_tokens_estimate < 0 or max_tokens < 0:
-        raise ValueError("token counts must be >= 0")
-    return (prompt_tokens_estimate * price.input + max_tokens * price.output) / MILLION
+from spillgate.ledger.schema import Money, api_keys, budget_counters, budget_reservations
 
 
 def day_period(now: datetime) -> str:
@@ -187,32 +164,6 @@ async def reserve_in(conn: AsyncConnection, r: Reservation, *, ensure: bool) -> 
         month_period=month if r.limited[1] else None,
     ))
     return ReserveResult(True, left[0], left[1])
-
-
-# An image given by URL is billed by its pixels, not by the URL's bytes. The dearest rule in
-# pricing.yaml's providers: gpt-4o-mini bills 2,833 + 5,667 tokens per 512-px tile, and a
-# high-detail image has at most 8 tiles (48,169 tokens); Anthropic caps near 1,600.
-IMAGE_URL_TOKENS = 48_169
-
-
-def prompt_bound(raw: bytes, body: Mapping[str, Any] | None = None) -> int:
-    """Upper bound of the prompt tokens any BPE tokenizer makes of this request body: its
-    UTF-8 size in bytes (the body holds every billed text, plus JSON syntax that the chat
-    template's few tokens per message never outnumber), plus IMAGE_URL_TOKENS for each image
-    given by http(s) URL (an inline `data:` image is billed below its base64 size)."""
-    return len(raw) + IMAGE_URL_TOKENS * _image_urls(body or {})
-
-
-def _image_urls(body: Mapping[str, Any]) -> int:
-    count = 0
-    for message in body.get("messages") or ():
-        content = message.get("content") if isinstance(message, dict) else None
-        for part in content if isinstance(content, list) else ():
-            if isinstance(part, dict) and part.get("type") == "image_url":
-                image = part.get("image_url")
-                url = image.get("url", "") if isinstance(image, dict) else str(image or "")
-                count += not str(url).startswith("data:")
-    return count
 
 
 async def extend_in(conn: AsyncConnection, request_id: str, extra: Decimal,

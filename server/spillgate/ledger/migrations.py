@@ -22,7 +22,7 @@ from sqlalchemy import Connection, event, insert, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from spillgate.accounting import rollup, schema
+from spillgate.ledger import rollup, schema
 
 Step = Callable[[Connection], None]
 _ADVISORY_LOCK_ID = 0x5B16A7E  # any constant unique to spillgate's migrations

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from spillgate.accounting.hardware import HardwareProfile, cost_rate_usd_per_s
+from spillgate.costing.hardware import HardwareProfile, cost_rate_usd_per_s
 
 DEFAULT_QUANTUM = Decimal("1e-12")
 RateFn = Callable[[float | None], Decimal]

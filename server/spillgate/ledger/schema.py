@@ -45,7 +45,7 @@ from sqlalchemy import (
 from sqlalchemy.types import DateTime, TypeDecorator, TypeEngine
 
 if TYPE_CHECKING:
-    from spillgate.accounting.record import RequestRecord
+    from spillgate.ledger.record import RequestRecord
 
 MONEY_SCALE = 10  # digits after the point: numeric(20, 10)
 _UNIT = Decimal(1).scaleb(-MONEY_SCALE)

@@ -22,7 +22,7 @@ from typing import Any
 
 from spillgate.backends.base import Backend, UpstreamCall
 from spillgate.backends.registry import build_backends
-from spillgate.engines.catalog import Catalog
+from spillgate.catalog import Catalog
 from spillgate.errors import ConfigError
 from spillgate.settings import LocalBackendSettings, Settings, load_settings
 

@@ -20,7 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from spillgate.accounting.pricing import load_yaml_exact, to_decimal
+from spillgate.costing.pricing import load_yaml_exact, to_decimal
 from spillgate.errors import ConfigError
 
 SECONDS_PER_MONTH = Decimal("30.4375") * 86400  # 2,629,800 s

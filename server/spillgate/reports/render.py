@@ -17,9 +17,9 @@ from decimal import Decimal
 from html import escape
 from typing import Any
 
-from spillgate.accounting import svgchart
-from spillgate.accounting.plan import Plan
-from spillgate.accounting.svgchart import Chart, Marker, Series
+from spillgate.reports import svgchart
+from spillgate.reports.plan import Plan
+from spillgate.reports.svgchart import Chart, Marker, Series
 
 SERIES_COLUMNS = (
     "requests", "local_requests", "api_requests", "local_tokens", "local_cached_tokens",

@@ -41,14 +41,16 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from cachetools import TTLCache
 from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from spillgate.accounting import rollup
-from spillgate.accounting.budgets import (
+from spillgate.costing.costclock import HardwarePeriod
+from spillgate.ledger import rollup
+from spillgate.ledger.budgets import (
     BudgetSnapshot,
     Reservation,
     ReserveResult,
@@ -60,9 +62,8 @@ from spillgate.accounting.budgets import (
     settle_in,
     snapshot_in,
 )
-from spillgate.accounting.costclock import HardwarePeriod
-from spillgate.accounting.migrations import READONLY, migrate, open_engine
-from spillgate.accounting.schema import (
+from spillgate.ledger.migrations import READONLY, migrate, open_engine
+from spillgate.ledger.schema import (
     Money,
     RequestOutcome,
     RequestStart,
@@ -70,10 +71,6 @@ from spillgate.accounting.schema import (
     hardware_periods,
     requests,
 )
-from spillgate.accounting.ttlcache import TTLCache
-
-if TYPE_CHECKING:
-    from spillgate.accounting.keys import KeyInfo
 
 __all__ = ["BudgetSnapshot", "Ledger", "RequestOutcome", "RequestStart", "ReserveResult"]
 
@@ -85,6 +82,7 @@ RETRY_S = 1.0
 DEFAULT_GRACE_S = 600.0
 KEY_CACHE_TTL_S = 5.0
 SNAPSHOT_TTL_S = 1.0
+CACHE_MAX = 10_000  # entries per cache: bounded memory whatever the number of keys
 
 
 def utc_now() -> datetime:
@@ -105,12 +103,11 @@ class Ledger:
                  grace_s: float) -> None:
         self.engine = engine
         self.node_id = node_id
-        self.key_cache: TTLCache[str, KeyInfo | None] = TTLCache(KEY_CACHE_TTL_S)
         self._clock = clock
         self._grace = timedelta(seconds=grace_s)
-        self._snapshots: TTLCache[str, BudgetSnapshot] = TTLCache(SNAPSHOT_TTL_S)
-        self._limits: TTLCache[str, tuple[bool, bool]] = TTLCache(KEY_CACHE_TTL_S)
-        self._counters: TTLCache[tuple[str, str, str], bool] = TTLCache(86_400.0)
+        self._snapshots: TTLCache[str, BudgetSnapshot] = TTLCache(CACHE_MAX, SNAPSHOT_TTL_S)
+        self._limits: TTLCache[str, tuple[bool, bool]] = TTLCache(CACHE_MAX, KEY_CACHE_TTL_S)
+        self._counters: TTLCache[tuple[str, str, str], bool] = TTLCache(CACHE_MAX, 86_400.0)
         self._queue: deque[_Op] = deque()
         self._wake = asyncio.Event()
         self._closing = False
@@ -259,18 +256,16 @@ class Ledger:
         """Atomically reserve `amount` on the key's day and month counters (both or none).
 
         Keys without budgets reserve nothing: ok, remaining None."""
-        cached = self._limits.get(key_id)
-        if cached is not None:
-            limited = cached[0]
-        else:
+        limited = self._limits.get(key_id)
+        if limited is None:
             async with self.reading() as conn:
                 limited = await key_limits(conn, key_id)
-            self._limits.put(key_id, limited)
+            self._limits[key_id] = limited
         if not any(limited):
             return ReserveResult(True, None, None)
         moment = now or self._clock()
         periods = (key_id, day_period(moment), month_period(moment))
-        known = self._counters.get(periods) is not None
+        known = periods in self._counters
         lock = self._write_lock or contextlib.nullcontext()
         async with lock, self.engine.connect() as conn:
             tx = await conn.begin()
@@ -278,8 +273,8 @@ class Ledger:
                 key_id, request_id, amount, moment, self.node_id, limited), ensure=not known)
             await (tx.commit() if result.ok else tx.rollback())
         if result.ok:
-            self._counters.put(periods, True)  # committed: they exist from now on
-        self._snapshots.put(key_id, BudgetSnapshot(result.remaining_day, result.remaining_month))
+            self._counters[periods] = True  # committed: they exist from now on
+        self._snapshots[key_id] = BudgetSnapshot(result.remaining_day, result.remaining_month)
         return result
 
     async def extend(self, key_id: str, request_id: str, extra: Decimal) -> ReserveResult:
@@ -291,7 +286,7 @@ class Ledger:
             ok, day, month = await extend_in(conn, request_id, extra)
             await (tx.commit() if ok else tx.rollback())
         result = ReserveResult(ok, day, month)
-        self._snapshots.put(key_id, BudgetSnapshot(day, month))
+        self._snapshots[key_id] = BudgetSnapshot(day, month)
         return result
 
     async def settle(self, key_id: str, request_id: str, reserved: Decimal,
@@ -300,7 +295,7 @@ class Ledger:
         recovered). `reserved` is informational: the stored reservation is what is released."""
         async with self.transaction() as conn:
             settled = await settle_in(conn, request_id, actual)
-        self._snapshots.discard(key_id)
+        self._snapshots.pop(key_id, None)
         if settled and reserved and actual > reserved:
             log.error("request %s cost %s over its reservation %s: the provider billed "
                       "beyond the reservation's bound", request_id, actual, reserved)
@@ -310,10 +305,10 @@ class Ledger:
         """Remaining day/month budget (None = unlimited); cached for SNAPSHOT_TTL_S."""
         hit = self._snapshots.get(key_id)
         if hit is not None:
-            return hit[0]
+            return hit
         async with self.reading() as conn:
             snap = await snapshot_in(conn, key_id, now or self._clock())
-        self._snapshots.put(key_id, snap)
+        self._snapshots[key_id] = snap
         return snap
 
     # --- recovery --------------------------------------------------------------------------

@@ -21,10 +21,10 @@ from typing import Any, TypeVar
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from spillgate.accounting import rollup
-from spillgate.accounting.migrations import READONLY, open_engine
-from spillgate.accounting.reports import Period
-from spillgate.accounting.schema import Money, hardware_periods
+from spillgate.ledger import rollup
+from spillgate.ledger.migrations import READONLY, open_engine
+from spillgate.ledger.schema import Money, hardware_periods
+from spillgate.reports.figures import Period
 
 HOUR = timedelta(hours=1)
 T = TypeVar("T")

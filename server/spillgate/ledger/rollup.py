@@ -45,7 +45,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from spillgate.accounting.schema import Money, UTCDateTime, requests
+from spillgate.ledger.schema import Money, UTCDateTime, requests
 
 # Route reason codes of a paid answer that local capacity should have served (spill).
 SPILL_REASONS = ("overflow", "local_unavailable", "local_queue_full", "local_context_exceeded",
