@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from spillgate.backends.registry import vllm_unsupported
+from spillgate.catalog import Catalog
 from spillgate.engines import vllm as vllm_engine
-from spillgate.engines.catalog import Catalog
 from spillgate.engines.vllm import run, vllm_argv
 from spillgate.errors import ConfigError
 
