@@ -82,7 +82,7 @@ def test_rpm_and_budget_hold_in_total_across_two_replicas(
              for r in replies]
     served = [r for r in replies if r.status_code == 200]
     assert set(codes) <= {200, "rate_limit_exceeded", "budget_exhausted"}, set(codes)
-    # The rate window admitted exactly RPM of the 200 (two per-replica windows: 2 × RPM);
+    # The rate window admitted exactly RPM of the 200 (two per-replica windows: 2 x RPM);
     # those it admitted were served or refused by the budget, the rest were rate limited.
     assert codes.count("rate_limit_exceeded") == REQUESTS - RPM
     assert len(served) + codes.count("budget_exhausted") == RPM
