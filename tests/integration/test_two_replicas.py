@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -95,7 +96,7 @@ def test_rpm_and_budget_hold_in_total_across_two_replicas(
              if c["path"] == "/v1/chat/completions"]
     assert len(calls) == len(served)  # nothing reached the provider unreserved
 
-    async def ledger_rows() -> list[dict[str, object]]:
+    async def ledger_rows() -> list[dict[str, Any]]:
         ledger = await Ledger.open(dsn, node_id="reader")
         try:
             return await ledger.rows_between(since, datetime.now(UTC) + timedelta(minutes=1))
