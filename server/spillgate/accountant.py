@@ -1,6 +1,8 @@
 """The service's one door to money: budgets, reservations, cost, ledger rows, cost metrics.
 
-Request path calls (none awaits the database except a paid reservation, which must be atomic):
+Request path calls (none awaits the database except a paid reservation, which must be atomic,
+and, with a PostgreSQL ledger, the RPM/TPM check of a key that has limits):
+  check_rate(key, tokens)   before routing: count the request in the key's window, or 429
   open_row(record)          after routing: the ledger row exists from here on (write-behind)
   dispatched(record, t)     right before a local engine gets the request: it accrues
                             hardware cost from now until it settles (queued or decoding)
