@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select, update
 
 from spillgate.ledger.migrations import open_engine
 from spillgate.ledger.schema import rate_events
 from spillgate.ledger.store import Ledger, utc_now
+from spillgate.tenancy.limits import RateLimiter
 from spillgate.tenancy.shared_limits import SharedRateLimiter
 from tests.pg import fresh_database
 from tests.support import free_port
 
-pytestmark = [pytest.mark.integration, pytest.mark.postgres,
-              pytest.mark.asyncio(loop_scope="session")]
+pytestmark = [pytest.mark.integration, pytest.mark.postgres]
+session_loop = pytest.mark.asyncio(loop_scope="session")
 
 
 @pytest.fixture
@@ -37,6 +42,7 @@ async def _rows(ledger: Ledger, key_id: str) -> int:
         return count
 
 
+@session_loop
 async def test_two_replicas_admit_a_keys_rpm_in_total(replicas: tuple[Ledger, Ledger]) -> None:
     a, b = replicas
     limiters = (SharedRateLimiter(a), SharedRateLimiter(b))
@@ -50,6 +56,7 @@ async def test_two_replicas_admit_a_keys_rpm_in_total(replicas: tuple[Ledger, Le
     assert await limiters[1].check("other", 20, None, 10) is None  # each key its own window
 
 
+@session_loop
 async def test_tokens_per_minute_hold_across_replicas(replicas: tuple[Ledger, Ledger]) -> None:
     a, b = replicas
     limiters = (SharedRateLimiter(a), SharedRateLimiter(b))
@@ -61,6 +68,7 @@ async def test_tokens_per_minute_hold_across_replicas(replicas: tuple[Ledger, Le
     assert await limiters[1].check("big", None, 100, 1) is not None
 
 
+@session_loop
 async def test_the_window_slides_on_the_databases_clock(replicas: tuple[Ledger, Ledger]) -> None:
     a, b = replicas
     limiter_a, limiter_b = SharedRateLimiter(a), SharedRateLimiter(b)
@@ -75,6 +83,7 @@ async def test_the_window_slides_on_the_databases_clock(replicas: tuple[Ledger, 
     assert await _rows(a, "s") == 2  # the expired row was deleted
 
 
+@session_loop
 async def test_an_unreachable_database_limits_in_this_replica_only() -> None:
     dead = Ledger(open_engine(f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/none"),
                   node_id="x", clock=utc_now, grace_s=60.0)
@@ -84,3 +93,36 @@ async def test_an_unreachable_database_limits_in_this_replica_only() -> None:
         assert await limiter.check("d", 1, None, 1) is not None  # the local window holds
     finally:
         await dead.engine.dispose()
+
+
+LIMIT = st.one_of(st.none(), st.integers(0, 6))
+CHECKS = st.lists(st.tuples(st.sampled_from(["p", "q"]), st.integers(0, 700)),
+                  min_size=1, max_size=16)
+
+
+def test_the_shared_window_decides_as_the_in_process_one(pg_dsn: str) -> None:
+    """Within one minute, any sequence of checks is admitted or refused the same by both
+    limiters (the database rows rebuild the same window), with about the same Retry-After."""
+    dsn = asyncio.run(fresh_database(pg_dsn))
+
+    @settings(max_examples=30, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(rpm=LIMIT, tpm=st.one_of(st.none(), st.integers(0, 1500)), checks=CHECKS)
+    def agree(rpm: int | None, tpm: int | None, checks: list[tuple[str, int]]) -> None:
+        async def both() -> None:
+            ledger = await Ledger.open(dsn, node_id="prop")
+            try:
+                shared, local = SharedRateLimiter(ledger), RateLimiter()
+                run = uuid.uuid4().hex  # keys of this example only
+                for key, tokens in checks:
+                    want = local.check(run + key, rpm, tpm, tokens, time.monotonic())
+                    got = await shared.check(run + key, rpm, tpm, tokens)
+                    assert (got is None) == (want is None), (key, tokens)
+                    if got is not None and want is not None:
+                        assert abs(got - want) < 5.0
+            finally:
+                await ledger.aclose()
+
+        asyncio.run(both())
+
+    agree()
