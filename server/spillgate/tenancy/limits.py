@@ -2,7 +2,7 @@
 
 `RateLimiter` counts in this process (one replica, or a SQLite ledger). `SharedRateLimiter`
 (tenancy/shared_limits.py) keeps the same window as rows in a PostgreSQL ledger, so replicas
-on one database admit a key's limit in total; both decide with `Window.refusal`.
+on one database admit a key's limit in total; both decide with `over_limit`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,31 @@ from collections import deque
 from dataclasses import dataclass, field
 
 WINDOW_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class RequestsOver:
+    """The window already holds `rpm` requests: wait for the oldest to leave."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokensOver:
+    """The request would pass `tpm`: wait until `excess` tokens have left the window."""
+
+    excess: int
+
+
+def over_limit(requests: int, used: int, rpm: int | None, tpm: int | None,
+               tokens_estimate: int) -> RequestsOver | TokensOver | None:
+    """Which limit one more request would break, given the window's request count and token
+    sum; None when it fits. The one rule both limiters (in process, shared) apply."""
+    if rpm is not None and requests >= rpm:
+        return RequestsOver()
+    # A request larger than a whole minute's allowance is let through on an idle window,
+    # or it could never be served.
+    if tpm is not None and used and used + tokens_estimate > tpm:
+        return TokensOver(used + tokens_estimate - tpm)
+    return None
 
 
 @dataclass(slots=True)
@@ -32,13 +57,12 @@ class Window:
                 now: float) -> float | None:
         """None when one more request of `tokens_estimate` fits the (pruned) window; else
         the seconds to wait before retrying. Counts nothing."""
-        if rpm is not None and len(self.requests) >= rpm:
+        over = over_limit(len(self.requests), self.used, rpm, tpm, tokens_estimate)
+        if over is None:
+            return None
+        if isinstance(over, RequestsOver):
             return _wait(self.requests[0], now) if self.requests else WINDOW_S
-        # A request larger than a whole minute's allowance is let through on an idle window,
-        # or it could never be served.
-        if tpm is not None and self.used and self.used + tokens_estimate > tpm:
-            return self.wait_for_tokens(self.used + tokens_estimate - tpm, now)
-        return None
+        return self.wait_for_tokens(over.excess, now)
 
     def wait_for_tokens(self, excess: int, now: float) -> float:
         """Seconds until at least `excess` tokens have left the window."""

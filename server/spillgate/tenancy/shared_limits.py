@@ -6,8 +6,9 @@ transaction:
 
     pg_advisory_xact_lock(namespace, hashtext(key))   -- replicas take turns per key
     DELETE the key's rows older than 60 s
-    SELECT the key's remaining rows                   -- at most rpm of them
-    decide with `Window.refusal`; INSERT a row when admitted
+    SELECT count(*), sum(tokens) of the key's rows    -- an index range, no rows fetched
+    decide with `over_limit`; INSERT a row when admitted, or, when refused, find when the
+    oldest request (RPM) or enough tokens (TPM, a running sum) leave: the Retry-After
 
 so concurrent requests for one key, from any replica, are decided one after another on the
 same rows, and the limit holds in total. Times come from the database's clock, so replicas
@@ -23,14 +24,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from spillgate.ledger.schema import rate_events
-from spillgate.tenancy.limits import WINDOW_S, RateLimiter, Window
+from spillgate.tenancy.limits import WINDOW_S, RateLimiter, RequestsOver, over_limit
 
 if TYPE_CHECKING:
     from spillgate.ledger.store import Ledger
@@ -75,13 +75,34 @@ class SharedRateLimiter:
         if now - self._swept_at >= SWEEP_EVERY_S:  # expired rows of idle keys
             self._swept_at = now
             await conn.execute(delete(rate_events).where(e.at <= horizon))
-        rows = (await conn.execute(
-            select(e.at, e.tokens).where(e.key_id == key_id).order_by(e.at))).all()
-        window = Window(requests=deque(at for at, _ in rows),
-                         tokens=deque((at, n) for at, n in rows if n > 0),
-                         used=sum(n for _, n in rows))
-        wait = window.refusal(rpm, tpm, tokens_estimate, now)
-        if wait is None:
+        count, used = (await conn.execute(
+            select(func.count(), func.coalesce(func.sum(e.tokens), 0))
+            .where(e.key_id == key_id))).one()
+        over = over_limit(count, int(used), rpm, tpm, tokens_estimate)
+        if over is None:
             await conn.execute(insert(rate_events).values(
                 key_id=key_id, at=now, tokens=max(0, tokens_estimate)))
-        return wait
+            return None
+        leaves = await (_oldest(conn, key_id) if isinstance(over, RequestsOver)
+                        else _tokens_gone(conn, key_id, over.excess))
+        return WINDOW_S if leaves is None else max(0.001, leaves + WINDOW_S - now)
+
+
+async def _oldest(conn: AsyncConnection, key_id: str) -> float | None:
+    """Time of the key's oldest request in the window: a slot frees when it leaves."""
+    e = rate_events.c
+    oldest: float | None = (await conn.execute(
+        select(func.min(e.at)).where(e.key_id == key_id))).scalar_one()
+    return oldest
+
+
+async def _tokens_gone(conn: AsyncConnection, key_id: str, excess: int) -> float | None:
+    """Time of the request by whose leaving at least `excess` tokens have left the window
+    (a running sum from the oldest), or None if the window never frees that many."""
+    e = rate_events.c
+    running = select(e.at, func.sum(e.tokens).over(order_by=(e.at, e.id)).label("freed")
+                     ).where(e.key_id == key_id).subquery()
+    at: float | None = (await conn.execute(
+        select(running.c.at).where(running.c.freed >= excess)
+        .order_by(running.c.at).limit(1))).scalar_one_or_none()
+    return at
