@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from spillgate.ledger.store import Ledger  # noqa: E402
-from spillgate.tenancy.shared_limits import SharedRateLimiter  # noqa: E402
+from spillgate.ledger.store import Ledger
+from spillgate.tenancy.shared_limits import SharedRateLimiter
 
 
 async def _run(limiter: SharedRateLimiter, keys: list[str], per_task: int) -> list[float]:
