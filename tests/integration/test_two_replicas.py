@@ -104,12 +104,11 @@ def test_rpm_and_budget_hold_in_total_across_two_replicas(
             await ledger.aclose()
 
     rows = [r for r in asyncio.run(ledger_rows()) if r["key_id"] is not None]
-    # A row for each request the rate window admitted, whichever replica took it (a rate
-    # refusal comes before the row opens, as on one replica); a budget refusal is a 429 row.
-    assert len(rows) == RPM
-    assert sorted(r["status"] for r in rows) == sorted(
-        r.status_code for r in replies if r.status_code == 200
-        or r.json()["error"]["code"] == "budget_exhausted")
+    # A row for each served request, whichever replica took it. Refusals before routing (the
+    # rate window; a budget this replica saw exhausted moments ago) open no row, as on one
+    # replica; a reservation refused by the database is a 429 row.
+    assert sorted(r["status"] for r in rows if r["status"] == 200) == [200] * len(served)
+    assert {r["status"] for r in rows} <= {200, 429} and len(rows) <= RPM
     spent = sum((Decimal(str(r["cost_usd"])) for r in rows), Decimal(0))
     billed = sum((Decimal(r.json()["usage"]["prompt_tokens"]) * MINI[0]
                   + Decimal(r.json()["usage"]["completion_tokens"]) * MINI[1]

@@ -22,8 +22,10 @@ single-replica limiter already has (and its tests describe).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+import weakref
 from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, func, insert, select, text
@@ -50,18 +52,29 @@ class SharedRateLimiter:
         self._ledger = ledger
         self._fallback = RateLimiter()
         self._swept_at = 0.0
+        self._warned_at = -WINDOW_S
+        # Checks for one key queue here first, so a hot key holds at most one pooled
+        # connection of this replica (waiting on the advisory lock), never the whole pool.
+        self._turns: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary())
 
     async def check(self, key_id: str, rpm: int | None, tpm: int | None,
                     tokens_estimate: int) -> float | None:
         """None, and the request is counted; or the seconds to wait before retrying."""
         if rpm is None and tpm is None:
             return None
+        turn = self._turns.get(key_id)
+        if turn is None:
+            turn = self._turns[key_id] = asyncio.Lock()
         try:
-            async with self._ledger.transaction() as conn:
+            async with turn, self._ledger.transaction() as conn:
                 return await self._check_in(conn, key_id, rpm, tpm, tokens_estimate)
         except Exception:  # an unreachable database must not stop serving
-            log.exception("shared rate window unavailable; limiting in this replica only")
-            return self._fallback.check(key_id, rpm, tpm, tokens_estimate, time.monotonic())
+            now = time.monotonic()
+            if now - self._warned_at >= WINDOW_S:  # once a minute, not once a request
+                self._warned_at = now
+                log.exception("shared rate window unavailable; limiting in this replica only")
+            return self._fallback.check(key_id, rpm, tpm, tokens_estimate, now)
 
     async def _check_in(self, conn: AsyncConnection, key_id: str, rpm: int | None,
                         tpm: int | None, tokens_estimate: int) -> float | None:
