@@ -1,6 +1,8 @@
 """The service's one door to money: budgets, reservations, cost, ledger rows, cost metrics.
 
-Request path calls (none awaits the database except a paid reservation, which must be atomic):
+Request path calls (none awaits the database except a paid reservation, which must be atomic,
+and, with a PostgreSQL ledger, the RPM/TPM check of a key that has limits):
+  check_rate(key, tokens)   before routing: count the request in the key's window, or 429
   open_row(record)          after routing: the ledger row exists from here on (write-behind)
   dispatched(record, t)     right before a local engine gets the request: it accrues
                             hardware cost from now until it settles (queued or decoding)
@@ -36,6 +38,7 @@ from spillgate.telemetry.snapshot import CapacitySnapshot
 from spillgate.tenancy.budgets import worst_case_cost
 from spillgate.tenancy.keys import KeyInfo, KeyStore
 from spillgate.tenancy.limits import RateLimiter
+from spillgate.tenancy.shared_limits import SharedRateLimiter
 from spillgate.types import Client
 
 log = logging.getLogger(__name__)
@@ -61,7 +64,8 @@ class Accountant:
         self._keys: dict[str, KeyInfo] = {}
         self._exhausted_until: dict[str, float] = {}
         self._remaining: dict[str, tuple[Decimal | None, Decimal | None]] = {}
-        self._limiter = RateLimiter()
+        self._limiter = RateLimiter()  # one replica (SQLite); PostgreSQL: shared, below
+        self._shared: SharedRateLimiter | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -81,6 +85,8 @@ class Accountant:
     async def open(self) -> None:
         self._ledger = await Ledger.open(self._dsn)
         self._keystore = KeyStore(self._ledger)
+        if self._ledger.engine.dialect.name == "postgresql":  # replicas share the windows
+            self._shared = SharedRateLimiter(self._ledger)
         recovered = await self._ledger.recover()
         if recovered:
             log.warning("recovered %d ledger rows left open by a previous process", recovered)
@@ -142,13 +148,17 @@ class Accountant:
         self._keys[info.key_id] = info
         return Client(key_id=info.key_id, local_only=info.local_only)
 
-    def check_rate(self, key_id: str | None, tokens_estimate: int) -> None:
-        """Per-key RPM/TPM: count the request, or refuse it with 429 and Retry-After."""
+    async def check_rate(self, key_id: str | None, tokens_estimate: int) -> None:
+        """Per-key RPM/TPM: count the request, or refuse it with 429 and Retry-After.
+        With a PostgreSQL ledger the window is shared by all replicas (one transaction)."""
         info = self._keys.get(key_id or "")
-        if info is None:
+        if info is None or (info.rpm is None and info.tpm is None):
             return
-        wait = self._limiter.check(info.key_id, info.rpm, info.tpm, tokens_estimate,
-                                   time.monotonic())
+        if self._shared is not None:
+            wait = await self._shared.check(info.key_id, info.rpm, info.tpm, tokens_estimate)
+        else:
+            wait = self._limiter.check(info.key_id, info.rpm, info.tpm, tokens_estimate,
+                                       time.monotonic())
         if wait is not None:
             raise RateLimited(
                 f"rate limit of key {info.key_id} reached (rpm={info.rpm}, tpm={info.tpm})",

@@ -47,7 +47,7 @@ SENSITIVITY_HEADER = "x-spillgate-sensitivity"
 class Accountant(Protocol):
     """Budgets, cost and ledger rows (spillgate.accountant)."""
 
-    def check_rate(self, key_id: str | None, tokens_estimate: int) -> None: ...
+    async def check_rate(self, key_id: str | None, tokens_estimate: int) -> None: ...
     def paid_allowed(self, key_id: str | None) -> bool: ...
     async def reserve(self, record: RequestRecord, target: Target,
                       chain: Sequence[Target] = ()) -> None: ...
@@ -120,7 +120,7 @@ async def _serve(
             prompt_estimate=len(raw) // 4, prompt_bound=prompt_bound(raw, body),
         )
         tokens_needed = record.prompt_estimate + record.max_output_tokens
-        node.accountant.check_rate(client.key_id, tokens_needed)
+        await node.accountant.check_rate(client.key_id, tokens_needed)
         facts = RequestFacts(
             sensitive=verdict.sensitive, tier_pin=verdict.tier_pin, tokens_needed=tokens_needed,
             features=requested_features(body),

@@ -209,7 +209,7 @@ async def test_admin_keys_api(ledger: Ledger) -> None:
 async def test_migration_2_adds_the_power_columns_to_a_version_1_database(dsn: str) -> None:
     """A ledger made before migration 2 (hardware_periods without measured_s, external_s,
     unattributed_usd) keeps its rows and gains the columns, zero for the old rows."""
-    from sqlalchemy import column, insert, table, text
+    from sqlalchemy import column, insert, inspect, table, text
 
     from spillgate.costing.costclock import HardwarePeriod
     from spillgate.ledger import schema
@@ -221,6 +221,7 @@ async def test_migration_2_adds_the_power_columns_to_a_version_1_database(dsn: s
             await conn.run_sync(schema.metadata.create_all)
             for name in ("measured_s", "external_s", "unattributed_usd"):
                 await conn.execute(text(f"ALTER TABLE hardware_periods DROP COLUMN {name}"))
+            await conn.execute(text("DROP TABLE rate_events"))  # came with migration 4
             await conn.execute(insert(schema.schema_version).values(version=1, applied_at=T0))
             h = schema.hardware_periods.c
             v1 = table("hardware_periods", *(column(c.name, c.type) for c in (
@@ -230,7 +231,10 @@ async def test_migration_2_adds_the_power_columns_to_a_version_1_database(dsn: s
                 node_id="n", started_at=T0, ended_at=T0 + timedelta(seconds=10), busy_s=1.0,
                 idle_s=9.0, busy_usd=Decimal("0.001"), idle_usd=Decimal("0.009"),
                 profile="cpu-node"))
-        assert await migrate(engine) == [2, 3]  # 3: the report rollup (backfilled)
+        # 3: the report rollup (backfilled); 4: the shared rate windows
+        assert await migrate(engine) == [2, 3, 4]
+        async with engine.connect() as conn:
+            assert await conn.run_sync(lambda c: inspect(c).has_table("rate_events"))
     finally:
         await engine.dispose()
     ledger = await Ledger.open(dsn)

@@ -26,8 +26,8 @@ class KeyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=256, description="Who or what the key is for.")
     daily_budget_usd: Decimal | None = Field(None, ge=0, description="Paid USD per UTC day.")
     monthly_budget_usd: Decimal | None = Field(None, ge=0, description="Paid USD per month.")
-    rpm: int | None = Field(None, ge=0, description="Requests per minute, per replica.")
-    tpm: int | None = Field(None, ge=0, description="Tokens per minute, per replica.")
+    rpm: int | None = Field(None, ge=0, description="Requests per minute, all replicas together.")
+    tpm: int | None = Field(None, ge=0, description="Tokens per minute, all replicas together.")
     local_only: bool = Field(False, description="Every request is treated as sensitive.")
     tags: dict[str, str] = Field(default_factory=dict, description="Tags kept on the key.")
 

@@ -28,8 +28,8 @@ def add_keys_commands(subparsers: Any) -> None:
     create.add_argument("name", help="who or what the key is for")
     create.add_argument("--daily-budget", type=_usd, help="paid-API USD per UTC day")
     create.add_argument("--monthly-budget", type=_usd, help="paid-API USD per UTC month")
-    create.add_argument("--rpm", type=_count, help="requests per minute (per replica)")
-    create.add_argument("--tpm", type=_count, help="tokens per minute (per replica)")
+    create.add_argument("--rpm", type=_count, help="requests per minute, all replicas together")
+    create.add_argument("--tpm", type=_count, help="tokens per minute, all replicas together")
     create.add_argument("--local-only", action="store_true",
                         help="treat every request of this key as sensitive: never leaves")
     create.add_argument("--tag", action="append", default=[], type=_tag, metavar="K=V",

@@ -49,10 +49,17 @@ def _hardware_power_source(conn: Connection) -> None:
                           "NOT NULL DEFAULT 0"))
 
 
+def _rate_events(conn: Connection) -> None:
+    """rate_events: the shared RPM/TPM windows (a database created by this version's step 1
+    has it already)."""
+    schema.rate_events.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, Step]] = [
     (1, _create_v1),
     (2, _hardware_power_source),
     (3, rollup.backfill),  # hourly request_rollup for reports, filled from existing rows
+    (4, _rate_events),  # RPM/TPM windows shared by the replicas of a PostgreSQL ledger
 ]
 
 

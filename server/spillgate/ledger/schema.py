@@ -192,6 +192,19 @@ budget_reservations = Table(
     Index("ix_budget_reservations_created_at", "created_at"),
 )
 
+# added in migration 4: the RPM/TPM sliding window of each key, shared by the replicas of a
+# PostgreSQL ledger (tenancy/shared_limits.py); a row per admitted request, kept for 60 s
+rate_events = Table(
+    "rate_events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("key_id", String(64), nullable=False),
+    Column("at", Float(), nullable=False),  # seconds since the epoch, the database's clock
+    Column("tokens", Integer(), nullable=False),
+    Index("ix_rate_events_key_at", "key_id", "at"),
+)
+
 schema_version = Table(
     "schema_version",
     metadata,

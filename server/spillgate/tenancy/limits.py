@@ -1,7 +1,8 @@
 """Per-key requests and tokens per minute (RPM/TPM) over a sliding 60 s window.
 
-In this process only: N gateway replicas admit up to N times a key's limit (see
-docs/architecture.md for the shared-storage plan).
+`RateLimiter` counts in this process (one replica, or a SQLite ledger). `SharedRateLimiter`
+(tenancy/shared_limits.py) keeps the same window as rows in a PostgreSQL ledger, so replicas
+on one database admit a key's limit in total; both decide with `over_limit`.
 """
 
 from __future__ import annotations
@@ -12,8 +13,33 @@ from dataclasses import dataclass, field
 WINDOW_S = 60.0
 
 
+@dataclass(frozen=True, slots=True)
+class RequestsOver:
+    """The window already holds `rpm` requests: wait for the oldest to leave."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokensOver:
+    """The request would pass `tpm`: wait until `excess` tokens have left the window."""
+
+    excess: int
+
+
+def over_limit(requests: int, used: int, rpm: int | None, tpm: int | None,
+               tokens_estimate: int) -> RequestsOver | TokensOver | None:
+    """Which limit one more request would break, given the window's request count and token
+    sum; None when it fits. The one rule both limiters (in process, shared) apply."""
+    if rpm is not None and requests >= rpm:
+        return RequestsOver()
+    # A request larger than a whole minute's allowance is let through on an idle window,
+    # or it could never be served.
+    if tpm is not None and used and used + tokens_estimate > tpm:
+        return TokensOver(used + tokens_estimate - tpm)
+    return None
+
+
 @dataclass(slots=True)
-class _Window:
+class Window:
     """One key's last minute: request times, and token counts with their times."""
 
     requests: deque[float] = field(default_factory=deque)
@@ -26,6 +52,17 @@ class _Window:
             self.requests.popleft()
         while self.tokens and self.tokens[0][0] <= horizon:
             self.used -= self.tokens.popleft()[1]
+
+    def refusal(self, rpm: int | None, tpm: int | None, tokens_estimate: int,
+                now: float) -> float | None:
+        """None when one more request of `tokens_estimate` fits the (pruned) window; else
+        the seconds to wait before retrying. Counts nothing."""
+        over = over_limit(len(self.requests), self.used, rpm, tpm, tokens_estimate)
+        if over is None:
+            return None
+        if isinstance(over, RequestsOver):
+            return _wait(self.requests[0], now) if self.requests else WINDOW_S
+        return self.wait_for_tokens(over.excess, now)
 
     def wait_for_tokens(self, excess: int, now: float) -> float:
         """Seconds until at least `excess` tokens have left the window."""
@@ -41,11 +78,11 @@ class RateLimiter:
     """Per-key requests and tokens per minute, sliding 60 s window, in this process only.
 
     Each replica counts only what it served, so N replicas admit up to N times the limit;
-    limits shared across replicas need a shared store (Redis), which this class does not use.
+    with a PostgreSQL ledger the node uses `SharedRateLimiter` instead.
     """
 
     def __init__(self) -> None:
-        self._windows: dict[str, _Window] = {}
+        self._windows: dict[str, Window] = {}
         self._swept_at = 0.0
 
     def check(self, key_id: str, rpm: int | None, tpm: int | None, tokens_estimate: int,
@@ -54,12 +91,9 @@ class RateLimiter:
         if rpm is None and tpm is None:
             return None
         window = self._window(key_id, now)
-        if rpm is not None and len(window.requests) >= rpm:
-            return _wait(window.requests[0], now) if window.requests else WINDOW_S
-        # A request larger than a whole minute's allowance is let through on an idle window,
-        # or it could never be served.
-        if tpm is not None and window.used and window.used + tokens_estimate > tpm:
-            return window.wait_for_tokens(window.used + tokens_estimate - tpm, now)
+        wait = window.refusal(rpm, tpm, tokens_estimate, now)
+        if wait is not None:
+            return wait
         window.requests.append(now)
         self.add_tokens(key_id, tokens_estimate, now)
         return None
@@ -71,11 +105,11 @@ class RateLimiter:
             window.tokens.append((now, tokens))
             window.used += tokens
 
-    def _window(self, key_id: str, now: float) -> _Window:
+    def _window(self, key_id: str, now: float) -> Window:
         self._forget_idle(now)
         window = self._windows.get(key_id)
         if window is None:
-            window = self._windows[key_id] = _Window()
+            window = self._windows[key_id] = Window()
         window.prune(now)
         return window
 
