@@ -80,7 +80,8 @@ EMAILS = st.builds(
     lambda user, dot, host, tld: f"{user}{dot}@{host}.{tld}",
     st.text(string.ascii_lowercase, min_size=2, max_size=8),
     st.sampled_from(["", ".k", "_9", "+tag"]),
-    st.text(string.ascii_lowercase, min_size=3, max_size=9),
+    # "x at the dot com" is read as prose by design (sensitivity_email.py): no host "the".
+    st.text(string.ascii_lowercase, min_size=3, max_size=9).filter(lambda h: h != "the"),
     st.sampled_from(["com", "org", "net", "de", "io", "co.uk"]),
 )
 SECRETS = st.one_of(

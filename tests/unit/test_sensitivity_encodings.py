@@ -109,3 +109,12 @@ def test_json_escapes_typed_inside_tool_arguments_are_read(
     arguments = json.dumps({"q": escaped})
     assert "\\\\u" in arguments
     assert detector.scan([arguments])
+
+
+@pytest.mark.parametrize("text", ["mail aa at their dot com", "ask bob at home dot org",
+                                  "x [at] the [dot] com"])
+def test_spelled_emails_with_word_like_domains_are_found(
+    detector: SensitivityDetector, text: str,
+) -> None:
+    """Found by the boundary property test: a domain that is also an English word."""
+    assert "email" in detector.scan([text])

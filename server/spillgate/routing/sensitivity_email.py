@@ -31,7 +31,9 @@ _TLDS = frozenset(
      "tv", "ai", "dev", "app", "xyz", "online", "site", "email", "mail"}
 )
 _SPELLED_DOT = re.compile(r" *[(\[{<]dot[)\]}>] *| +dot +|\.", re.IGNORECASE)
-_NOT_A_DOMAIN = frozenset({"the", "a", "an", "this", "that", "my", "your", "our", "their", "home"})
+# Prose reads "meet at the dot com office"; only an article is taken as prose, and only with a
+# plain " at " (a bracketed "[at]" is never prose). "aa at their dot com" is an address.
+_NOT_A_DOMAIN = frozenset({"the", "a", "an"})
 
 
 def find_spelled_email(rules: CompiledRules, text: str) -> bool:
@@ -49,7 +51,7 @@ def find_spelled_email(rules: CompiledRules, text: str) -> bool:
         if (
             (bracketed_at or spelled_dot)
             and labels[-1].lower() in _TLDS
-            and labels[0].lower() not in _NOT_A_DOMAIN
+            and (bracketed_at or labels[0].lower() not in _NOT_A_DOMAIN)
         ):
             return True
     return False
