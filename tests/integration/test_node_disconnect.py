@@ -43,7 +43,9 @@ def _wait(condition: object, timeout_s: float) -> float:
     raise AssertionError(f"condition not met within {timeout_s} s")
 
 
-def test_client_leaving_a_non_stream_request_frees_the_engine(node: Proc, engine: Proc) -> None:
+def _leave_mid_request(node: Proc, engine: Proc) -> tuple[bool, float]:
+    """Send a long non-stream request, leave once the engine runs it; (aborted?, seconds until
+    the engine was idle again)."""
     _wait(lambda: _running(engine) == 0, 30)  # start from an idle engine
     aborted = _engine_metric(engine, "spillgate_engine_requests_aborted_total")
     url = urlsplit(node.base_url)
@@ -59,5 +61,16 @@ def test_client_leaving_a_non_stream_request_frees_the_engine(node: Proc, engine
     # The socket is closed: the gateway cancels its upstream call and the engine aborts the
     # sequence. Aborted, not finished: left alone it would generate to the end (a success).
     freed_after_s = _wait(lambda: _running(engine) == 0, 30)
-    assert _engine_metric(engine, "spillgate_engine_requests_aborted_total") == aborted + 1
-    print(f"engine freed {freed_after_s:.2f} s after the client left (under load)")
+    return _engine_metric(engine, "spillgate_engine_requests_aborted_total") > aborted, \
+        freed_after_s
+
+
+def test_client_leaving_a_non_stream_request_frees_the_engine(node: Proc, engine: Proc) -> None:
+    # The small model may end its answer itself (EOS) before the disconnect lands: an answer
+    # it finished is not an abort, so up to three tries; without the gateway's disconnect
+    # watcher none of them is ever aborted (the engine generates to the end).
+    tries: list[tuple[bool, float]] = []
+    while len(tries) < 3 and not any(aborted for aborted, _ in tries):
+        tries.append(_leave_mid_request(node, engine))
+    assert tries[-1][0], tries
+    print(f"engine freed {tries[-1][1]:.2f} s after the client left")
