@@ -129,6 +129,14 @@ def test_a_scan_past_its_budget_keeps_a_large_body_local(
     text = "DE00 1234 5678 9012 3456 78 " * (1 << 15)
     response = client.post("/chat/completions", json={
         "model": "auto", "messages": [{"role": "user", "content": text}]})
-    assert response.status_code == 503
+    # Which refusal depends on the machine's speed: a scan that ran out of time keeps the body
+    # local (503, named `scan_budget`); one that finished in time found it clean, and ~230k
+    # estimated tokens fit no paid model (400). The budget itself is unit-tested
+    # (test_sensitivity_encodings.py, test_classify_offload.py). Never a paid call, either way.
+    assert response.status_code in (400, 503), response.text
+    if response.status_code == 503:
+        assert "scan_budget" in response.headers["x-spillgate-sensitivity"]
+    else:
+        assert response.json()["error"]["code"] == "context_length_exceeded"
     assert _received(paid_fake) == []
     assert httpx.get(health).status_code == 200
