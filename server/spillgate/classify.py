@@ -11,6 +11,7 @@ stall the event loop that serves every other request.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -61,13 +62,9 @@ async def classify_async(
     body_bytes: int,
 ) -> Classification:
     """`classify`, in a worker thread when the body is large (the event loop keeps serving)."""
-    if body_bytes <= OFFLOAD_BYTES:
-        return classify(body, headers, detector=detector, extract=extract,
-                        key_local_only=key_local_only, route_local_only=route_local_only)
-    return await asyncio.to_thread(
-        classify, body, headers, detector=detector, extract=extract,
-        key_local_only=key_local_only, route_local_only=route_local_only,
-    )
+    run = functools.partial(classify, body, headers, detector=detector, extract=extract,
+                            key_local_only=key_local_only, route_local_only=route_local_only)
+    return run() if body_bytes <= OFFLOAD_BYTES else await asyncio.to_thread(run)
 
 
 def classify(
