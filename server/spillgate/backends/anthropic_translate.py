@@ -312,11 +312,12 @@ def openai_usage(usage: JSON) -> JSON:
     cache_write = int(usage.get("cache_creation_input_tokens") or 0)
     prompt = int(usage.get("input_tokens") or 0) + cache_read + cache_write
     completion = int(usage.get("output_tokens") or 0)
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": cache_read},
-            # Writes are billed above the input rate; LiteLLM names them so too.
-            "cache_creation_input_tokens": cache_write}
+    usage_out: JSON = {"prompt_tokens": prompt, "completion_tokens": completion,
+                       "total_tokens": prompt + completion,
+                       "prompt_tokens_details": {"cached_tokens": cache_read}}
+    if cache_write:  # billed above the input rate; LiteLLM names them so too
+        usage_out["cache_creation_input_tokens"] = cache_write
+    return usage_out
 
 
 # ------------------------------------------------ reverse response: OpenAI → Anthropic (fakes)

@@ -105,8 +105,8 @@ def cost(price: Price, prompt_tokens: int, cached_tokens: int, completion_tokens
     if min(prompt_tokens, cached_tokens, completion_tokens, cache_write_tokens) < 0:
         raise ValueError("token counts must be >= 0")
     if cached_tokens + cache_write_tokens > prompt_tokens:
-        raise ValueError(f"cached ({cached_tokens}) + cache-write ({cache_write_tokens}) "
-                         f"tokens > prompt_tokens ({prompt_tokens})")
+        raise ValueError(f"cached_tokens ({cached_tokens}) + cache_write_tokens "
+                         f"({cache_write_tokens}) > prompt_tokens ({prompt_tokens})")
     fresh = prompt_tokens - cached_tokens - cache_write_tokens
     total = (fresh * price.input + cached_tokens * price.cached_input
              + cache_write_tokens * price.cache_write_rate)
