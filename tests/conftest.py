@@ -68,7 +68,9 @@ def node_config(engine_url: str, fake_url: str, tmp: Path, **server: object) -> 
     """A node attached to the session engine, with the fake as OpenAI and Anthropic."""
     return {
         "server": {"port": free_port(), **server},
-        "local": [{"name": "local-cpu", "model": "smollm2", "base_urls": [engine_url]}],
+        "local": [{"name": "local-cpu", "model": "smollm2", "base_urls": [engine_url]},
+                  {"name": "local-embed", "model": "wordllama-l2-supercat-256",
+                   "engine": "embeddings"}],
         "providers": [
             {"name": "openai", "kind": "openai", "base_url": fake_url + "/v1",
              "api_key_env": "FAKE_OPENAI_KEY", "models": ["gpt-4o-mini"],

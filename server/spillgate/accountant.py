@@ -261,11 +261,13 @@ class Accountant:
                 )
         elif record.tier == "api":
             price = self.prices.price_for(f"{record.backend}/{record.model}")
+            cached = min(usage.cached_tokens, usage.prompt_tokens)
             record.cost_usd = cost(
                 price,
                 usage.prompt_tokens,
-                min(usage.cached_tokens, usage.prompt_tokens),
+                cached,
                 usage.completion_tokens,
+                min(usage.cache_write_tokens, usage.prompt_tokens - cached),
             )
             self._metrics.api_spend.labels(record.backend).inc(float(record.cost_usd))
         if record.reserved_usd and record.key_id:

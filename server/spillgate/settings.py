@@ -98,7 +98,10 @@ class ServerSettings(_Strict):
 class LocalBackendSettings(_Strict):
     name: str = Field(description="Backend name, shown in x-spillgate-backend and metrics.")
     model: str = Field(description="Served model name (a `local` entry of the catalog).")
-    engine: Literal["llamacpp", "vllm"] = Field("llamacpp", description="Engine kind.")
+    engine: Literal["llamacpp", "vllm", "embeddings"] = Field(
+        "llamacpp", description="Engine kind. `embeddings`: the bundled embedding model, served "
+        "inside the gateway process (no port, no engine process); it answers /v1/embeddings.",
+    )
     base_urls: list[str] = Field(
         default_factory=list,
         description="Attach mode: base URLs (…/v1) of engines already running. Requests go to "
@@ -245,7 +248,11 @@ class Settings(BaseSettings):
         description="Folder holding catalog.yaml, pricing.yaml and hardware.yaml.",
     )
     local: list[LocalBackendSettings] = Field(
-        default_factory=lambda: [LocalBackendSettings(name="local-cpu", model="smollm2")],
+        default_factory=lambda: [
+            LocalBackendSettings(name="local-cpu", model="smollm2"),
+            LocalBackendSettings(name="local-embed", model="wordllama-l2-supercat-256",
+                                 engine="embeddings"),
+        ],
         description="Local engines (supervised or attached).",
     )
     providers: list[ProviderSettings] = Field(default_factory=list, description="Paid APIs.")

@@ -68,24 +68,25 @@ async def test_the_first_reservation_is_priced_at_the_dearest_model_of_the_chain
     acc, _ = accountant
     record = _record(await _keyed(acc, "1"))
     await acc.reserve(record, MINI, (MINI, HAIKU))
-    assert record.reserved_usd == _worst("0.80", "4.00")  # haiku's bound, not mini's
+    # haiku's bound, not mini's: every prompt token at its dearest rate (a cache write, 1.00)
+    assert record.reserved_usd == _worst("1.00", "4.00")
     await acc.reserve(record, HAIKU, (MINI, HAIKU))  # the fallback needs nothing more
-    assert record.reserved_usd == _worst("0.80", "4.00")
+    assert record.reserved_usd == _worst("1.00", "4.00")
 
 
 async def test_a_dearer_fallback_reserves_the_difference_or_is_skipped(
     accountant: tuple[Accountant, Ticks],
 ) -> None:
     acc, _ = accountant
-    key = await _keyed(acc, "0.02")  # holds mini's bound (0.0021) but not haiku's (0.012)
+    key = await _keyed(acc, "0.02")  # holds mini's bound (0.0021) but not haiku's (0.014)
     record = _record(key)
     await acc.reserve(record, MINI)  # a chain of one
     assert record.reserved_usd == _worst("0.15", "0.60")
     await acc.reserve(record, HAIKU)
-    assert record.reserved_usd == _worst("0.80", "4.00")
+    assert record.reserved_usd == _worst("1.00", "4.00")
     other = _record(key, "r2")
     await acc.reserve(other, MINI)
-    with pytest.raises(RateLimited):  # 0.02 - 0.012 - 0.0021 left: haiku does not fit
+    with pytest.raises(RateLimited):  # 0.02 - 0.014 - 0.0021 left: haiku does not fit
         await acc.reserve(other, HAIKU)
     assert other.reserved_usd == _worst("0.15", "0.60")
     # settling releases what was not spent

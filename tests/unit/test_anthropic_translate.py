@@ -197,7 +197,8 @@ def test_usage_counts_cache_reads_and_writes_as_prompt_tokens() -> None:
     usage = openai_usage({"input_tokens": 10, "cache_read_input_tokens": 100,
                           "cache_creation_input_tokens": 20, "output_tokens": 5})
     assert usage == {"prompt_tokens": 130, "completion_tokens": 5, "total_tokens": 135,
-                     "prompt_tokens_details": {"cached_tokens": 100}}
+                     "prompt_tokens_details": {"cached_tokens": 100},
+                     "cache_creation_input_tokens": 20}
 
 
 def test_round_trip_usage_with_cached_tokens() -> None:

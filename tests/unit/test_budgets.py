@@ -57,6 +57,10 @@ class FakePrice:
     input: Decimal
     output: Decimal
 
+    @property
+    def dearest_input(self) -> Decimal:
+        return self.input
+
 
 def test_worst_case_cost_prices_every_token_at_full_rate() -> None:
     price = FakePrice(input=Decimal("0.15"), output=Decimal("0.60"))

@@ -29,7 +29,8 @@ def test_defaults_bind_loopback_and_serve_the_bundled_model() -> None:
     settings = load_settings()
     assert settings.server.host == "127.0.0.1" and settings.server.port == 8000
     assert settings.server.max_body_bytes == 1 << 20
-    assert [b.model for b in settings.local] == ["smollm2"]
+    assert [(b.model, b.engine) for b in settings.local] == [
+        ("smollm2", "llamacpp"), ("wordllama-l2-supercat-256", "embeddings")]
 
 
 def test_env_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

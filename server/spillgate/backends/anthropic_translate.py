@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from spillgate.backends.prompt_cache import check_breakpoints, mark, marker
 from spillgate.errors import InvalidRequest
 from spillgate.types import JSON
 
@@ -88,28 +89,61 @@ def to_anthropic_request(body: JSON, model: str) -> JSON:
     if isinstance(body.get("user"), str):
         out["metadata"] = {"user_id": body["user"]}
     _add_tools(body, out)
+    check_breakpoints(out)
     return out
 
 
-def _split_messages(messages: list[JSON]) -> tuple[str, list[JSON]]:
-    system_parts: list[str] = []
+def _split_messages(messages: list[JSON]) -> tuple[str | list[JSON], list[JSON]]:
+    """(system, turns). `system` stays one string unless a system part carries a
+    cache_control breakpoint: then it is a list of text blocks, the marker on its block."""
+    system_blocks: list[JSON] = []
     turns: list[JSON] = []
-    for msg in messages:
+    for index, msg in enumerate(messages):
         role = msg.get("role")
         if role in ("system", "developer"):
-            system_parts.append(_plain_text(msg.get("content"), role))
-        elif role == "user":
-            _append_turn(turns, "user", _user_blocks(msg.get("content")))
+            system_blocks += _system_blocks(msg, role, f"messages[{index}]")
+            continue
+        if role == "user":
+            blocks = _user_blocks(msg.get("content"), f"messages[{index}]")
         elif role == "assistant":
-            _append_turn(turns, "assistant", _assistant_blocks(msg))
+            blocks = _assistant_blocks(msg, f"messages[{index}]")
         elif role == "tool":
-            _append_turn(turns, "user", [_tool_result(msg)])
+            blocks = [_tool_result(msg)]
         else:
             raise InvalidRequest(
                 f"message role {role!r} is not supported by Anthropic backends; use tools",
                 param="messages",
             )
-    return "\n\n".join(p for p in system_parts if p), turns
+        _mark_last(blocks, marker(msg, f"messages[{index}]"))
+        _append_turn(turns, "user" if role == "tool" else role, blocks)
+    if any("cache_control" in b for b in system_blocks):
+        return system_blocks, turns
+    return "\n\n".join(b["text"] for b in system_blocks), turns
+
+
+def _system_blocks(msg: JSON, role: str, where: str) -> list[JSON]:
+    content = msg.get("content")
+    if content is None or isinstance(content, str):
+        blocks = [{"type": "text", "text": content}] if content else []
+    else:
+        blocks = []
+        for i, part in enumerate(content):
+            if part.get("type") != "text":
+                raise InvalidRequest(f"{role} messages may only hold text parts",
+                                     param="messages")
+            text = str(part.get("text", ""))
+            if text:
+                blocks.append(mark({"type": "text", "text": text},
+                                   marker(part, f"{where}.content[{i}]")))
+    _mark_last(blocks, marker(msg, where))
+    return blocks
+
+
+def _mark_last(blocks: list[JSON], cache_control: JSON | None) -> None:
+    """A message-level breakpoint belongs on the message's last block (Anthropic has no
+    message-level field)."""
+    if cache_control is not None and blocks:
+        blocks[-1]["cache_control"] = cache_control
 
 
 def _append_turn(turns: list[JSON], role: str, blocks: list[JSON]) -> None:
@@ -121,36 +155,24 @@ def _append_turn(turns: list[JSON], role: str, blocks: list[JSON]) -> None:
         turns.append({"role": role, "content": blocks})
 
 
-def _plain_text(content: Any, role: str) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    texts: list[str] = []
-    for part in content:
-        if part.get("type") != "text":
-            raise InvalidRequest(f"{role} messages may only hold text parts", param="messages")
-        texts.append(str(part.get("text", "")))
-    return "\n".join(texts)
-
-
-def _user_blocks(content: Any) -> list[JSON]:
+def _user_blocks(content: Any, where: str) -> list[JSON]:
     if content is None:
         return []
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
-    return [b for b in (_part_block(p) for p in content) if b is not None]
+    blocks = (_part_block(p, f"{where}.content[{i}]") for i, p in enumerate(content))
+    return [b for b in blocks if b is not None]
 
 
-def _part_block(part: JSON) -> JSON | None:
+def _part_block(part: JSON, where: str) -> JSON | None:
     kind = part.get("type")
     if kind == "text":
         text = str(part.get("text", ""))
-        return {"type": "text", "text": text} if text else None
+        return mark({"type": "text", "text": text}, marker(part, where)) if text else None
     if kind == "image_url":
         image = part.get("image_url")
         url = image.get("url", "") if isinstance(image, dict) else str(image or "")
-        return {"type": "image", "source": _image_source(url)}
+        return mark({"type": "image", "source": _image_source(url)}, marker(part, where))
     raise InvalidRequest(
         f"content part {kind!r} is not supported by Anthropic backends", param="messages"
     )
@@ -168,17 +190,18 @@ def _image_source(url: str) -> JSON:
     raise InvalidRequest("image_url must be a data: or http(s) URL", param="messages")
 
 
-def _assistant_blocks(msg: JSON) -> list[JSON]:
+def _assistant_blocks(msg: JSON, where: str) -> list[JSON]:
     content = msg.get("content")
     blocks: list[JSON] = []
     if isinstance(content, str):
         if content:
             blocks.append({"type": "text", "text": content})
     elif content:
-        for part in content:
+        for i, part in enumerate(content):
             text = part.get("text") or part.get("refusal") or ""
             if text:
-                blocks.append({"type": "text", "text": str(text)})
+                blocks.append(mark({"type": "text", "text": str(text)},
+                                   marker(part, f"{where}.content[{i}]")))
     for call in msg.get("tool_calls") or []:
         fn = call.get("function") or {}
         blocks.append({"type": "tool_use", "id": call.get("id"), "name": fn.get("name"),
@@ -209,7 +232,7 @@ def _tool_result(msg: JSON) -> JSON:
 def _add_tools(body: JSON, out: JSON) -> None:
     tools = body.get("tools")
     if tools:
-        out["tools"] = [_tool(t) for t in tools]
+        out["tools"] = [mark(_tool(t), marker(t, f"tools[{i}]")) for i, t in enumerate(tools)]
     choice = _tool_choice(body.get("tool_choice"))
     if body.get("parallel_tool_calls") is False and tools:
         choice = {**(choice or {"type": "auto"}), "disable_parallel_tool_use": True}
@@ -286,12 +309,15 @@ def openai_usage(usage: JSON) -> JSON:
     """OpenAI usage from Anthropic usage: input_tokens excludes cached tokens, prompt_tokens
     must include them, or cost and rate limits would undercount cached prompts."""
     cache_read = int(usage.get("cache_read_input_tokens") or 0)
-    prompt = (int(usage.get("input_tokens") or 0) + cache_read
-              + int(usage.get("cache_creation_input_tokens") or 0))
+    cache_write = int(usage.get("cache_creation_input_tokens") or 0)
+    prompt = int(usage.get("input_tokens") or 0) + cache_read + cache_write
     completion = int(usage.get("output_tokens") or 0)
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": cache_read}}
+    usage_out: JSON = {"prompt_tokens": prompt, "completion_tokens": completion,
+                       "total_tokens": prompt + completion,
+                       "prompt_tokens_details": {"cached_tokens": cache_read}}
+    if cache_write:  # billed above the input rate; LiteLLM names them so too
+        usage_out["cache_creation_input_tokens"] = cache_write
+    return usage_out
 
 
 # ------------------------------------------------ reverse response: OpenAI → Anthropic (fakes)

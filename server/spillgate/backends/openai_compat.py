@@ -15,6 +15,7 @@ import orjson
 
 from spillgate.backends.base import UpstreamCall, UpstreamFailure
 from spillgate.backends.http import Timeouts, UpstreamHttp
+from spillgate.backends.prompt_cache import without_cache_control
 from spillgate.errors import error_for_status
 from spillgate.types import JSON, Tier
 
@@ -136,9 +137,9 @@ class OpenAICompatBackend:
 
 
 def _with_model(body: JSON, model: str) -> JSON:
-    if body.get("model") == model:
-        return dict(body)
-    return {**body, "model": model}
+    """A copy for the upstream: its model name, and no Anthropic cache_control markers
+    (OpenAI-protocol servers cache prefixes by themselves; strict ones refuse the field)."""
+    return {**without_cache_control(body), "model": model}
 
 
 def _sse_payload(line: bytes) -> bytes | None:

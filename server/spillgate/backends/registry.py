@@ -7,6 +7,7 @@ import sys
 from dataclasses import dataclass, field
 
 from spillgate.backends.base import Backend, Supervisor
+from spillgate.backends.embedding import InProcessSupervisor, LocalEmbeddingBackend
 from spillgate.backends.http import Timeouts
 from spillgate.backends.openai_compat import OpenAICompatBackend
 from spillgate.backends.reliability import CircuitBreaker
@@ -34,6 +35,9 @@ class Backends:
 def build_backends(settings: Settings, catalog: Catalog) -> Backends:
     built = Backends()
     for local in settings.local:
+        if local.engine == "embeddings":
+            _add_embedding_backend(built, local)
+            continue
         urls = local.base_urls or [f"http://127.0.0.1:{local.port}/v1"]
         built.backends[local.name] = OpenAICompatBackend(
             local.name, "local", urls,
@@ -60,6 +64,15 @@ def build_backends(settings: Settings, catalog: Catalog) -> Backends:
         )
         built.attempts[provider.name] = provider.max_attempts
     return built
+
+
+def _add_embedding_backend(built: Backends, local: LocalBackendSettings) -> None:
+    """The in-process embedding model: no URL, no engine to launch; `max_batch` bounds the
+    requests embedding at once (each runs in a worker thread)."""
+    built.backends[local.name] = LocalEmbeddingBackend(local.name, local.model)
+    built.supervisors[local.name] = InProcessSupervisor(local.name)
+    built.attempts[local.name] = 1
+    built.slots[local.name] = local.max_batch
 
 
 def vllm_unsupported(catalog: Catalog, model: str) -> frozenset[str]:

@@ -79,22 +79,37 @@ class Price:
     input: Decimal
     cached_input: Decimal
     output: Decimal
+    cache_write: Decimal | None = None  # prompt-cache writes (Anthropic); None: the input rate
+
+    @property
+    def cache_write_rate(self) -> Decimal:
+        return self.input if self.cache_write is None else self.cache_write
+
+    @property
+    def dearest_input(self) -> Decimal:
+        """The most one prompt token can cost (a budget's upper bound)."""
+        return max(self.input, self.cache_write_rate)
 
 
-def cost(price: Price, prompt_tokens: int, cached_tokens: int, completion_tokens: int) -> Decimal:
+def cost(price: Price, prompt_tokens: int, cached_tokens: int, completion_tokens: int,
+         cache_write_tokens: int = 0) -> Decimal:
     """Exact USD cost of one call.
 
-    `cached_tokens` are a subset of `prompt_tokens` (OpenAI usage semantics) and are billed at
-    the cached rate; the rest of the prompt at the input rate:
+    `cached_tokens` (cache reads) and `cache_write_tokens` (prompt-cache writes) are disjoint
+    subsets of `prompt_tokens` (OpenAI usage semantics) billed at their own rates; the rest of
+    the prompt at the input rate:
 
-        ((prompt - cached) * input + cached * cached_input + completion * output) / 1e6
+        ((prompt - cached - written) * input + cached * cached_input
+         + written * cache_write + completion * output) / 1e6
     """
-    if min(prompt_tokens, cached_tokens, completion_tokens) < 0:
+    if min(prompt_tokens, cached_tokens, completion_tokens, cache_write_tokens) < 0:
         raise ValueError("token counts must be >= 0")
-    if cached_tokens > prompt_tokens:
-        raise ValueError(f"cached_tokens ({cached_tokens}) > prompt_tokens ({prompt_tokens})")
-    fresh = prompt_tokens - cached_tokens
-    total = fresh * price.input + cached_tokens * price.cached_input
+    if cached_tokens + cache_write_tokens > prompt_tokens:
+        raise ValueError(f"cached_tokens ({cached_tokens}) + cache_write_tokens "
+                         f"({cache_write_tokens}) > prompt_tokens ({prompt_tokens})")
+    fresh = prompt_tokens - cached_tokens - cache_write_tokens
+    total = (fresh * price.input + cached_tokens * price.cached_input
+             + cache_write_tokens * price.cache_write_rate)
     return (total + completion_tokens * price.output) / MILLION
 
 
@@ -188,4 +203,6 @@ def _price(path: Path, model: str, row: object) -> Price:
         input=to_decimal(row["input"], f"{where}: input"),
         cached_input=to_decimal(row["cached_input"], f"{where}: cached_input"),
         output=to_decimal(row["output"], f"{where}: output"),
+        cache_write=None if row.get("cache_write") is None
+        else to_decimal(row["cache_write"], f"{where}: cache_write"),
     )

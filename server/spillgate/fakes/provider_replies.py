@@ -297,7 +297,30 @@ def anthropic_problem(body: JSON, headers: Mapping[str, str]) -> tuple[int, str,
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         return 400, "invalid_request_error", "messages: at least one message is required"
-    return _messages_problem(messages)
+    return _messages_problem(messages) or _cache_control_problem(body)
+
+
+def _cache_control_problem(body: JSON) -> tuple[int, str, str] | None:
+    """Anthropic's prompt-cache rules: at most 4 breakpoints, each {"type": "ephemeral"},
+    never inside a tool_result's content."""
+    system = body.get("system")
+    blocks = list(system) if isinstance(system, list) else []
+    blocks += list(body.get("tools") or [])
+    for msg in body["messages"]:
+        content = msg.get("content")
+        for block in content if isinstance(content, list) else []:
+            blocks.append(block)
+            inner = block.get("content") if block.get("type") == "tool_result" else None
+            if isinstance(inner, list) and any("cache_control" in b for b in inner):
+                return (400, "invalid_request_error", "cache_control may not be specified "
+                        "within `tool_result.content`")
+    marked = [b["cache_control"] for b in blocks if isinstance(b, dict) and "cache_control" in b]
+    if any(not isinstance(m, dict) or m.get("type") != "ephemeral" for m in marked):
+        return 400, "invalid_request_error", "cache_control.type: must be 'ephemeral'"
+    if len(marked) > 4:
+        return (400, "invalid_request_error",
+                f"A maximum of 4 blocks with cache_control may be provided. Found {len(marked)}.")
+    return None
 
 
 def _messages_problem(messages: list[Any]) -> tuple[int, str, str] | None:

@@ -55,11 +55,20 @@ def _rate_events(conn: Connection) -> None:
     schema.rate_events.create(conn, checkfirst=True)
 
 
+def _cache_write_tokens(conn: Connection) -> None:
+    """requests.cache_write_tokens: prompt tokens written to a provider's prompt cache."""
+    have = {c["name"] for c in inspect(conn).get_columns("requests")}
+    if "cache_write_tokens" not in have:
+        conn.execute(text("ALTER TABLE requests ADD COLUMN cache_write_tokens INTEGER "
+                          "NOT NULL DEFAULT 0"))
+
+
 MIGRATIONS: list[tuple[int, Step]] = [
     (1, _create_v1),
     (2, _hardware_power_source),
     (3, rollup.backfill),  # hourly request_rollup for reports, filled from existing rows
     (4, _rate_events),  # RPM/TPM windows shared by the replicas of a PostgreSQL ledger
+    (11, _cache_write_tokens),  # provider prompt-cache writes, priced at their own rate
 ]
 
 

@@ -18,6 +18,7 @@ class Usage:
     cached_tokens: int = 0
     completion_tokens: int = 0
     measured: bool = True
+    cache_write_tokens: int = 0  # of prompt_tokens, written to the provider's prompt cache
 
     @classmethod
     def from_openai(cls, usage: Any) -> Usage | None:
@@ -28,6 +29,8 @@ class Usage:
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             cached_tokens=int(details.get("cached_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
+            # LiteLLM's name for it, set by the Anthropic translation (OpenAI has no writes).
+            cache_write_tokens=int(usage.get("cache_creation_input_tokens") or 0),
         )
 
 

@@ -117,6 +117,7 @@ requests = Table(
     Column("prompt_tokens", Integer(), nullable=False, default=0),
     Column("cached_tokens", Integer(), nullable=False, default=0),
     Column("completion_tokens", Integer(), nullable=False, default=0),
+    Column("cache_write_tokens", Integer(), nullable=False, default=0),  # of prompt_tokens
     Column("ttft_ms", Float()),
     Column("latency_ms", Float()),
     Column("status", Integer()),  # HTTP status; null while open
@@ -274,6 +275,7 @@ class RequestOutcome:
     prompt_tokens: int = 0
     cached_tokens: int = 0
     completion_tokens: int = 0
+    cache_write_tokens: int = 0
     ttft_ms: float | None = None
     latency_ms: float | None = None
     cost_usd: Decimal = ZERO
@@ -291,6 +293,7 @@ class RequestOutcome:
             prompt_tokens=usage.prompt_tokens,
             cached_tokens=usage.cached_tokens,
             completion_tokens=usage.completion_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
             ttft_ms=None if record.ttft_s is None else record.ttft_s * 1000.0,
             latency_ms=None if record.latency_s is None else record.latency_s * 1000.0,
             cost_usd=record.cost_usd,
@@ -308,7 +311,8 @@ class RequestOutcome:
         row.update(
             finished_at=self.finished_at, status=self.status,
             prompt_tokens=self.prompt_tokens, cached_tokens=self.cached_tokens,
-            completion_tokens=self.completion_tokens, ttft_ms=self.ttft_ms,
+            completion_tokens=self.completion_tokens,
+            cache_write_tokens=self.cache_write_tokens, ttft_ms=self.ttft_ms,
             latency_ms=self.latency_ms, cost_usd=self.cost_usd,
             cost_kind="api" if self.start.tier == "api" else "local",
             counterfactual_usd=self.counterfactual_usd, usage_source=self.usage_source,

@@ -24,6 +24,9 @@ class TokenPrice(Protocol):
     @property
     def output(self) -> Decimal: ...
 
+    @property
+    def dearest_input(self) -> Decimal: ...
+
 
 def worst_case_cost(prompt_tokens_estimate: int, max_tokens: int, price: TokenPrice) -> Decimal:
     """Upper bound of a call's cost: every prompt token uncached, every allowed output token.
@@ -33,7 +36,7 @@ def worst_case_cost(prompt_tokens_estimate: int, max_tokens: int, price: TokenPr
     """
     if prompt_tokens_estimate < 0 or max_tokens < 0:
         raise ValueError("token counts must be >= 0")
-    return (prompt_tokens_estimate * price.input + max_tokens * price.output) / MILLION
+    return (prompt_tokens_estimate * price.dearest_input + max_tokens * price.output) / MILLION
 
 
 # An image given by URL is billed by its pixels, not by the URL's bytes. The dearest rule in
