@@ -61,7 +61,7 @@ def test_json_schema_on_auto_is_served_locally(node: Proc, paid_fake: Proc) -> N
 
 
 def test_logprobs_on_auto_are_served_locally(node: Proc, paid_fake: Proc) -> None:
-    response = post(node, logprobs=True, top_logprobs=2)
+    response = post(node, logprobs=True, top_logprobs=2, max_tokens=4)
     assert response.status_code == 200, response.text
     assert response.headers["x-spillgate-backend"] == "local-cpu"
     choice = response.json()["choices"][0]
