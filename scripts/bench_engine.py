@@ -108,9 +108,10 @@ def engine(args: argparse.Namespace, spec: str) -> Iterator[str]:
         proc.wait(15)
 
 
-async def one_request(client: httpx.AsyncClient, model: str, prompt: str,
-                      max_tokens: int) -> tuple[float, float]:
-    """Stream one chat completion; (when it started, seconds to its first content)."""
+async def one_request(client: httpx.AsyncClient, model: str, prompt: str, max_tokens: int,
+                      firsts: list[tuple[float, float]] | None = None) -> float:
+    """Stream one chat completion; seconds to its first content, also appended to `firsts`
+    as (start, seconds) the moment it arrives."""
     body = {"model": model, "messages": [{"role": "user", "content": prompt}],
             "max_tokens": max_tokens, "temperature": 0.7, "stream": True}
     start = time.perf_counter()
@@ -122,16 +123,33 @@ async def one_request(client: httpx.AsyncClient, model: str, prompt: str,
                 chunk = json.loads(line[6:])
                 if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
                     ttft = time.perf_counter() - start
-    return start, ttft
+                    if firsts is not None:
+                        firsts.append((start, ttft))
+    return ttft
+
+
+async def engine_figure(client: httpx.AsyncClient, name: str) -> float:
+    """One sample of the engine's /metrics (e.g. its generated-token counter)."""
+    text = (await client.get("/metrics")).text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise RuntimeError(f"the engine exposes no {name}")
 
 
 async def generated_tokens(client: httpx.AsyncClient) -> float:
-    """The engine's own count of generated tokens (its Prometheus counter)."""
-    text = (await client.get("/metrics")).text
-    for line in text.splitlines():
-        if line.startswith("spillgate_engine_generation_tokens_total "):
-            return float(line.split()[1])
-    raise RuntimeError("the engine exposes no spillgate_engine_generation_tokens_total")
+    return await engine_figure(client, "spillgate_engine_generation_tokens_total")
+
+
+async def drained(client: httpx.AsyncClient, limit_s: float = 120.0) -> None:
+    """Until the engine has dropped every cancelled request: the next measurement (or the
+    next variant's, sharing the cores) must not pay for this one's leftovers."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if (await engine_figure(client, "spillgate_engine_requests_running") == 0
+                and await engine_figure(client, "spillgate_engine_requests_waiting") == 0):
+            return
+        await asyncio.sleep(0.2)
 
 
 async def level(base: str, model: str, concurrency: int, args: argparse.Namespace,
@@ -148,7 +166,7 @@ async def level(base: str, model: str, concurrency: int, args: argparse.Namespac
         async def worker(index: int) -> None:
             for r in range(10**6):
                 prompt = PROMPTS[(index + r) % len(PROMPTS)]
-                samples.append(await one_request(client, model, prompt, args.max_tokens))
+                await one_request(client, model, prompt, args.max_tokens, samples)
 
         workers = [asyncio.create_task(worker(i)) for i in range(concurrency)]
         await asyncio.sleep(args.warmup)
@@ -158,9 +176,10 @@ async def level(base: str, model: str, concurrency: int, args: argparse.Namespac
         for task in workers:  # the engine frees a slot whose client goes away
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
+        await drained(admin)
     wall = closed - opened
-    ttfts = [t for began, t in samples if opened <= began and t]
-    return {"concurrency": concurrency, "requests": len(ttfts), "tokens": int(last - first),
+    ttfts = [t for began, t in samples if opened <= began and began + t <= closed]
+    return {"concurrency": concurrency, "first_tokens": len(ttfts), "tokens": int(last - first),
             "wall_s": round(wall, 3), "aggregate_tok_s": round((last - first) / wall, 1),
             "ttft_p50_s": round(statistics.median(ttfts), 3) if ttfts else None}
 
@@ -186,7 +205,8 @@ def summarize(label: str, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row["speedup_vs_single"] = (round(row["aggregate_tok_s"] / single["aggregate_tok_s"], 2)
                                     if single else None)
         row["ttft_vs_single"] = (round(row["ttft_p50_s"] / single["ttft_p50_s"], 2)
-                                 if single and single["ttft_p50_s"] else None)
+                                 if single and single["ttft_p50_s"] and row["ttft_p50_s"]
+                                 else None)
     return rows
 
 

@@ -50,7 +50,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="Sequences decoded together (each gets its own KV cache).")
     parser.add_argument("--max-queue", type=int, default=32,
                         help="Requests allowed to wait for a slot before answering 429.")
-    parser.add_argument("--prefill-chunk", type=int, default=512,
+    # Prefill costs about the same per token from 32-token chunks up, but every running stream
+    # waits for the whole chunk: 128 keeps that stall a quarter of 512's (README, Performance).
+    parser.add_argument("--prefill-chunk", type=int, default=128,
                         help="Prompt tokens processed per decode step (bounds stalls).")
     parser.add_argument("--handoff-wait-ms", type=float,
                         help="Longest wait, per decode step, for the HTTP side to take the "

@@ -147,7 +147,7 @@ class _Sequence:
 class SchedulerConfig:
     max_batch: int = 4
     max_queue: int = 32
-    prefill_chunk: int = 512  # prompt tokens per step: bounds the stall of running streams
+    prefill_chunk: int = 128  # prompt tokens per step: bounds the stall of running streams
     handoff_wait_s: float = 0.002  # longest wait for the loop to take a step's chunks; 0: none
 
 
