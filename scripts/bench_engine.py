@@ -214,10 +214,11 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print(f"{'variant':>10} {'conc':>4} {'runs':>4} {'tokens':>6} {'agg tok/s':>9} "
           f"{'x one':>6} {'ttft p50 s':>10} {'ttft x one':>10}")
     for row in rows:
-        print(f"{row['variant']:>10} {row['concurrency']:>4} {row['runs']:>4} "
-              f"{row['tokens']:>6} {row['aggregate_tok_s']:>9} "
-              f"{row['speedup_vs_single'] or '-':>6} {row['ttft_p50_s']:>10} "
-              f"{row['ttft_vs_single'] or '-':>10}")
+        shown = {k: "-" if v is None else v for k, v in row.items()}
+        print(f"{shown['variant']:>10} {shown['concurrency']:>4} {shown['runs']:>4} "
+              f"{shown['tokens']:>6} {shown['aggregate_tok_s']:>9} "
+              f"{shown['speedup_vs_single']:>6} {shown['ttft_p50_s']:>10} "
+              f"{shown['ttft_vs_single']:>10}")
 
 
 def main() -> int:
