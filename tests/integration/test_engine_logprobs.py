@@ -104,10 +104,10 @@ def test_completions_logprobs_plain_and_streamed(engine: Proc) -> None:
 
 
 def test_openai_sdk_reads_the_logprobs(engine: Proc) -> None:
-    client = OpenAI(base_url=engine.base_url, api_key="unused")
-    reply = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": PROMPT}], max_tokens=4,
-        temperature=0, logprobs=True, top_logprobs=1)
+    with OpenAI(base_url=engine.base_url, api_key="unused", max_retries=0) as client:
+        reply = client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": PROMPT}], max_tokens=4,
+            temperature=0, logprobs=True, top_logprobs=1)
     assert reply.choices[0].logprobs is not None
     content = reply.choices[0].logprobs.content or []
     assert len(content) == 4
