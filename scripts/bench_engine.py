@@ -253,7 +253,6 @@ def main() -> int:
                     print(f"  cycle {cycle} {label} c={conc}: {run['aggregate_tok_s']} tok/s, "
                           f"ttft p50 {run['ttft_p50_s']} s", flush=True)
     rows = [row for label, mine in runs.items() for row in summarize(label, mine)]
-    print_table(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "max_batch": args.max_batch, "max_tokens": args.max_tokens, "warmup_s": args.warmup,
@@ -261,6 +260,7 @@ def main() -> int:
         "repeat": args.repeat, "variants": variants, "cpu_count": os.cpu_count(),
         "load_avg_at_end": os.getloadavg(), "levels": rows,
         "runs": {label: mine for label, mine in runs.items()}}, indent=2))
+    print_table(rows)
     print(f"wrote {args.out}")
     return 0
 
