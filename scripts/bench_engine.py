@@ -1,11 +1,21 @@
-"""Aggregate generation throughput of the llama.cpp engine at several concurrency levels.
+"""Aggregate generation throughput and time-to-first-token of the llama.cpp engine by concurrency.
 
-Starts the engine (bundled SmolLM2 unless --model-path) on a free loopback port, or uses
---url of a running one; at each concurrency level C, C clients each stream `--rounds`
-chat completions of `--max-tokens` tokens (ignore EOS is not available, so prompts ask for
-long answers and the real completion counts are used). Prints a table and writes JSON.
+Starts the engine (bundled SmolLM2 unless --model-path) on a free loopback port, or uses --url
+of a running one. At each concurrency level C, C clients stream chat completions of up to
+`--max-tokens` tokens back to back (closed loop); after `--warmup` seconds the engine's own
+generated-token counter is read at both ends of a `--window`, so the figure is the steady
+state with C requests always in flight (a fixed set of requests would end in a tail of lone
+stragglers and understate batching). TTFT is the median over requests started in the window.
 
-    .venv/bin/python scripts/bench_engine.py --levels 1 2 4 8 --max-tokens 96
+Ratios only mean something when both sides share the machine's load, so one run measures
+everything side by side: `--engine LABEL=ARGS` (repeatable) starts one engine per variant
+(`ARGS` are extra engine flags, plus `--src DIR` to run another checkout's `server/` tree:
+the "before" of a change), and `--repeat N` cycles through every variant and level N times,
+reporting per (variant, level) the median of the N runs. Prints a table and writes JSON.
+
+    .venv/bin/python scripts/bench_engine.py --levels 1 4 8 --max-tokens 96
+    .venv/bin/python scripts/bench_engine.py --repeat 3 --engine 'before=--src /tmp/old/server' \
+        --engine 'after='
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -51,75 +62,163 @@ def free_port() -> int:
         return port
 
 
+def split_variant(spec: str) -> tuple[str, list[str], str | None]:
+    """`LABEL=ARGS` → (label, engine flags, other server/ tree or None)."""
+    label, _, rest = spec.partition("=")
+    flags = shlex.split(rest)
+    src = None
+    if "--src" in flags:
+        at = flags.index("--src")
+        src = flags[at + 1]
+        del flags[at:at + 2]
+    return label or "engine", flags, src
+
+
 @contextlib.contextmanager
-def engine(args: argparse.Namespace, max_batch: int) -> Iterator[str]:
+def engine(args: argparse.Namespace, spec: str) -> Iterator[str]:
+    """Base URL (…/v1) of a started engine for this variant (or of --url)."""
     if args.url:
         yield args.url
         return
+    _label, flags, src = split_variant(spec)
     port = free_port()
     command = [sys.executable, "-m", "spillgate.engines.llamacpp", "--model-path",
                args.model_path or bundled_gguf(), "--served-name", "bench", "--port", str(port),
-               "--max-batch", str(max_batch), "--max-queue", "64"]
+               "--max-batch", str(args.max_batch), "--max-queue", "64"]
     if args.n_threads:
         command += ["--n-threads", str(args.n_threads)]
-    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ})
+    env = {**os.environ}
+    if src:
+        env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
+    proc = subprocess.Popen(command + flags, cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while True:
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(base + "/health", timeout=1).status_code == 200:
                     break
             if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("engine did not start")
-            time.sleep(0.1)
+                raise RuntimeError(f"engine {spec!r} did not start")
+            time.sleep(0.2)
         yield base + "/v1"
     finally:
         proc.terminate()
         proc.wait(15)
 
 
-async def one_request(client: httpx.AsyncClient, model: str, prompt: str,
-                      max_tokens: int) -> tuple[int, float]:
-    """Stream one chat completion; (completion tokens, seconds to first content)."""
+async def one_request(client: httpx.AsyncClient, model: str, prompt: str, max_tokens: int,
+                      firsts: list[tuple[float, float]] | None = None) -> float:
+    """Stream one chat completion; seconds to its first content, also appended to `firsts`
+    as (start, seconds) the moment it arrives."""
     body = {"model": model, "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": max_tokens, "temperature": 0.7, "stream": True,
-            "stream_options": {"include_usage": True}}
+            "max_tokens": max_tokens, "temperature": 0.7, "stream": True}
     start = time.perf_counter()
     ttft = 0.0
-    tokens = 0
     async with client.stream("POST", "/chat/completions", json=body) as response:
         response.raise_for_status()
         async for line in response.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            if chunk.get("usage"):
-                tokens = chunk["usage"]["completion_tokens"]
-            elif not ttft and chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
-                ttft = time.perf_counter() - start
-    return tokens, ttft
+            if not ttft and line.startswith("data: {") and '"content":"' in line:
+                chunk = json.loads(line[6:])
+                if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+                    ttft = time.perf_counter() - start
+                    if firsts is not None:
+                        firsts.append((start, ttft))
+    return ttft
 
 
-async def level(base: str, model: str, concurrency: int, rounds: int,
-                max_tokens: int) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=base, timeout=600) as client:
+async def engine_figure(client: httpx.AsyncClient, name: str) -> float:
+    """One sample of the engine's /metrics (e.g. its generated-token counter)."""
+    text = (await client.get("/metrics")).text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise RuntimeError(f"the engine exposes no {name}")
+
+
+async def generated_tokens(client: httpx.AsyncClient) -> float:
+    return await engine_figure(client, "spillgate_engine_generation_tokens_total")
+
+
+async def drained(client: httpx.AsyncClient, limit_s: float = 120.0) -> None:
+    """Until the engine has dropped every cancelled request: the next measurement (or the
+    next variant's, sharing the cores) must not pay for this one's leftovers."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if (await engine_figure(client, "spillgate_engine_requests_running") == 0
+                and await engine_figure(client, "spillgate_engine_requests_waiting") == 0):
+            return
+        await asyncio.sleep(0.2)
+
+
+async def level(base: str, model: str, concurrency: int, args: argparse.Namespace,
+                ) -> dict[str, Any]:
+    """`concurrency` clients send request after request (closed loop); after `--warmup` s,
+    tokens are counted over a `--window` of seconds in which every client is always busy,
+    so no tail of lone stragglers dilutes the figure."""
+    root = base.removesuffix("/v1")
+    async with httpx.AsyncClient(base_url=base, timeout=600) as client, \
+            httpx.AsyncClient(base_url=root, timeout=30) as admin:
         await one_request(client, model, "Hi", 4)  # warm-up
+        samples: list[tuple[float, float]] = []
 
-        async def worker(index: int) -> list[tuple[int, float]]:
-            return [await one_request(client, model, PROMPTS[(index + r) % len(PROMPTS)],
-                                      max_tokens) for r in range(rounds)]
+        async def worker(index: int) -> None:
+            for r in range(10**6):
+                prompt = PROMPTS[(index + r) % len(PROMPTS)]
+                await one_request(client, model, prompt, args.max_tokens, samples)
 
-        start = time.perf_counter()
-        results = [x for per in await asyncio.gather(*(worker(i) for i in range(concurrency)))
-                   for x in per]
-        wall = time.perf_counter() - start
-    tokens = sum(t for t, _ in results)
-    return {"concurrency": concurrency, "requests": len(results), "tokens": tokens,
-            "wall_s": round(wall, 3), "aggregate_tok_s": round(tokens / wall, 1),
-            "per_stream_tok_s": round(tokens / wall / concurrency, 1),
-            "ttft_mean_s": round(statistics.fmean(f for _, f in results), 3)}
+        workers = [asyncio.create_task(worker(i)) for i in range(concurrency)]
+        await asyncio.sleep(args.warmup)
+        first, opened = await generated_tokens(admin), time.perf_counter()
+        await asyncio.sleep(args.window)
+        last, closed = await generated_tokens(admin), time.perf_counter()
+        for task in workers:  # the engine frees a slot whose client goes away
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        await drained(admin)
+    wall = closed - opened
+    ttfts = [t for began, t in samples if opened <= began and began + t <= closed]
+    return {"concurrency": concurrency, "first_tokens": len(ttfts), "tokens": int(last - first),
+            "wall_s": round(wall, 3), "aggregate_tok_s": round((last - first) / wall, 1),
+            "ttft_p50_s": round(statistics.median(ttfts), 3) if ttfts else None}
+
+
+def _median(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(statistics.median(known), 3) if known else None
+
+
+def summarize(label: str, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per level: the median over repeats; ratios against this variant's concurrency 1."""
+    rows = []
+    for conc in sorted({r["concurrency"] for r in runs}):
+        mine = [r for r in runs if r["concurrency"] == conc]
+        rows.append({"variant": label, "concurrency": conc, "runs": len(mine),
+                     "tokens": sum(r["tokens"] for r in mine),
+                     "aggregate_tok_s": round(statistics.median(
+                         r["aggregate_tok_s"] for r in mine), 1),
+                     "ttft_p50_s": _median([r["ttft_p50_s"] for r in mine]),
+                     "samples": [r["aggregate_tok_s"] for r in mine]})
+    single = next((r for r in rows if r["concurrency"] == 1), None)
+    for row in rows:
+        row["speedup_vs_single"] = (round(row["aggregate_tok_s"] / single["aggregate_tok_s"], 2)
+                                    if single else None)
+        row["ttft_vs_single"] = (round(row["ttft_p50_s"] / single["ttft_p50_s"], 2)
+                                 if single and single["ttft_p50_s"] and row["ttft_p50_s"]
+                                 else None)
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print(f"{'variant':>10} {'conc':>4} {'runs':>4} {'tokens':>6} {'agg tok/s':>9} "
+          f"{'x one':>6} {'ttft p50 s':>10} {'ttft x one':>10}")
+    for row in rows:
+        shown = {k: "-" if v is None else v for k, v in row.items()}
+        print(f"{shown['variant']:>10} {shown['concurrency']:>4} {shown['runs']:>4} "
+              f"{shown['tokens']:>6} {shown['aggregate_tok_s']:>9} "
+              f"{shown['speedup_vs_single']:>6} {shown['ttft_p50_s']:>10} "
+              f"{shown['ttft_vs_single']:>10}")
 
 
 def main() -> int:
@@ -127,28 +226,41 @@ def main() -> int:
     parser.add_argument("--url", help="base URL (…/v1) of a running engine; else start one")
     parser.add_argument("--model", default="bench", help="model name with --url")
     parser.add_argument("--model-path", help="GGUF to serve (default: bundled SmolLM2)")
-    parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4, 8])
-    parser.add_argument("--rounds", type=int, default=2, help="requests per client per level")
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--warmup", type=float, default=3.0,
+                        help="seconds of load before counting starts")
+    parser.add_argument("--window", type=float, default=15.0,
+                        help="seconds over which tokens are counted")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="cycles over every variant and level; medians are reported")
     parser.add_argument("--max-tokens", type=int, default=96)
-    parser.add_argument("--max-batch", type=int, default=4)
+    parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--n-threads", type=int)
+    parser.add_argument("--engine", action="append", dest="variants", metavar="LABEL=ARGS",
+                        help="a variant to compare (repeatable); default one plain engine")
     parser.add_argument("--out", type=Path, default=REPO / "var" / "bench_engine.json")
     args = parser.parse_args()
+    variants = args.variants or ["engine="]
     model = args.model if args.url else "bench"
-    with engine(args, args.max_batch) as base:
-        rows = [asyncio.run(level(base, model, c, args.rounds, args.max_tokens))
-                for c in args.levels]
-    single = rows[0]["aggregate_tok_s"] if rows and rows[0]["concurrency"] == 1 else None
-    print(f"{'conc':>4} {'reqs':>4} {'tokens':>6} {'wall s':>7} {'agg tok/s':>9} "
-          f"{'per-stream':>10} {'ttft s':>7} {'x single':>8}")
-    for row in rows:
-        row["speedup_vs_single"] = round(row["aggregate_tok_s"] / single, 2) if single else None
-        print(f"{row['concurrency']:>4} {row['requests']:>4} {row['tokens']:>6} "
-              f"{row['wall_s']:>7} {row['aggregate_tok_s']:>9} {row['per_stream_tok_s']:>10} "
-              f"{row['ttft_mean_s']:>7} {row['speedup_vs_single'] or '-':>8}")
+    runs: dict[str, list[dict[str, Any]]] = {split_variant(v)[0]: [] for v in variants}
+    with contextlib.ExitStack() as stack:
+        bases = {split_variant(v)[0]: stack.enter_context(engine(args, v)) for v in variants}
+        for cycle in range(args.repeat):
+            for label, base in bases.items():
+                for conc in args.levels:
+                    run = asyncio.run(level(base, model, conc, args))
+                    runs[label].append({**run, "cycle": cycle})
+                    print(f"  cycle {cycle} {label} c={conc}: {run['aggregate_tok_s']} tok/s, "
+                          f"ttft p50 {run['ttft_p50_s']} s", flush=True)
+    rows = [row for label, mine in runs.items() for row in summarize(label, mine)]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"max_batch": args.max_batch, "max_tokens": args.max_tokens,
-                                    "cpu_count": os.cpu_count(), "levels": rows}, indent=2))
+    args.out.write_text(json.dumps({
+        "max_batch": args.max_batch, "max_tokens": args.max_tokens, "warmup_s": args.warmup,
+        "window_s": args.window,
+        "repeat": args.repeat, "variants": variants, "cpu_count": os.cpu_count(),
+        "load_avg_at_end": os.getloadavg(), "levels": rows,
+        "runs": {label: mine for label, mine in runs.items()}}, indent=2))
+    print_table(rows)
     print(f"wrote {args.out}")
     return 0
 

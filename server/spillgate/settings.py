@@ -118,7 +118,8 @@ class LocalBackendSettings(_Strict):
         None, description="GGUF file overriding the catalog's source (llamacpp only)."
     )
     n_ctx: int = Field(2048, ge=256, description="Context window given to a llama.cpp engine.")
-    n_threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores).")
+    n_threads: int | None = Field(
+        None, ge=1, description="CPU threads (default: all cores but one).")
     max_batch: int = Field(4, ge=1, description="Sequences decoded together (llama.cpp).")
     max_queue: int = Field(32, ge=1, description="Waiting requests before the engine says 429.")
     max_connections: int = Field(256, ge=1, description="HTTP connection pool size.")

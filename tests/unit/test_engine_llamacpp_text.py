@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from spillgate.engines.llamacpp.bodies import ChatBody, CompletionBody, parse
 from spillgate.engines.llamacpp.chat import ChatTemplate
+from spillgate.engines.llamacpp.main import HANDOFF_WAIT_MS, parse_args
 from spillgate.engines.llamacpp.textstream import TextStream
 from spillgate.errors import InvalidRequest
 
@@ -64,7 +67,7 @@ def test_malformed_json_is_invalid_json(raw: bytes) -> None:
     assert caught.value.code == "invalid_json"
 
 
-@pytest.mark.parametrize("extra", [{"n": 2}, {"logprobs": True}])
+@pytest.mark.parametrize("extra", [{"n": 2}])
 def test_unsupported_chat_options_are_refused(extra: dict[str, object]) -> None:
     body = ChatBody.model_validate(
         {"model": "m", "messages": [{"role": "user", "content": "x"}], **extra})
@@ -120,3 +123,15 @@ def test_template_refusal_is_a_400() -> None:
     with pytest.raises(InvalidRequest) as caught:
         ChatTemplate(strict, "<s>", "</s>").render([{"role": "user", "content": "hi"}])
     assert "roles must alternate" in caught.value.message
+
+
+def test_engine_threads_leave_a_core_and_the_handoff_wait_follows() -> None:
+    cores = os.cpu_count() or 1
+    base = ["--model-path", "m.gguf", "--served-name", "m"]
+    assert parse_args(base).n_threads == max(1, cores - 1)
+    assert parse_args([*base, "--n-threads", str(cores)]).handoff_wait_ms == HANDOFF_WAIT_MS
+    assert parse_args([*base, "--n-threads", str(cores + 1)]).handoff_wait_ms == HANDOFF_WAIT_MS
+    if cores > 1:
+        assert parse_args([*base, "--n-threads", str(cores - 1)]).handoff_wait_ms == 0
+    explicit = [*base, "--n-threads", str(cores), "--handoff-wait-ms", "0"]
+    assert parse_args(explicit).handoff_wait_ms == 0

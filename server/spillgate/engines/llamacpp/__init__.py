@@ -10,8 +10,9 @@ Routes: POST /v1/chat/completions, /v1/completions (plain and SSE), /v1/embeddin
 `embeddings_not_supported`), GET /v1/models, /health, /metrics.
 
 Modules: model (C API wrapper), scheduler (decode thread), textstream (UTF-8 + stop strings),
-chat (GGUF chat template), bodies (request validation), service (request → job),
-shapes (OpenAI bodies and SSE), metrics, app (routes), main (CLI).
+logprobs (token log-probabilities and their OpenAI shapes), chat (GGUF chat template), bodies
+(request validation), service (request → job), shapes (OpenAI bodies and SSE), metrics,
+app (routes), main (CLI).
 
 Prometheus metrics (own CollectorRegistry), scraped by spillgate.telemetry.engine_metrics:
     spillgate_engine_requests_running               gauge      sequences being decoded

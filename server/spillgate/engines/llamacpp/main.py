@@ -20,6 +20,15 @@ from spillgate.engines.llamacpp.service import Engine
 from spillgate.errors import ConfigError
 
 log = logging.getLogger("spillgate.engine")
+HANDOFF_WAIT_MS = 2.0
+
+
+def default_threads() -> int:
+    """All cores but one: the engine's HTTP thread and the gateway need a core too. llama.cpp's
+    threads meet at spinning barriers hundreds of times per decode, so when they hold every
+    core, any other runnable thread stalls them all (measured on 2 busy cores: 0.5-1.1 tokens/s
+    with 2 threads, 7-8 with 1; see README, Performance)."""
+    return max(1, (os.cpu_count() or 1) - 1)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -35,15 +44,27 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8081, help="Listen port.")
     parser.add_argument("--n-ctx", type=int, default=2048,
                         help="Context window of each sequence (prompt + completion tokens).")
-    parser.add_argument("--n-threads", type=int, default=os.cpu_count() or 1,
-                        help="CPU threads for llama.cpp.")
+    parser.add_argument("--n-threads", type=int, default=default_threads(),
+                        help="CPU threads for llama.cpp (default: all cores but one).")
     parser.add_argument("--max-batch", type=int, default=4,
                         help="Sequences decoded together (each gets its own KV cache).")
     parser.add_argument("--max-queue", type=int, default=32,
                         help="Requests allowed to wait for a slot before answering 429.")
-    parser.add_argument("--prefill-chunk", type=int, default=512,
+    # Prefill costs about the same per token from 32-token chunks up, but every running stream
+    # waits for the whole chunk: 128 keeps that stall a quarter of 512's (README, Performance).
+    parser.add_argument("--prefill-chunk", type=int, default=128,
                         help="Prompt tokens processed per decode step (bounds stalls).")
+    parser.add_argument("--handoff-wait-ms", type=float,
+                        help="Longest wait, per decode step, for the HTTP side to take the "
+                             "previous step's tokens before decoding again (0: never; "
+                             f"default: {HANDOFF_WAIT_MS} ms when --n-threads takes every "
+                             "core, else 0).")
     args = parser.parse_args(argv)
+    if args.handoff_wait_ms is None:
+        every_core = args.n_threads >= (os.cpu_count() or 1)
+        args.handoff_wait_ms = HANDOFF_WAIT_MS if every_core else 0.0
+    if not 0 <= args.handoff_wait_ms <= 100:
+        parser.error("--handoff-wait-ms must be between 0 and 100")
     for name in ("n_ctx", "n_threads", "max_batch", "max_queue", "prefill_chunk"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -66,7 +87,8 @@ def build(args: argparse.Namespace) -> tuple[Engine, Scheduler, EngineMetrics]:
                             eos_token=model.token_text(model.eos_token))
     metrics = EngineMetrics(queue_capacity=args.max_queue, max_batch=args.max_batch)
     scheduler = Scheduler(model, metrics, SchedulerConfig(
-        max_batch=args.max_batch, max_queue=args.max_queue, prefill_chunk=args.prefill_chunk))
+        max_batch=args.max_batch, max_queue=args.max_queue, prefill_chunk=args.prefill_chunk,
+        handoff_wait_s=args.handoff_wait_ms / 1000))
     engine = Engine(served_name=args.served_name, model=model, template=template,
                     n_ctx=args.n_ctx)
     return engine, scheduler, metrics

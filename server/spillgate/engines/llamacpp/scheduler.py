@@ -7,8 +7,13 @@ runs one `llama_decode`, and samples each sequence with its own C sampler chain.
 never waits for, or is interrupted by, another one: it leaves its slot only when it finishes or
 its client goes away, and then its KV cells are dropped at once.
 
-Hand-off to asyncio: the thread puts `Chunk`s into the request's own asyncio.Queue through
-`loop.call_soon_threadsafe`; cancelling is a flag the thread reads at the top of each step.
+Hand-off to asyncio: once per step the thread hands every `Chunk` of that step to the event
+loop in one `loop.call_soon_threadsafe` (one wake-up per step, not one per token per request);
+cancelling is a flag the thread reads at the top of each step. Before the next `llama_decode`
+the thread waits (at most `handoff_wait_s`) until the loop has run the coroutines those chunks
+woke: on a machine with as many cores as llama.cpp threads, HTTP work running *during* a
+decode pre-empts one of llama.cpp's threads while the others spin at its barriers, so the
+whole step waits for it; run between decodes, it costs only its own time.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from spillgate.engines.llamacpp.logprobs import TokenLogprob
 from spillgate.engines.llamacpp.metrics import EngineMetrics
 from spillgate.engines.llamacpp.model import LlamaModel, SamplingParams
 from spillgate.engines.llamacpp.textstream import TextStream
@@ -40,16 +46,22 @@ class Job:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stops: tuple[str, ...] = ()
     priority: int = 0  # lower is admitted first; ties keep arrival order
+    logprobs: int | None = None  # None: no logprobs; k: each token's plus the k best
 
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """Text released by one step; the last chunk of a request carries finish and usage."""
+    """Text released by one step; the last chunk of a request carries finish and usage.
+
+    `logprobs` covers the tokens sampled since the previous chunk (when the job asked for
+    them); their text may still be held back by a possible stop string.
+    """
 
     text: str
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 class TicketCancelled(Exception):
@@ -99,9 +111,11 @@ class Ticket:
             self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
 
 
-def _deliver_all(items: list[tuple[Ticket, Chunk]]) -> None:
+def _deliver_all(items: list[tuple[Ticket, Chunk]], delivered: threading.Event) -> None:
     for ticket, chunk in items:
         ticket.deliver(chunk)
+    # Queued behind the wake-ups of the coroutines just fed: set once they have run.
+    asyncio.get_running_loop().call_soon(delivered.set)
 
 
 @dataclass(slots=True)
@@ -117,6 +131,12 @@ class _Sequence:
     generated: int = 0
     last: int = -1
     first_token_at: float | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # not yet sent
+
+    def take_logprobs(self) -> tuple[TokenLogprob, ...]:
+        taken = tuple(self.logprobs)
+        self.logprobs.clear()
+        return taken
 
     @property
     def prefilling(self) -> bool:
@@ -127,7 +147,8 @@ class _Sequence:
 class SchedulerConfig:
     max_batch: int = 4
     max_queue: int = 32
-    prefill_chunk: int = 512  # prompt tokens per step: bounds the stall of running streams
+    prefill_chunk: int = 128  # prompt tokens per step: bounds the stall of running streams
+    handoff_wait_s: float = 0.002  # longest wait for the loop to take a step's chunks; 0: none
 
 
 class Scheduler:
@@ -145,6 +166,7 @@ class Scheduler:
         self._free_slots = list(range(config.max_batch - 1, -1, -1))
         self._stopping = False
         self._outbox: list[tuple[Ticket, Chunk]] = []
+        self._handed: list[threading.Event] = []  # set as each loop takes the last step's chunks
         self._thread: threading.Thread | None = None
         self.failure: BaseException | None = None
 
@@ -213,6 +235,7 @@ class Scheduler:
     def _run(self) -> None:
         try:
             while self._wait_for_work():
+                self._await_handoff()
                 self._step()
         except BaseException as exc:  # a native failure: fail every request, report unhealthy
             self.failure = exc
@@ -266,7 +289,11 @@ class Scheduler:
                                               code="engine_decode_failed"))
             return
         for seq, row in to_sample:
-            self._accept(seq, self._model.sample(seq.sampler, row))
+            token = self._model.sample(seq.sampler, row)
+            top = seq.ticket.job.logprobs
+            if top is not None and not self._model.is_end_of_generation(token):
+                seq.logprobs.append(self._model.logprobs(row, token, top))
+            self._accept(seq, token)
         self._metrics.generation_tokens.inc(len(to_sample))
         self._flush_outbox()
 
@@ -279,8 +306,21 @@ class Scheduler:
             by_loop.setdefault(ticket.loop, []).append((ticket, chunk))
         self._outbox = []
         for loop, items in by_loop.items():
+            delivered = threading.Event()
             with contextlib.suppress(RuntimeError):  # closed loop: nobody listens any more
-                loop.call_soon_threadsafe(_deliver_all, items)
+                loop.call_soon_threadsafe(_deliver_all, items, delivered)
+                self._handed.append(delivered)
+
+    def _await_handoff(self) -> None:
+        """Let the event loop send the previous step's tokens before decoding again."""
+        if not self._handed:
+            return
+        deadline = time.monotonic() + self._config.handoff_wait_s
+        for delivered in self._handed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not delivered.wait(remaining):
+                break
+        self._handed = []
 
     def _add_prompt_rows(self, seq: _Sequence, rows: list[tuple[int, int, int, bool]],
                          to_sample: list[tuple[_Sequence, int]], budget: int) -> int:
@@ -309,12 +349,12 @@ class Scheduler:
             self._finish(seq, "length", text + seq.text.flush())
         else:
             seq.last = token
-            if text:
-                self._outbox.append((seq.ticket, Chunk(text)))
+            if text or seq.logprobs:
+                self._outbox.append((seq.ticket, Chunk(text, logprobs=seq.take_logprobs())))
 
     def _finish(self, seq: _Sequence, reason: str, text: str) -> None:
-        self._outbox.append(
-            (seq.ticket, Chunk(text, reason, len(seq.ticket.job.prompt), seq.generated)))
+        self._outbox.append((seq.ticket, Chunk(text, reason, len(seq.ticket.job.prompt),
+                                               seq.generated, seq.take_logprobs())))
         self._metrics.success.labels(finish_reason=reason).inc()
         self._metrics.e2e.observe(self._clock() - seq.ticket.arrived)
         self._release(seq)
