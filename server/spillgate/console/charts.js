@@ -10,6 +10,17 @@ const SpillgateCharts = (() => {
     return v === null || v === undefined ? null : Number(v);
   }
 
+  // Axis ticks in plain decimals with two significant digits (uPlot's default rounds
+  // sub-cent amounts to 0), and loads in compact form (5M, 120M).
+  function plain(v) {
+    if (v === 0 || v === null) return "0";
+    const a = Math.abs(v);
+    if (a >= 1) return v.toLocaleString("en-US", { maximumFractionDigits: 2 });
+    return v.toFixed(Math.min(20, 1 - Math.floor(Math.log10(a))));
+  }
+
+  const compact = new Intl.NumberFormat("en-US", { notation: "compact" });
+
   function draw(el, title, xTime, names, data, yLabel) {
     const old = drawn.get(el.id);
     if (old) old.destroy();
@@ -20,7 +31,10 @@ const SpillgateCharts = (() => {
     const opts = {
       title: title, width: Math.max(320, el.clientWidth - 10), height: 240,
       scales: { x: { time: xTime } }, series: series,
-      axes: [{}, { label: yLabel, size: 70 }],
+      axes: [
+        xTime ? {} : { values: (u, splits) => splits.map((v) => compact.format(v)) },
+        { label: yLabel, size: 80, values: (u, splits) => splits.map(plain) },
+      ],
     };
     drawn.set(el.id, new uPlot(opts, data, el));
   }

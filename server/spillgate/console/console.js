@@ -44,7 +44,8 @@
     const a = Math.abs(d);
     if (a >= 1) return sign + "$" + a.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
     if (a >= 0.01) return sign + "$" + a.toFixed(4);
-    return sign + "$" + a.toPrecision(4);
+    // 4 significant digits in plain decimals ($0.000007004, never 7.004e-6)
+    return sign + "$" + a.toFixed(Math.min(20, 3 - Math.floor(Math.log10(a))));
   }
 
   function pct(v) {
