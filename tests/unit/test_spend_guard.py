@@ -18,7 +18,10 @@ class Clock:
         return self.now
 
 
-def _guard(node: Limits = Limits(), per_key: Limits = Limits(), **config: object,
+NO_LIMITS = Limits()
+
+
+def _guard(node: Limits = NO_LIMITS, per_key: Limits = NO_LIMITS, **config: object,
            ) -> tuple[SpendGuard, Clock, list[GuardEvent]]:
     clock, events = Clock(), []
     config.setdefault("window_s", 60.0)
@@ -57,7 +60,7 @@ def test_guard_stays_open_past_the_cool_down_while_spend_continues() -> None:
 
 
 def test_a_spending_key_trips_only_its_own_guard() -> None:
-    guard, clock, _ = _guard(per_key=Limits(limit_usd=_usd("1")), window_s=60)
+    guard, _, _ = _guard(per_key=Limits(limit_usd=_usd("1")), window_s=60)
     guard.observe("spender", _usd("2"))
     guard.observe("frugal", _usd("0.1"))
     assert guard.view("spender").open
