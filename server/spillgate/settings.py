@@ -261,6 +261,14 @@ class SpendGuardSettings(_Strict):
     per_key: GuardLimits = Field(default_factory=GuardLimits,
                                  description="The same limits applied to each key's spend.")
 
+    @model_validator(mode="after")
+    def _floor_with_baseline(self) -> SpendGuardSettings:
+        if (self.node.baseline_multiple or self.per_key.baseline_multiple) and not self.min_usd:
+            raise ValueError("spend_guard.min_usd: set a floor (USD per window) with "
+                             "baseline_multiple; a quiet start is a baseline of zero, so any "
+                             "spend would trip the guard")
+        return self
+
 
 class AlertSettings(_Strict):
     budget_thresholds: list[float] = Field(

@@ -35,7 +35,7 @@ PINNED = RequestFacts(sensitive=False, tier_pin="api")
         (AUTO, PLAIN, OVER, OPEN, "spend_guard"),  # would have spilled: kept local
         (AUTO, PLAIN, FULL, OPEN, "spend_guard"),
         (AUTO, PLAIN, KV_FULL, OPEN, "spend_guard"),
-        (AUTO, PLAIN, UP, OPEN, "local_ok"),  # local had room anyway
+        (AUTO, PLAIN, UP, OPEN, "spend_guard"),  # local had room, but no paid chain behind
         (AUTO, SECRET, OVER, OPEN, "sensitive_local"),
         (API_WITH_LOCAL, PLAIN, UP, OPEN_LOCAL, "spend_guard"),
         (AUTO, PINNED, UP, OPEN_LOCAL, "spend_guard"),

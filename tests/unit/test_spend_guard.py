@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from spillgate.errors import ConfigError
+from spillgate.settings import load_settings
 from spillgate.tenancy.spend_guard import GuardConfig, GuardEvent, Limits, SpendGuard, SpendWindow
 
 
@@ -146,3 +149,11 @@ def test_window_sums_equal_a_recount(events: list[tuple[float, int]], window: fl
         assert baseline is None
     else:
         assert baseline == older * Decimal(repr(window)) / Decimal(repr(span))
+
+
+def test_baseline_rule_without_a_floor_is_refused_at_start_up() -> None:
+    with pytest.raises(ConfigError, match="spend_guard.min_usd"):
+        load_settings(None, {"spend_guard": {"node": {"baseline_multiple": 3}}})
+    settings = load_settings(None, {"spend_guard": {"min_usd": "0.5",
+                                                    "node": {"baseline_multiple": 3}}})
+    assert GuardConfig.from_settings(settings.spend_guard).node.baseline_multiple == 3

@@ -214,13 +214,13 @@ def _guarded(
     route: Route, capacity: Mapping[str, LocalCapacity], facts: RequestFacts,
     budget: BudgetView, paid_only: bool,
 ) -> Decision:
-    """The spend guard is open: local or nothing. An auto request that local would have
-    served anyway keeps `local_ok`; one it keeps from spilling gets `spend_guard`."""
+    """The spend guard is open: local or nothing, reason `spend_guard` (the paid chain is
+    gone from behind local too, so a stream past its local deadline waits instead of
+    spilling)."""
     state = _local_state(route, capacity)
     if (route.local is not None and (budget.guard_fallback_local or not paid_only)
             and state.ready and _fits(route.local, facts) and not _missing(state, facts)):
-        kept = paid_only or _spill_reason(route, state, facts) is not None
-        return Decision((route.local,), "spend_guard" if kept else "local_ok")
+        return Decision((route.local,), "spend_guard")
     raise RateLimited(
         "paid-API spend is over the node's spend guard and no local model can serve this "
         "request; retry after the cool-down",
