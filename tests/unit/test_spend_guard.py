@@ -152,7 +152,7 @@ def test_window_sums_equal_a_recount(events: list[tuple[float, int]], window: fl
 
 
 def test_baseline_rule_without_a_floor_is_refused_at_start_up() -> None:
-    with pytest.raises(ConfigError, match="spend_guard.min_usd"):
+    with pytest.raises(ConfigError, match=r"spend_guard\.min_usd"):
         load_settings(None, {"spend_guard": {"node": {"baseline_multiple": 3}}})
     settings = load_settings(None, {"spend_guard": {"min_usd": "0.5",
                                                     "node": {"baseline_multiple": 3}}})
