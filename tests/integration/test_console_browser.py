@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -60,11 +61,15 @@ def _traffic(node: Proc) -> None:
         reply = httpx.post(node.base_url + "/chat/completions", json=body, headers=headers,
                            timeout=30)
         assert reply.status_code == 200, reply.text
+    deadline = time.monotonic() + 30  # rows are written behind: wait until all are in
+    while _report(node, "1h", None)["totals"]["requests"] < LOCAL_CALLS + PAID_CALLS:
+        assert time.monotonic() < deadline, "the ledger never showed the requests"
+        time.sleep(0.1)
 
 
-def _report(node: Proc, since: str, until: str) -> dict[str, Any]:
-    reply = httpx.get(node.base_url.removesuffix("/v1") + "/admin/report",
-                      params={"since": since, "until": until, "format": "json"},
+def _report(node: Proc, since: str, until: str | None) -> dict[str, Any]:
+    params = {"since": since, "format": "json"} | ({"until": until} if until else {})
+    reply = httpx.get(node.base_url.removesuffix("/v1") + "/admin/report", params=params,
                       headers={"authorization": f"Bearer {ADMIN}"}, timeout=30)
     reply.raise_for_status()
     report: dict[str, Any] = reply.json()
