@@ -118,6 +118,8 @@ async def test_spend_over_the_limit_opens_the_guard(tmp_path: Path,
             live = (await client.get("/admin/live", headers=admin)).json()
             assert live["spend_guard"]["node"]["open"] is True
             assert live["spend_guard"]["node"]["why"] == "limit"
+            assert {"route": "auto", "backend": LOCAL, "tier": "local",
+                    "reason": "spend_guard", "spilling": False} in live["routes"]
             for _ in range(100):  # the webhook is off the request path: wait for it
                 if len(received) >= 2:
                     break

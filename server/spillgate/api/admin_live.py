@@ -25,14 +25,16 @@ from spillgate.routing.routes import RouteTable
 from spillgate.service import Node
 
 
-def route_states(routes: RouteTable, capacity: dict[str, LocalCapacity]) -> list[dict[str, Any]]:
-    """Where a plain (non-sensitive, unpinned) request on each auto route would go now."""
+def route_states(routes: RouteTable, capacity: dict[str, LocalCapacity],
+                 budget: BudgetView) -> list[dict[str, Any]]:
+    """Where a plain (non-sensitive, unpinned, keyless) request on each auto route would go
+    now: the router itself asked, with the live capacity and the node's spend guard."""
     out = []
     for route in routes.all():
         if route.policy != "auto":
             continue
         try:
-            decision = decide(RequestFacts(sensitive=False), capacity, BudgetView(), route)
+            decision = decide(RequestFacts(sensitive=False), capacity, budget, route)
             target, reason = decision.first, decision.reason
             out.append({"route": route.name, "backend": target.backend, "tier": target.tier,
                         "reason": reason, "spilling": target.tier == "api"})
@@ -70,11 +72,12 @@ def admin_live_router() -> APIRouter:
         capacity = dict(node.capacity())
         accountant = getattr(state, "accountant", None)
         guard = accountant.spend.guard.state() if accountant is not None else None
+        budget = accountant.budget_view(None) if accountant is not None else BudgetView()
         return {
             "at": datetime.now(UTC).isoformat(),
             "inflight": {name: node.inflight.count(name) for name in sorted(capacity)},
             "ready": {name: c.ready for name, c in sorted(capacity.items())},
-            "routes": route_states(node.routes, capacity),
+            "routes": route_states(node.routes, capacity, budget),
             **telemetry_state(getattr(state, "capacity", None),
                               state.settings.telemetry.stale_after_s),
             "spend_guard": guard,
