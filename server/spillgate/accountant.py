@@ -11,7 +11,8 @@ and, with a PostgreSQL ledger, the RPM/TPM check of a key that has limits):
                             dearer target first reserves the difference (budgets.py)
   progress(record, n)       a streamed local request processed n more tokens
   served(record)            first byte: a request that left the engine for an API stops
-  finish(record)            usage → cost (API price or amortized share) → row settled, metrics
+  finish(record)            usage → cost (API price or amortized share) → row settled, metrics;
+                            paid spend feeds the spend guard (spend_watch.py)
 """
 
 from __future__ import annotations
@@ -30,15 +31,17 @@ from spillgate.costing.pricing import PriceBook, cost
 from spillgate.errors import RateLimited
 from spillgate.ledger.record import RequestRecord
 from spillgate.ledger.store import Ledger, RequestOutcome, RequestStart, ReserveResult
-from spillgate.routing.router import Target
+from spillgate.routing.router import BudgetView, Target
 from spillgate.routing.routes import RouteTable
 from spillgate.settings import Settings
+from spillgate.spend_watch import SpendWatch
 from spillgate.telemetry.metrics import GatewayMetrics
 from spillgate.telemetry.snapshot import CapacitySnapshot
 from spillgate.tenancy.budgets import worst_case_cost
 from spillgate.tenancy.keys import KeyInfo, KeyStore
 from spillgate.tenancy.limits import RateLimiter
 from spillgate.tenancy.shared_limits import SharedRateLimiter
+from spillgate.tenancy.spend_guard import GuardConfig
 from spillgate.types import Client
 
 log = logging.getLogger(__name__)
@@ -53,12 +56,15 @@ class Accountant:
         clock: CostClock,
         reference: Mapping[str, str],
         metrics: GatewayMetrics,
+        spend: SpendWatch | None = None,
     ) -> None:
         self._dsn = dsn
         self.prices = prices
         self.clock = clock
         self._reference = reference  # local model → paid model id for counterfactual cost
         self._metrics = metrics
+        # The spend guard and budget alerts (off unless configured).
+        self.spend = spend or SpendWatch(GuardConfig(window_s=60.0), [], metrics)
         self._ledger: Ledger | None = None
         self._keystore: KeyStore | None = None
         self._keys: dict[str, KeyInfo] = {}
@@ -91,12 +97,14 @@ class Accountant:
         if recovered:
             log.warning("recovered %d ledger rows left open by a previous process", recovered)
         self._task = asyncio.create_task(self._accrue(), name="cost-clock")
+        await self.spend.start()
 
     async def aclose(self) -> None:
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self.spend.aclose()
         if self._ledger:
             await self._persist_period()
             await self._ledger.aclose()
@@ -169,6 +177,10 @@ class Accountant:
         until = self._exhausted_until.get(key_id or "")
         return until is None or until < time.monotonic()
 
+    def budget_view(self, key_id: str | None) -> BudgetView:
+        """The router's fact about money: paid budget left, and the spend guard's state."""
+        return self.spend.view(key_id, self.paid_allowed(key_id))
+
     async def reserve(self, record: RequestRecord, target: Target,
                       chain: Sequence[Target] = ()) -> None:
         """Hold a true upper bound of the paid call's cost before it is made: the first paid
@@ -194,6 +206,9 @@ class Accountant:
         worst = max([needed, *(self._worst(record, t) for t in chain if t.tier == "api")])
         result = await self.ledger.reserve(info.key_id, record.request_id, worst)
         self._note_remaining(info.key_id, result)
+        self.spend.budget_used(
+            info.key_id, {"day": info.daily_budget_usd, "month": info.monthly_budget_usd},
+            {"day": result.remaining_day, "month": result.remaining_month})
         if not result.ok:
             self._exhausted_until[info.key_id] = time.monotonic() + 5.0
             raise RateLimited(
@@ -270,6 +285,7 @@ class Accountant:
                 min(usage.cache_write_tokens, usage.prompt_tokens - cached),
             )
             self._metrics.api_spend.labels(record.backend).inc(float(record.cost_usd))
+            self.spend.paid_settled(record.key_id, record.cost_usd)
         if record.reserved_usd and record.key_id:
             # Settles a paid call (the difference to the reservation is released), or
             # releases the reservation of one that never served.
@@ -292,4 +308,5 @@ def build_accountant(
     }
     for model in reference.values():
         prices.price_for(model)
-    return Accountant(settings.ledger_dsn(), prices, clock, reference, metrics)
+    return Accountant(settings.ledger_dsn(), prices, clock, reference, metrics,
+                      SpendWatch.from_settings(settings, metrics))

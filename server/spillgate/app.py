@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from spillgate import dispatch
 from spillgate.accountant import Accountant, build_accountant
-from spillgate.api import admin, health, openai
+from spillgate.api import admin, console, health, openai
 from spillgate.api.deps import Authenticator
 from spillgate.backends.registry import Backends, build_backends
 from spillgate.capacity import CapacityMonitor
@@ -121,6 +121,7 @@ def create_app(
     app.state.node = node
     app.state.settings = settings
     app.state.accountant = accountant
+    app.state.capacity = capacity  # the latest telemetry sample, for /admin/live
     anonymous = settings.server.allow_anonymous_loopback
     app.state.authenticate = Authenticator(
         settings.client_keys(), accountant.lookup_key,
@@ -132,5 +133,6 @@ def create_app(
     app.include_router(openai.router)
     app.include_router(health.router)
     app.include_router(admin.build_router())
+    app.include_router(console.build_router())
     return app
 

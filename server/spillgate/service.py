@@ -49,6 +49,7 @@ class Accountant(Protocol):
 
     async def check_rate(self, key_id: str | None, tokens_estimate: int) -> None: ...
     def paid_allowed(self, key_id: str | None) -> bool: ...
+    def budget_view(self, key_id: str | None) -> BudgetView: ...
     async def reserve(self, record: RequestRecord, target: Target,
                       chain: Sequence[Target] = ()) -> None: ...
     def open_row(self, record: RequestRecord) -> None: ...
@@ -125,8 +126,8 @@ async def _serve(
             sensitive=verdict.sensitive, tier_pin=verdict.tier_pin, tokens_needed=tokens_needed,
             features=requested_features(body),
         )
-        decision = decide(facts, node.capacity(), BudgetView(node.accountant.paid_allowed(
-            client.key_id)), route)
+        decision = decide(facts, node.capacity(), node.accountant.budget_view(client.key_id),
+                          route)
         _guard_sensitive(decision, facts)
         _set_priority(node, body, decision, facts)
         record.reason = decision.reason

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import warnings
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -236,6 +237,61 @@ class CostSettings(_Strict):
         return data
 
 
+class GuardLimits(_Strict):
+    limit_usd: Decimal | None = Field(
+        None, gt=0, description="Paid spend (USD) within one window that trips the guard.")
+    baseline_multiple: Decimal | None = Field(
+        None, gt=1, description="Trip when one window's spend exceeds this multiple of the "
+        "trailing baseline (the mean spend per window over the baseline_windows before it).")
+
+
+class SpendGuardSettings(_Strict):
+    """A circuit breaker on paid spend: when it trips, `auto` routes stay local."""
+
+    window_s: float = Field(60.0, gt=0, description="Sliding window the spend is summed over.")
+    baseline_windows: int = Field(
+        10, ge=1, description="Windows before the current one that make the trailing baseline.")
+    min_usd: Decimal = Field(
+        Decimal(0), ge=0, description="A window spending less than this never trips the baseline "
+        "rule (a cent after a silent hour is no spike).")
+    cooldown_s: float = Field(
+        300.0, gt=0, description="Least time the guard stays open; it closes after that once "
+        "the window's spend is back under the limits.")
+    fallback: Literal["reject", "local"] = Field(
+        "reject", description="While open, requests on paid-only routes: reject (429 "
+        "spend_guard_open) or serve them from the route's `local` model when it names one.")
+    node: GuardLimits = Field(default_factory=GuardLimits,
+                              description="Limits on the whole node's paid spend.")
+    per_key: GuardLimits = Field(default_factory=GuardLimits,
+                                 description="The same limits applied to each key's spend.")
+
+    @model_validator(mode="after")
+    def _floor_with_baseline(self) -> SpendGuardSettings:
+        if (self.node.baseline_multiple or self.per_key.baseline_multiple) and not self.min_usd:
+            raise ValueError("spend_guard.min_usd: set a floor (USD per window) with "
+                             "baseline_multiple; a quiet start is a baseline of zero, so any "
+                             "spend would trip the guard")
+        return self
+
+
+class AlertSettings(_Strict):
+    budget_thresholds: list[float] = Field(
+        default_factory=lambda: [0.8, 1.0], description="Shares of a key's daily and monthly "
+        "budget that raise an alert (gauge, webhook) when used (spent or reserved).")
+    webhook_url_env: str | None = Field(
+        None, description="Env var holding a URL that alert events are POSTed to as JSON "
+        "(retried with backoff, off the request path). Unset: gauges only.")
+    webhook_queue: int = Field(256, ge=1, description="Alert events waiting to be sent; "
+                               "more are dropped (and logged), never blocking a request.")
+    webhook_attempts: int = Field(5, ge=1, le=20, description="Tries per event.")
+
+    @model_validator(mode="after")
+    def _shares(self) -> AlertSettings:
+        if any(not 0 < t <= 10 for t in self.budget_thresholds):
+            raise ValueError("alerts.budget_thresholds: each share must be in (0, 10]")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything the node needs, validated once at start-up."""
 
@@ -261,6 +317,9 @@ class Settings(BaseSettings):
     ledger: LedgerSettings = Field(default_factory=LedgerSettings, description="Cost ledger.")
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings, description="Sampler.")
     cost: CostSettings = Field(default_factory=CostSettings, description="Hardware cost model.")
+    spend_guard: SpendGuardSettings = Field(
+        default_factory=SpendGuardSettings, description="Paid-spend guard (off without limits).")
+    alerts: AlertSettings = Field(default_factory=AlertSettings, description="Budget alerts.")
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:
@@ -297,6 +356,10 @@ class Settings(BaseSettings):
     def metrics_key(self) -> str | None:
         key = os.environ.get(self.server.metrics_key_env or "", "").strip()
         return key or None
+
+    def alert_webhook_url(self) -> str | None:
+        url = os.environ.get(self.alerts.webhook_url_env or "", "").strip()
+        return url or None
 
     def ledger_dsn(self) -> str:
         if self.ledger.dsn_env and os.environ.get(self.ledger.dsn_env):

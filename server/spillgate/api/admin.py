@@ -1,10 +1,13 @@
-"""The admin API (/admin/…): virtual keys and cost reports, guarded by the admin key."""
+"""The admin API (/admin/…): virtual keys, cost reports, live state and the plan calculator,
+guarded by the admin key."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
 from spillgate.api.admin_keys import admin_keys_router
+from spillgate.api.admin_live import admin_live_router
+from spillgate.api.admin_plan import admin_plan_router
 from spillgate.api.admin_reports import admin_report_router
 from spillgate.api.deps import bearer_matches
 from spillgate.errors import AuthenticationFailed, PermissionDenied
@@ -27,4 +30,6 @@ def build_router() -> APIRouter:
     router = APIRouter(dependencies=[Depends(require_admin)])
     router.include_router(admin_keys_router())
     router.include_router(admin_report_router())
+    router.include_router(admin_live_router())
+    router.include_router(admin_plan_router())
     return router

@@ -23,7 +23,7 @@ from spillgate.reports.gather import (
     gather_report,
     parse_when,
 )
-from spillgate.reports.plan import Plan, project
+from spillgate.reports.plan import Plan, plan_sweep, project
 from spillgate.reports.render import render_plan, render_report
 from spillgate.settings import load_settings, repo_models_dir
 
@@ -139,15 +139,5 @@ def run_plan(args: argparse.Namespace) -> int:
     sweep = plan_sweep(plan, at) if args.format == "html" else []
     _write(render_plan(plan, args.format, sweep), args.output)
     return 0
-
-
-def plan_sweep(plan: Plan, at: Any, steps: int = 60) -> list[Plan]:
-    """Plans from 0 to twice the load (or 1.5x the break-even, if further) for the chart."""
-    top = plan.tokens_per_day * 2
-    if plan.break_even_tokens_per_day is not None:
-        top = max(top, plan.break_even_tokens_per_day * Decimal("1.5"))
-    if top == 0:
-        top = Decimal(1_000_000)
-    return [at(top * i / steps) for i in range(steps + 1)]
 
 

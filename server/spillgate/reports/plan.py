@@ -28,6 +28,7 @@ monthly cost G:  saved = spill_usd * min(1, capacity / spill_tokens),  pays = sa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
@@ -251,3 +252,13 @@ def _check(tokens: Decimal, factor: Decimal, per_unit: Decimal, pct: Decimal | N
         raise ValueError("tokens per second per unit must be > 0")
     if pct is not None and not 0 <= pct <= 1:
         raise ValueError("hybrid_percentile must be within 0..1")
+
+
+def plan_sweep(plan: Plan, at: Callable[[Decimal], Plan], steps: int = 60) -> list[Plan]:
+    """Plans from 0 to twice the load (or 1.5x the break-even, if further) for the chart."""
+    top = plan.tokens_per_day * 2
+    if plan.break_even_tokens_per_day is not None:
+        top = max(top, plan.break_even_tokens_per_day * Decimal("1.5"))
+    if top == 0:
+        top = Decimal(1_000_000)
+    return [at(top * i / steps) for i in range(steps + 1)]

@@ -73,6 +73,9 @@ class LocalCapacity:
 @dataclass(frozen=True, slots=True)
 class BudgetView:
     paid_allowed: bool = True  # remaining paid budget covers this request's worst case
+    guard_open: bool = False  # the spend guard (node or this key) holds paid traffic back
+    guard_fallback_local: bool = False  # paid-only routes then use their `local` model
+    guard_retry_after_s: float = 60.0  # until the guard's cool-down ends
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +112,12 @@ def decide(
                 "which never leaves the node; use a local model",
                 code="sensitive_data",
             )
+        if budget.guard_open:
+            return _guarded(route, capacity, facts, budget, paid_only=True)
         return _paid(route, facts, budget, "api_policy" if facts.tier_pin is None
                      else "pinned_api")
+    if budget.guard_open:
+        return _guarded(route, capacity, facts, budget, paid_only=False)
     return _auto(route, facts, capacity, budget)
 
 
@@ -201,6 +208,24 @@ def _auto(
         )
     _refuse_unsupported(route, capacity, facts, sensitive=False)
     return _local_only(route, capacity, sensitive=False)
+
+
+def _guarded(
+    route: Route, capacity: Mapping[str, LocalCapacity], facts: RequestFacts,
+    budget: BudgetView, paid_only: bool,
+) -> Decision:
+    """The spend guard is open: local or nothing, reason `spend_guard` (the paid chain is
+    gone from behind local too, so a stream past its local deadline waits instead of
+    spilling)."""
+    state = _local_state(route, capacity)
+    if (route.local is not None and (budget.guard_fallback_local or not paid_only)
+            and state.ready and _fits(route.local, facts) and not _missing(state, facts)):
+        return Decision((route.local,), "spend_guard")
+    raise RateLimited(
+        "paid-API spend is over the node's spend guard and no local model can serve this "
+        "request; retry after the cool-down",
+        code="spend_guard_open", retry_after_s=budget.guard_retry_after_s,
+    )
 
 
 def _spill_reason(route: Route, state: LocalCapacity, facts: RequestFacts) -> str | None:

@@ -83,6 +83,16 @@ class GatewayMetrics:
             "spillgate_gpu_memory_used_bytes", "GPU memory used from NVML.", ["gpu"],
             registry=r,
         )
+        self.spend_guard_open = Gauge(
+            "spillgate_spend_guard_open", "Spend guard state: scope=node is 1 while the "
+            "node's guard is open; scope=key counts keys whose own guard is open.",
+            ["scope"], registry=r,
+        )
+        self.budget_alerts = Gauge(
+            "spillgate_budget_alert_keys", "Keys whose used share of a paid budget (spent "
+            "plus reserved) is at or over an alert threshold, by period and threshold.",
+            ["period", "threshold"], registry=r,
+        )
         # Series labelled with virtual key ids live apart: /metrics shows them only when
         # server.metrics_key_ids is set (they name customers and their spend).
         self.key_registry = CollectorRegistry()
@@ -90,6 +100,16 @@ class GatewayMetrics:
             "spillgate_budget_remaining_usd", "Remaining paid budget per key and period.",
             ["key", "period"], registry=self.key_registry,
         )
+        self.budget_used = Gauge(
+            "spillgate_budget_used_ratio", "Used share (spent plus reserved) of a key's paid "
+            "budget per period.", ["key", "period"], registry=self.key_registry,
+        )
+        self.key_guard_open = Gauge(
+            "spillgate_key_spend_guard_open", "1 while a key's own spend guard is open.",
+            ["key"], registry=self.key_registry,
+        )
+        self.spend_guard_open.labels("node").set(0)
+        self.spend_guard_open.labels("key").set(0)
         self._auto_total = 0
         self._auto_spilled = 0
         self._spilled_by_route: dict[str, int] = {}
