@@ -233,9 +233,10 @@ class Accountant:
             self.clock.begin(record.request_id, opaque=not record.stream)
 
     def progress(self, record: RequestRecord, tokens: int) -> None:
-        """A streamed local request processed `tokens` more (prompt when prefilled, then
-        each generated token): its weight in the current interval."""
-        self.clock.add_tokens(record.request_id, tokens)
+        """A streamed local request produced `tokens` more: its weight in the current
+        interval; with its first output its prompt counts as prefilled (the bytes/4
+        estimate, corrected by the engine's count when it settles)."""
+        self.clock.add_tokens(record.request_id, tokens, prompt_estimate=record.prompt_estimate)
 
     def served(self, record: RequestRecord) -> None:
         if record.tier == "local":
@@ -249,7 +250,7 @@ class Accountant:
         if record.tier != "local" and self.clock.has(record.request_id):
             self.clock.abandon(record.request_id)
         if record.tier == "local":
-            record.cost_usd = self.clock.finish(record.request_id)
+            record.cost_usd = self.clock.finish(record.request_id, **_engine_work(record))
         if record.tier == "local" and record.backend:
             reference = self._reference.get(record.model)
             if reference:
@@ -274,6 +275,18 @@ class Accountant:
             spent = record.cost_usd if record.tier == "api" else Decimal(0)
             await self.ledger.settle(record.key_id, record.request_id, record.reserved_usd, spent)
         self.ledger.finish(RequestOutcome.from_record(record))
+
+
+def _engine_work(record: RequestRecord) -> dict[str, int]:
+    """What the engine reported of the work it did for a local request (nothing when it
+    sent no usage): the cost clock corrects the shares it took while this was unknown."""
+    usage = record.usage
+    if not usage.measured or record.status >= 400:
+        return {}
+    prompt = max(0, usage.prompt_tokens - usage.cached_tokens)  # cached: not prefilled
+    if record.stream:
+        return {"prompt_tokens": prompt}
+    return {"work_tokens": prompt + usage.completion_tokens}
 
 
 def build_accountant(

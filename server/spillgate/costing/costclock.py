@@ -16,6 +16,9 @@ participants:
   - the rest goes to the streamed requests by their share of the tokens they processed in
     the interval (prompt tokens when prefilled, then each generated token), evenly among them
     when none reported tokens.
+Both are corrected when the truth arrives (costing/attribution.py): a plain request's
+intervals at settle, by its tokens spread over its time on the engine; a stream's prefill
+interval when the engine's prompt count replaces the bytes/4 estimate.
 Other clients' shares stay unattributed (`unattributed_usd`), as does the share of a request
 that left the local engine for a paid API (`abandon`). Shares are rounded down to the quantum
 and the remainder goes to the request with the largest share (the earliest begun on ties), so
@@ -33,6 +36,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
+from spillgate.costing.attribution import InFlight, settle_opaque, settle_prefill, split
 from spillgate.costing.hardware import HardwareProfile, cost_rate_usd_per_s
 
 DEFAULT_QUANTUM = Decimal("1e-12")
@@ -64,14 +68,6 @@ class HardwarePeriod:
     measured_s: float = 0.0  # seconds priced at measured power (the rest: nominal watts)
     external_s: float = 0.0  # busy seconds when only other clients used the engine
     unattributed_usd: Decimal = Decimal(0)  # busy cost no request of this node carries
-
-
-@dataclass(slots=True)
-class _InFlight:
-    order: int
-    opaque: bool = False  # progress unknown until it settles: an even share of each interval
-    tokens: int = 0  # processed during the current interval
-    accrued: Decimal = Decimal(0)
 
 
 @dataclass(slots=True)
@@ -109,7 +105,7 @@ class CostClock:
         self._quantum = quantum
         self._last = clock()
         self._period_started = wall()
-        self._inflight: dict[str, _InFlight] = {}
+        self._inflight: dict[str, InFlight] = {}
         self._begun = 0
         self.totals = _Totals()
         self._period = _Totals()
@@ -138,30 +134,49 @@ class CostClock:
         if request_id in self._inflight:
             raise ValueError(f"request {request_id!r} already begun")
         self.tick()
-        self._inflight[request_id] = _InFlight(order=self._begun, opaque=opaque)
+        self._inflight[request_id] = InFlight(order=self._begun, opaque=opaque)
         self._begun += 1
 
     def has(self, request_id: str) -> bool:
         return request_id in self._inflight
 
-    def add_tokens(self, request_id: str, n: int) -> None:
-        """Tokens processed by a request; ignored once it has finished (late usage report)."""
-        if n < 0:
+    def add_tokens(self, request_id: str, n: int, *, prompt_estimate: int = 0) -> None:
+        """Tokens processed by a request; ignored once it has finished (late usage report).
+        With its first output the prompt counts as prefilled: `prompt_estimate` tokens,
+        until `finish` brings the engine's own count."""
+        if n < 0 or prompt_estimate < 0:
             raise ValueError("token count must be >= 0")
         entry = self._inflight.get(request_id)
-        if entry is not None:
-            entry.tokens += n
+        if entry is None:
+            return
+        entry.tokens += n
+        if n and not entry.output_seen:
+            entry.output_seen = True
+            entry.tokens += prompt_estimate
+            entry.prompt_pending = prompt_estimate
 
-    def finish(self, request_id: str) -> Decimal:
-        """Close the interval so far and return the request's attributed busy cost."""
+    def finish(self, request_id: str, *, work_tokens: int | None = None,
+               prompt_tokens: int | None = None) -> Decimal:
+        """Close the interval so far and return the request's attributed busy cost.
+
+        What the engine reported corrects the shares taken while it was unknown (module
+        docstring): `work_tokens` (prompt not from cache plus output) of a plain request,
+        `prompt_tokens` (not from cache) of a stream."""
         self.tick()
         entry = self._inflight.pop(request_id, None)
-        return Decimal(0) if entry is None else entry.accrued
+        if entry is None:
+            return Decimal(0)
+        if entry.opaque and work_tokens is not None:
+            settle_opaque(entry, work_tokens)
+        elif not entry.opaque and prompt_tokens is not None and entry.output_seen:
+            settle_prefill(entry, prompt_tokens)
+        entry.close()
+        return entry.quanta * self._quantum
 
     def abandon(self, request_id: str) -> None:
         """The request left the engine for a paid API: its share so far stays busy cost
         that no request carries (the paid row holds the API price only)."""
-        accrued = self.finish(request_id)
+        accrued = self.finish(request_id)  # no correction: it never settles here
         for totals in (self.totals, self._period):
             totals.unattributed_usd += accrued
 
@@ -180,7 +195,7 @@ class CostClock:
         cost = (self._rate(watts) * Decimal(repr(dt))).quantize(self._quantum, ROUND_HALF_EVEN)
         external = max(0, self.external())
         busy = bool(self._inflight) or external > 0
-        unattributed = self._attribute(cost, external) if busy else Decimal(0)
+        unattributed = self._attribute(cost, external, dt) if busy else Decimal(0)
         for totals in (self.totals, self._period):
             _add(totals, busy=busy, dt=dt, cost=cost, watts=watts)
             totals.unattributed_usd += unattributed
@@ -209,43 +224,14 @@ class CostClock:
         self._period_started = ended
         return period
 
-    def _attribute(self, cost: Decimal, external: int) -> Decimal:
+    def _attribute(self, cost: Decimal, external: int, dt: float) -> Decimal:
         """Split a busy interval's cost (module docstring); returns what no request took."""
         units = int(cost / self._quantum)  # integer quanta: exact floor division
         entries = list(self._inflight.values())
         if not entries:
             return cost
-        weights = _weights(entries, external, units)
-        given = 0
-        for entry, weight in zip(entries, weights, strict=True):
-            entry.accrued += weight * self._quantum
-            given += weight
-        kept = units * external // (len(entries) + external)  # other clients' even shares
-        # Largest share wins the remainder; max() keeps the earliest begun on ties.
-        heir = max(range(len(entries)), key=lambda i: (weights[i], -entries[i].order))
-        entries[heir].accrued += (units - kept - given) * self._quantum
-        for entry in entries:
-            entry.tokens = 0
-        return kept * self._quantum
+        return split(entries, external, units, dt) * self._quantum
 
-
-def _weights(entries: list[_InFlight], external: int, units: int) -> list[int]:
-    """Quanta per entry, rounded down: an even share per opaque participant, the streams'
-    pool by tokens (evenly when none reported any)."""
-    participants = len(entries) + external
-    even = units // participants
-    streams = [e for e in entries if not e.opaque]
-    pool = units * len(streams) // participants
-    tokens = sum(e.tokens for e in streams)
-    shares = []
-    for entry in entries:
-        if entry.opaque:
-            shares.append(even)
-        elif tokens:
-            shares.append(pool * entry.tokens // tokens)
-        else:
-            shares.append(pool // len(streams))
-    return shares
 
 def _add(t: _Totals, *, busy: bool, dt: float, cost: Decimal, watts: float | None) -> None:
     if busy:
