@@ -6,6 +6,7 @@ returned `Reply` or `StreamReply` into an HTTP response.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -308,10 +309,16 @@ async def _settle_stream(life: RequestLife, record: RequestRecord, opened: dispa
                          began: float) -> None:  # fmt: skip
     if life.settled:
         return
-    await _close(opened.rest)
-    record.latency_s = time.perf_counter() - began
-    record.usage = usage or Usage(record.prompt_estimate, 0, seen_tokens, measured=False)
-    await life.settle(status)
+
+    async def settle() -> None:
+        await _close(opened.rest)
+        record.latency_s = time.perf_counter() - began
+        record.usage = usage or Usage(record.prompt_estimate, 0, seen_tokens, measured=False)
+        await life.settle(status)
+
+    # Shielded whole: a client gone mid-stream re-cancels every await here (anyio's cancel
+    # scope), which must not cut the row, the slot or the metrics short.
+    await asyncio.shield(settle())
 
 
 async def _chunks(opened: dispatch.OpenStream) -> AsyncIterator[JSON]:
