@@ -230,7 +230,8 @@ class Accountant:
         """The request is about to reach a local engine: from now on the hardware is busy
         for it (queued or decoding) until it settles."""
         if target.tier == "local" and not self.clock.has(record.request_id):
-            self.clock.begin(record.request_id, opaque=not record.stream)
+            self.clock.begin(record.request_id, opaque=not record.stream,
+                             prompt_estimate=record.prompt_estimate)
 
     def progress(self, record: RequestRecord, tokens: int) -> None:
         """A streamed local request produced `tokens` more: its weight in the current
@@ -241,7 +242,8 @@ class Accountant:
     def served(self, record: RequestRecord) -> None:
         if record.tier == "local":
             if not self.clock.has(record.request_id):  # a path that skipped dispatched()
-                self.clock.begin(record.request_id, opaque=not record.stream)
+                self.clock.begin(record.request_id, opaque=not record.stream,
+                                 prompt_estimate=record.prompt_estimate)
         elif self.clock.has(record.request_id):  # left the engine (deadline or failure)
             self.clock.abandon(record.request_id)
 

@@ -199,7 +199,7 @@ async def dense_workload(base: str) -> dict[str, httpx.Response]:
             await reply.aread()
             replies[name] = reply
 
-    async with httpx.AsyncClient(timeout=120) as client:
+    async with httpx.AsyncClient(timeout=600) as client:  # a loaded CI machine is slow
         await asyncio.gather(call(client, "dense-plain", False, DENSE, 4),
                              call(client, "short-stream", True, SHORT, 48))
         await asyncio.sleep(1.0)
@@ -225,11 +225,13 @@ def test_shares_are_corrected_by_the_engines_token_counts(
     hand = token_split(rows, rate)
     even, _ = even_split(rows, rate)
     for name, row in by_name.items():
-        print(f"{name}: cost {row.cost:.3e} hand {hand[row.request_id]:.3e} "
-              f"even {even[row.request_id]:.3e} prompt {row.prompt_tokens} "
-              f"completion {row.completion_tokens} s {row.end - row.start:.2f}")
-    for name, row in by_name.items():
-        assert hand[row.request_id] / 2 <= row.cost <= hand[row.request_id] * 2, name
+        assert hand[row.request_id] / 2 <= row.cost <= hand[row.request_id] * 2, (
+            name, row.cost, hand[row.request_id])
+    # The workload is one where tokens matter: an even split misses the hand model by more
+    # than 2x for at least one request (one run: the short plain request 6x, the short
+    # stream 2.5x), so the figures above could not come from one.
+    assert any(not hand[r.request_id] / 2 <= even[r.request_id] <= hand[r.request_id] * 2
+               for r in by_name.values())
     unattributed = sum(float(p["unattributed_usd"] * MONEY_UNIT) for p in periods)
     busy_usd = sum(float(p["busy_usd"] * MONEY_UNIT) for p in periods)
     assert sum(r.cost for r in rows) + unattributed == pytest.approx(busy_usd, abs=1e-9)

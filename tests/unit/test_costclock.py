@@ -350,3 +350,20 @@ def test_a_stream_ending_in_its_prefill_interval_is_weighted_by_the_true_prompt(
     assert abs(a - Decimal("0.001") * 400 / 413) <= Decimal("2e-12")
     t.now = 1.0  # b ends at the same instant: nothing left to split again
     assert clock.finish("b", prompt_tokens=10) + a == clock.totals.busy_usd
+
+
+def test_a_streams_prompt_is_spread_over_its_time_before_the_first_output() -> None:
+    t = FakeTime()
+    clock = make(t)
+    clock.begin("plain", opaque=True)  # no prompt to speak of
+    clock.begin("stream")
+    t.now = 1.0
+    clock.tick()  # nobody reported anything: even for now
+    t.now = 2.0
+    clock.add_tokens("stream", 1, prompt_estimate=99)  # it was prefilling all along
+    t.now = 3.0  # then both decode one token a step: the plain one as the mean stream
+    clock.tick()
+    stream = clock.finish("stream", prompt_tokens=99)
+    plain = clock.finish("plain")
+    assert stream == Decimal("0.002") + Decimal("0.0005")
+    assert plain == Decimal("0.0005")

@@ -36,7 +36,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from spillgate.costing.attribution import InFlight, settle_opaque, settle_prefill, split
+from spillgate.costing.attribution import (
+    InFlight,
+    first_output,
+    settle_opaque,
+    settle_prefill,
+    split,
+)
 from spillgate.costing.hardware import HardwareProfile, cost_rate_usd_per_s
 
 DEFAULT_QUANTUM = Decimal("1e-12")
@@ -128,32 +134,38 @@ class CostClock:
         return cls(rate, power=power, clock=clock, wall=wall, profile=profile.name)
 
     # --- request events ------------------------------------------------------------------
-    def begin(self, request_id: str, *, opaque: bool = False) -> None:
+    def begin(self, request_id: str, *, opaque: bool = False, prompt_estimate: int = 0) -> None:
         """A request is dispatched to the engine: close the interval so far, count it in.
-        `opaque`: its progress is unknown (a plain request), so it takes even shares."""
+        `opaque`: its progress is unknown (a plain request): its `prompt_estimate` counts
+        now, then the tokens of a mean stream (costing/attribution.py)."""
         if request_id in self._inflight:
             raise ValueError(f"request {request_id!r} already begun")
+        if prompt_estimate < 0:
+            raise ValueError("token count must be >= 0")
         self.tick()
-        self._inflight[request_id] = InFlight(order=self._begun, opaque=opaque)
+        entry = InFlight(order=self._begun, opaque=opaque)
+        if opaque:
+            entry.tokens = float(prompt_estimate)
+        self._inflight[request_id] = entry
         self._begun += 1
 
     def has(self, request_id: str) -> bool:
         return request_id in self._inflight
 
     def add_tokens(self, request_id: str, n: int, *, prompt_estimate: int = 0) -> None:
-        """Tokens processed by a request; ignored once it has finished (late usage report).
-        With its first output the prompt counts as prefilled: `prompt_estimate` tokens,
-        until `finish` brings the engine's own count."""
+        """Output tokens of a stream; ignored once it has finished (late usage report).
+        With its first output its prompt was prefilled: `prompt_estimate` tokens spread
+        over its time since dispatch, until `finish` brings the engine's own count."""
         if n < 0 or prompt_estimate < 0:
             raise ValueError("token count must be >= 0")
         entry = self._inflight.get(request_id)
         if entry is None:
             return
+        if n and not entry.output_seen and not entry.opaque:
+            self.tick()  # the prefill ends here
+            first_output(entry, prompt_estimate)
         entry.tokens += n
-        if n and not entry.output_seen:
-            entry.output_seen = True
-            entry.tokens += prompt_estimate
-            entry.prompt_pending = prompt_estimate
+        entry.decoded += n
 
     def finish(self, request_id: str, *, work_tokens: int | None = None,
                prompt_tokens: int | None = None) -> Decimal:
