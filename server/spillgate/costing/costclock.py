@@ -9,16 +9,13 @@ power are counted (`measured_s`) so a report can say which it used.
 
 An interval is *busy* when one of our local requests is in flight (queued in the engine or
 decoding) or when the engine reports sequences running for other clients (`external`);
-otherwise it is *idle* and stays unattributed. A busy interval's cost is split among the
-participants:
-  - each *opaque* participant (a plain request, whose progress is unknown until it settles,
-    or one running sequence of another client) takes an even share, cost / participants;
-  - the rest goes to the streamed requests by their share of the tokens they processed in
-    the interval (prompt tokens when prefilled, then each generated token), evenly among them
-    when none reported tokens.
-Both are corrected when the truth arrives (costing/attribution.py): a plain request's
-intervals at settle, by its tokens spread over its time on the engine; a stream's prefill
-interval when the engine's prompt count replaces the bytes/4 estimate.
+otherwise it is *idle* and stays unattributed. A busy interval's cost goes first to the
+running sequences of other clients (an even share each), the rest to our requests by the
+tokens each processed in it (costing/attribution.py): a stream's output as it arrives and its
+prompt spread over the time before its first output; a plain request, whose progress is
+unknown until it settles, its prompt estimate first and then the tokens of a mean stream.
+Both estimates are corrected when the engine's counts arrive, among the requests still in
+flight.
 Other clients' shares stay unattributed (`unattributed_usd`), as does the share of a request
 that left the local engine for a paid API (`abandon`). Shares are rounded down to the quantum
 and the remainder goes to the request with the largest share (the earliest begun on ties), so
