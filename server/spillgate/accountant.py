@@ -53,8 +53,10 @@ class Accountant:
         clock: CostClock,
         reference: Mapping[str, str],
         metrics: GatewayMetrics,
+        node_id: str | None = None,
     ) -> None:
         self._dsn = dsn
+        self._node_id = node_id  # None: the host name
         self.prices = prices
         self.clock = clock
         self._reference = reference  # local model → paid model id for counterfactual cost
@@ -83,7 +85,7 @@ class Accountant:
         return self._keystore
 
     async def open(self) -> None:
-        self._ledger = await Ledger.open(self._dsn)
+        self._ledger = await Ledger.open(self._dsn, node_id=self._node_id)
         self._keystore = KeyStore(self._ledger)
         if self._ledger.engine.dialect.name == "postgresql":  # replicas share the windows
             self._shared = SharedRateLimiter(self._ledger)
@@ -305,4 +307,5 @@ def build_accountant(
     }
     for model in reference.values():
         prices.price_for(model)
-    return Accountant(settings.ledger_dsn(), prices, clock, reference, metrics)
+    return Accountant(settings.ledger_dsn(), prices, clock, reference, metrics,
+                      settings.ledger.node_id)
