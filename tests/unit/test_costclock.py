@@ -80,17 +80,17 @@ def test_busy_cost_is_split_by_tokens_processed_in_the_interval() -> None:
     assert clock.finish("b") == Decimal("0.00125")  # 0.00025 + the whole second second
 
 
-def test_no_token_reports_split_evenly_and_the_remainder_goes_to_the_first() -> None:
+def test_no_token_reports_split_evenly_and_the_remainder_goes_to_the_last() -> None:
     t = FakeTime()
     clock = make(t, rate="0.10", quantum="0.01")
     for rid in ("a", "b", "c"):
         clock.begin(rid)
     t.now = 1.0
-    clock.tick()  # 0.10 in three: 0.03 each, 0.01 left for the earliest begun
+    clock.tick()  # 0.10 in three: 0.03 each, 0.01 left for the last to settle
     assert [clock.finish(r) for r in ("a", "b", "c")] == [
+        Decimal("0.03"),
+        Decimal("0.03"),
         Decimal("0.04"),
-        Decimal("0.03"),
-        Decimal("0.03"),
     ]
 
 

@@ -12,138 +12,126 @@ each processed in the interval (evenly when none did). Some of those counts are 
   - a plain request reports nothing until it answers: its prompt estimate counts in its
     first interval, then, in each interval, as many tokens as the mean stream decoded in it
     (a batched engine advances every running sequence one token per step).
-The split of every interval an estimate touched is kept (`Interval`, `Share`) until the
-truth arrives (`reweight`): then the interval is split again among the participants still
-in flight, with the corrected weight. A settled request's cost was told to its client and
-written to its row: it never changes, so a correction moves quanta only among requests still
-in flight.
+When the engine's counts arrive they replace the estimates.
+
+So the split is settled lazily: an `Interval` keeps the quanta (`pool`) and the total weight
+of the participants that still hold a part of it, and each request keeps its weight in each
+of its intervals. A request takes its part when it settles — pool x weight / total of the
+holders left, the last holder the rest — so a correction (a weight changed) moves quanta
+only among the requests still in flight: a settled request's cost was told to its client
+and written to its row, and never changes. Settling costs O(intervals of the request), a
+correction O(intervals it touches), whatever the concurrency.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
-@dataclass(slots=True, eq=False)
-class InFlight:
-    """One of this node's requests on the local engine."""
-
-    order: int  # begin order: the earliest begun wins ties
-    opaque: bool = False  # progress unknown until it settles (a plain request)
-    tokens: float = 0.0  # weight in the current interval
-    decoded: int = 0  # a stream's output tokens in the current interval
-    quanta: int = 0  # attributed so far
-    done: bool = False  # settled or gone: its share is final
-    output_seen: bool = False
-    prompt_pending: int = 0  # a prompt estimate counted in the current interval
-    history: list[Share] = field(default_factory=list)  # the shares a correction may revisit
-    prefill: list[Share] = field(default_factory=list)  # a stream's prompt is spread here
-    prompt_estimate: int = 0
-
-    def close(self) -> None:
-        """Settled: its share is final; drop the references that kept intervals alive."""
-        self.done = True
-        self.history = []
-        self.prefill = []
-
-
-@dataclass(slots=True, eq=False)
-class Share:
-    entry: InFlight
-    tokens: float
-    quanta: int
-    interval: Interval
+EPSILON = 1e-9  # a total weight below this is none (float residue of corrections)
 
 
 @dataclass(slots=True, eq=False)
 class Interval:
     dt: float
-    shares: list[Share] = field(default_factory=list)
+    pool: int  # quanta not yet taken by a participant that settled
+    total: float  # weight of the participants still holding a part
+    holders: int  # participants still holding a part
+
+
+@dataclass(slots=True, eq=False)
+class InFlight:
+    """One of this node's requests on the local engine."""
+
+    order: int  # begin order
+    opaque: bool = False  # progress unknown until it settles (a plain request)
+    tokens: float = 0.0  # weight in the current (open) interval
+    decoded: int = 0  # a stream's output tokens in the current interval
+    output_seen: bool = False
+    prompt_pending: int = 0  # a prompt estimate counted in the open interval
+    prompt_estimate: int = 0
+    intervals: list[Interval] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)  # its weight in each interval
+    prefill: tuple[int, int] = (0, 0)  # the intervals its prompt is spread over
 
 
 def split(entries: list[InFlight], external: int, units: int, dt: float) -> int:
-    """Give each entry its quanta of a busy interval worth `units` (module docstring);
-    returns the quanta kept for other clients. Shares are rounded down and the remainder
-    goes to the largest share (the earliest begun on ties)."""
+    """Close a busy interval worth `units` among the entries (module docstring); returns
+    the quanta kept for other clients (an even share each)."""
     kept = units * external // (len(entries) + external)
     decoders = [e.decoded for e in entries if not e.opaque and e.output_seen]
     per_sequence = sum(decoders) / len(decoders) if decoders else 0.0
     weights = [e.tokens + per_sequence if e.opaque else e.tokens for e in entries]
-    quanta = _divide(units - kept, weights, [e.order for e in entries])
-    interval = Interval(dt)
-    for entry, weight, q in zip(entries, weights, quanta, strict=True):
-        entry.quanta += q
-        share = Share(entry, weight, q, interval)
-        interval.shares.append(share)
-        if entry.opaque or not entry.output_seen:
-            entry.history.append(share)
+    interval = Interval(dt, units - kept, sum(weights), len(entries))
+    for entry, weight in zip(entries, weights, strict=True):
         if entry.prompt_pending:
-            entry.prefill = [share]
-            entry.prompt_pending = 0
+            index = len(entry.intervals)
+            entry.prefill, entry.prompt_pending = (index, index + 1), 0
+        entry.intervals.append(interval)
+        entry.weights.append(weight)
         entry.tokens, entry.decoded = 0.0, 0
     return kept
 
 
-def _divide(pool: int, weights: list[float], order: list[int]) -> list[int]:
-    """`pool` by weight (evenly when all are 0), rounded down; the remainder to the largest
-    (the earliest begun on ties)."""
-    total = sum(weights)
-    if total > 0:
-        parts = [int(pool * w / total) for w in weights]
-    else:
-        parts = [pool // len(weights)] * len(weights)
-    heir = max(range(len(parts)), key=lambda i: (parts[i], -order[i]))
-    parts[heir] += pool - sum(parts)
-    return parts
-
-
-def reweight(share: Share, tokens: float) -> None:
-    """`share`'s weight in its interval is now known better: split again the quanta held
-    by it and by the participants of that interval still in flight."""
-    share.tokens = max(0.0, tokens)
-    group = [s for s in share.interval.shares if s is share or not s.entry.done]
-    parts = _divide(sum(s.quanta for s in group), [s.tokens for s in group],
-                    [s.entry.order for s in group])  # fmt: skip
-    for s, quanta in zip(group, parts, strict=True):
-        s.entry.quanta += quanta - s.quanta
-        s.quanta = quanta
-
-
-def spread(shares: list[Share], tokens: float, *, replace: bool) -> None:
-    """Add (or, `replace`, set) `tokens` spread over the shares' intervals by duration."""
-    total_s = sum(s.interval.dt for s in shares)
-    if total_s <= 0:
-        return
-    for share in shares:
-        part = tokens * share.interval.dt / total_s
-        reweight(share, part if replace else share.tokens + part)
+def take(entry: InFlight) -> int:
+    """The entry settles: its part of each of its intervals, by weight among the holders
+    left (evenly when none has weight; the last holder takes the rest)."""
+    quanta = 0
+    for interval, weight in zip(entry.intervals, entry.weights, strict=True):
+        if interval.holders <= 1:
+            part = interval.pool
+        elif interval.total > EPSILON:
+            part = min(interval.pool, int(interval.pool * weight / interval.total))
+        else:
+            part = interval.pool // interval.holders
+        interval.pool -= part
+        interval.total -= weight
+        interval.holders -= 1
+        quanta += part
+    entry.intervals, entry.weights = [], []
+    return quanta
 
 
 def first_output(entry: InFlight, prompt_estimate: int) -> None:
-    """A stream's first output: its prompt was prefilled since its dispatch (the intervals
-    of its history), or now if it has none."""
+    """A stream's first output: its prompt was prefilled over its intervals so far (or now,
+    in the open interval, if it has none)."""
     entry.output_seen = True
     entry.prompt_estimate = prompt_estimate
-    if sum(s.interval.dt for s in entry.history) > 0:
-        entry.prefill, entry.history = entry.history, []
-        spread(entry.prefill, prompt_estimate, replace=False)
+    end = len(entry.intervals)
+    if _seconds(entry, 0, end) > 0:
+        entry.prefill = (0, end)
+        _spread(entry, 0, end, prompt_estimate, replace=False)
     else:
-        entry.history = []
         entry.tokens += prompt_estimate
         entry.prompt_pending = prompt_estimate
 
 
 def settle_opaque(entry: InFlight, work_tokens: int) -> None:
-    """A plain request settled having processed `work_tokens` (prompt not served from a
+    """A plain request settles having processed `work_tokens` (prompt not served from a
     cache, plus output): they replace its estimates, spread evenly over its time."""
-    spread(entry.history, work_tokens, replace=True)
+    _spread(entry, 0, len(entry.intervals), work_tokens, replace=True)
 
 
 def settle_prefill(entry: InFlight, prompt_tokens: int) -> None:
     """A stream's engine-counted prompt tokens replace the estimate counted at first output."""
     delta = prompt_tokens - entry.prompt_estimate
-    if entry.prompt_pending:  # still in the open interval: not split yet
+    if entry.prompt_pending:  # still in the open interval
         entry.tokens = max(0.0, entry.tokens + delta)
         entry.prompt_pending = prompt_tokens
     else:
-        spread(entry.prefill, delta, replace=False)
+        _spread(entry, *entry.prefill, delta, replace=False)
+
+
+def _seconds(entry: InFlight, lo: int, hi: int) -> float:
+    return sum(entry.intervals[k].dt for k in range(lo, hi))
+
+
+def _spread(entry: InFlight, lo: int, hi: int, tokens: float, *, replace: bool) -> None:
+    """Add (or, `replace`, set) `tokens` over intervals lo..hi-1, by their duration."""
+    seconds = _seconds(entry, lo, hi)
+    if seconds <= 0:
+        return
+    for k in range(lo, hi):
+        part = tokens * entry.intervals[k].dt / seconds
+        weight = max(0.0, part if replace else entry.weights[k] + part)
+        entry.intervals[k].total += weight - entry.weights[k]
+        entry.weights[k] = weight

@@ -17,8 +17,9 @@ unknown until it settles, its prompt estimate first and then the tokens of a mea
 Both estimates are corrected when the engine's counts arrive, among the requests still in
 flight.
 Other clients' shares stay unattributed (`unattributed_usd`), as does the share of a request
-that left the local engine for a paid API (`abandon`). Shares are rounded down to the quantum
-and the remainder goes to the request with the largest share (the earliest begun on ties), so
+that left the local engine for a paid API (`abandon`). A request takes its part of each
+interval when it settles, rounded down to the quantum, and the last one to settle takes the
+rest, so
 
     sum(attributed to requests) + unattributed_usd + idle_usd == total accrued    (exactly)
 
@@ -39,6 +40,7 @@ from spillgate.costing.attribution import (
     settle_opaque,
     settle_prefill,
     split,
+    take,
 )
 from spillgate.costing.hardware import HardwareProfile, cost_rate_usd_per_s
 
@@ -179,8 +181,7 @@ class CostClock:
             settle_opaque(entry, work_tokens)
         elif not entry.opaque and prompt_tokens is not None and entry.output_seen:
             settle_prefill(entry, prompt_tokens)
-        entry.close()
-        return entry.quanta * self._quantum
+        return take(entry) * self._quantum
 
     def abandon(self, request_id: str) -> None:
         """The request left the engine for a paid API: its share so far stays busy cost
