@@ -156,6 +156,10 @@ def test_cost_clock_matches_an_even_split_recomputed_from_raw_rows(
         if name.startswith("plain"):  # a local answer carries its real share
             assert reply.headers["x-spillgate-cost-usd"] == f"{row.cost:.8f}"
             assert row.cost > 0
+        if row.stream:  # a stream tells it at its end, as the row has it
+            assert reply.text.endswith(f": x-spillgate-cost-usd={row.cost:.8f}\n\n"
+                                       "data: [DONE]\n\n")
+            assert row.cost > 0
         if name.startswith("paid"):  # list price of what the provider reported
             fresh = row.prompt_tokens - row.cached_tokens
             hand = (fresh * 0.15 + row.cached_tokens * 0.075 + row.completion_tokens * 0.60) / 1e6
