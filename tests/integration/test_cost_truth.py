@@ -101,7 +101,7 @@ async def workload(base: str) -> dict[str, httpx.Response]:
             await reply.aread()
             replies[name] = reply
 
-    async with httpx.AsyncClient(timeout=120) as client:
+    async with httpx.AsyncClient(timeout=600) as client:  # a loaded machine is slow
         await asyncio.gather(
             call(client, "plain-1", "local", False, 40, 0.0),
             call(client, "stream-1", "local", True, 40, 0.0),
