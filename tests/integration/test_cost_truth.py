@@ -119,6 +119,7 @@ async def workload(base: str) -> dict[str, httpx.Response]:
     return replies
 
 
+@pytest.mark.timeout(900)  # two phases on the real engine: minutes on a loaded machine
 def test_cost_clock_matches_an_even_split_recomputed_from_raw_rows(
     engine: Proc, fakes: tuple[Proc, Proc], tmp_path: Path
 ) -> None:
@@ -212,6 +213,7 @@ async def dense_workload(base: str) -> dict[str, httpx.Response]:
     return replies
 
 
+@pytest.mark.timeout(900)
 def test_shares_are_corrected_by_the_engines_token_counts(
     engine: Proc, fakes: tuple[Proc, Proc], tmp_path: Path
 ) -> None:
