@@ -57,8 +57,10 @@ class Accountant:
         reference: Mapping[str, str],
         metrics: GatewayMetrics,
         spend: SpendWatch | None = None,
+        node_id: str | None = None,
     ) -> None:
         self._dsn = dsn
+        self._node_id = node_id  # None: the host name
         self.prices = prices
         self.clock = clock
         self._reference = reference  # local model → paid model id for counterfactual cost
@@ -89,7 +91,7 @@ class Accountant:
         return self._keystore
 
     async def open(self) -> None:
-        self._ledger = await Ledger.open(self._dsn)
+        self._ledger = await Ledger.open(self._dsn, node_id=self._node_id)
         self._keystore = KeyStore(self._ledger)
         if self._ledger.engine.dialect.name == "postgresql":  # replicas share the windows
             self._shared = SharedRateLimiter(self._ledger)
@@ -245,17 +247,20 @@ class Accountant:
         """The request is about to reach a local engine: from now on the hardware is busy
         for it (queued or decoding) until it settles."""
         if target.tier == "local" and not self.clock.has(record.request_id):
-            self.clock.begin(record.request_id, opaque=not record.stream)
+            self.clock.begin(record.request_id, opaque=not record.stream,
+                             prompt_estimate=record.prompt_estimate)
 
     def progress(self, record: RequestRecord, tokens: int) -> None:
-        """A streamed local request processed `tokens` more (prompt when prefilled, then
-        each generated token): its weight in the current interval."""
-        self.clock.add_tokens(record.request_id, tokens)
+        """A streamed local request produced `tokens` more: its weight in the current
+        interval; with its first output its prompt counts as prefilled (the bytes/4
+        estimate, corrected by the engine's count when it settles)."""
+        self.clock.add_tokens(record.request_id, tokens, prompt_estimate=record.prompt_estimate)
 
     def served(self, record: RequestRecord) -> None:
         if record.tier == "local":
             if not self.clock.has(record.request_id):  # a path that skipped dispatched()
-                self.clock.begin(record.request_id, opaque=not record.stream)
+                self.clock.begin(record.request_id, opaque=not record.stream,
+                                 prompt_estimate=record.prompt_estimate)
         elif self.clock.has(record.request_id):  # left the engine (deadline or failure)
             self.clock.abandon(record.request_id)
 
@@ -264,7 +269,7 @@ class Accountant:
         if record.tier != "local" and self.clock.has(record.request_id):
             self.clock.abandon(record.request_id)
         if record.tier == "local":
-            record.cost_usd = self.clock.finish(record.request_id)
+            record.cost_usd = self.clock.finish(record.request_id, **_engine_work(record))
         if record.tier == "local" and record.backend:
             reference = self._reference.get(record.model)
             if reference:
@@ -294,6 +299,18 @@ class Accountant:
         self.ledger.finish(RequestOutcome.from_record(record))
 
 
+def _engine_work(record: RequestRecord) -> dict[str, int]:
+    """What the engine reported of the work it did for a local request (nothing when it
+    sent no usage): the cost clock corrects the shares it took while this was unknown."""
+    usage = record.usage
+    if not usage.measured or record.status >= 400:
+        return {}
+    prompt = max(0, usage.prompt_tokens - usage.cached_tokens)  # cached: not prefilled
+    if record.stream:
+        return {"prompt_tokens": prompt}
+    return {"work_tokens": prompt + usage.completion_tokens}
+
+
 def build_accountant(
     settings: Settings, catalog: Catalog, routes: RouteTable, metrics: GatewayMetrics,
 ) -> Accountant:
@@ -309,4 +326,4 @@ def build_accountant(
     for model in reference.values():
         prices.price_for(model)
     return Accountant(settings.ledger_dsn(), prices, clock, reference, metrics,
-                      SpendWatch.from_settings(settings, metrics))
+                      SpendWatch.from_settings(settings, metrics), settings.ledger.node_id)

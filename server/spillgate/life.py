@@ -70,6 +70,10 @@ class RequestLife:
         self._handed_over = True
         self._cleanups.clear()
 
+    @property
+    def settled(self) -> bool:
+        return self._settled
+
     async def settle(self, status: int) -> None:
         """Settle once: slot back, row finished (reservation released or spent), metrics."""
         record = self.record

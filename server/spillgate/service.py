@@ -6,6 +6,7 @@ returned `Reply` or `StreamReply` into an HTTP response.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -16,7 +17,7 @@ from typing import Protocol
 
 import orjson
 
-from spillgate import dispatch
+from spillgate import dispatch, stream_cost
 from spillgate.backends.base import UpstreamCall
 from spillgate.classify import Detector, TextExtractor, classify_async, parse_tags
 from spillgate.errors import ApiError, InternalError, ServiceUnavailable, UpstreamError, describe
@@ -270,37 +271,55 @@ async def _relay(
     life: RequestLife, record: RequestRecord, opened: dispatch.OpenStream, want_usage: bool,
     began: float,
 ) -> AsyncGenerator[bytes]:
-    """Forward chunks; settle exactly once whether the stream ends, fails or is cancelled."""
-    status, seen_tokens, usage = CLIENT_CLOSED, 0, None
+    """Forward chunks; settle exactly once whether the stream ends, fails or is cancelled.
+    A stream that ends settles before its last frames, which carry its cost (stream_cost)."""
+    status, seen_tokens, usage, usage_chunk = CLIENT_CLOSED, 0, None, None
     try:
         async for chunk in _chunks(opened):
             if "usage" in chunk and chunk["usage"] and not chunk.get("choices"):
                 usage = _usage_of(chunk["usage"])
-                if want_usage:
-                    yield _sse(chunk)
+                usage_chunk = chunk if want_usage else None  # sent once its cost is known
             else:
                 tokens = len(chunk.get("choices") or ())
-                # Prompt tokens count when prefilled: at the first chunk carrying output.
-                life.node.accountant.progress(record, tokens + (
-                    record.prompt_estimate if not seen_tokens and tokens else 0))
+                life.node.accountant.progress(record, tokens)  # + the prompt, at first output
                 seen_tokens += tokens
                 yield _sse(chunk)
         status = 200
+        await _settle_stream(life, record, opened, status, usage, seen_tokens, began)
+        for frame in stream_cost.final_frames(record, usage_chunk):
+            yield frame
         yield b"data: [DONE]\n\n"
     except ApiError as exc:
         status = exc.status
         log.warning("stream from %s failed after first byte: %s", record.backend, exc.message)
         # Never a silent clean finish: the client sees an OpenAI-shaped error event.
-        yield _sse(exc.body())
+        await _settle_stream(life, record, opened, status, usage, seen_tokens, began)
+        yield stream_cost.comment(record) + _sse(exc.body())
     except Exception as exc:  # a malformed chunk, a bug: one line, an error event, a 500 row
         status = 500
         log.error("stream of request %s failed: %s", record.request_id, describe(exc))
-        yield _sse(InternalError("internal error; the stream was cut short").body())
-    finally:
+        await _settle_stream(life, record, opened, status, usage, seen_tokens, began)
+        yield stream_cost.comment(record) + _sse(
+            InternalError("internal error; the stream was cut short").body())
+    finally:  # the client went away (or a frame above failed): settle now if not yet
+        await _settle_stream(life, record, opened, status, usage, seen_tokens, began)
+
+
+async def _settle_stream(life: RequestLife, record: RequestRecord, opened: dispatch.OpenStream,
+                         status: int, usage: Usage | None, seen_tokens: int,
+                         began: float) -> None:  # fmt: skip
+    if life.settled:
+        return
+
+    async def settle() -> None:
         await _close(opened.rest)
         record.latency_s = time.perf_counter() - began
         record.usage = usage or Usage(record.prompt_estimate, 0, seen_tokens, measured=False)
         await life.settle(status)
+
+    # Shielded whole: a client gone mid-stream re-cancels every await here (anyio's cancel
+    # scope), which must not cut the row, the slot or the metrics short.
+    await asyncio.shield(settle())
 
 
 async def _chunks(opened: dispatch.OpenStream) -> AsyncIterator[JSON]:

@@ -187,6 +187,12 @@ class LedgerSettings(_Strict):
         "for several replicas.",
     )
     dsn_env: str | None = Field(None, description="Env var holding the DSN (overrides `dsn`).")
+    node_id: str | None = Field(
+        None, min_length=1, max_length=128,
+        description="This process's name in the shared ledger (its rows, reservations and "
+        "hardware periods; start-up recovery closes only its own open rows at once). "
+        "Default: the host name. Give each replica on one host its own.",
+    )
 
 
 class TelemetrySettings(_Strict):

@@ -101,7 +101,7 @@ async def workload(base: str) -> dict[str, httpx.Response]:
             await reply.aread()
             replies[name] = reply
 
-    async with httpx.AsyncClient(timeout=120) as client:
+    async with httpx.AsyncClient(timeout=600) as client:  # a loaded machine is slow
         await asyncio.gather(
             call(client, "plain-1", "local", False, 40, 0.0),
             call(client, "stream-1", "local", True, 40, 0.0),
@@ -119,6 +119,7 @@ async def workload(base: str) -> dict[str, httpx.Response]:
     return replies
 
 
+@pytest.mark.timeout(900)  # two phases on the real engine: minutes on a loaded machine
 def test_cost_clock_matches_an_even_split_recomputed_from_raw_rows(
     engine: Proc, fakes: tuple[Proc, Proc], tmp_path: Path
 ) -> None:
@@ -156,7 +157,87 @@ def test_cost_clock_matches_an_even_split_recomputed_from_raw_rows(
         if name.startswith("plain"):  # a local answer carries its real share
             assert reply.headers["x-spillgate-cost-usd"] == f"{row.cost:.8f}"
             assert row.cost > 0
+        if row.stream:  # a stream tells it at its end, as the row has it
+            assert reply.text.endswith(f": x-spillgate-cost-usd={row.cost:.8f}\n\n"
+                                       "data: [DONE]\n\n")
+            assert row.cost > 0
         if name.startswith("paid"):  # list price of what the provider reported
             fresh = row.prompt_tokens - row.cached_tokens
             hand = (fresh * 0.15 + row.cached_tokens * 0.075 + row.completion_tokens * 0.60) / 1e6
             assert row.tier == "api" and row.cost == pytest.approx(hand, rel=1e-9)
+
+
+# --- corrections: a plain request's even share, a stream's bytes/4 prompt -------------------
+# Word-dense prompts: single letters cost a token each for two bytes, so bytes/4 counts half
+# of the engine's prompt tokens.
+DENSE = " ".join("abcdefghijklmnopqrstuvwxyz"[i % 26] for i in range(1100))
+SHORT = "Say hello."
+
+
+def token_split(rows: list[Row], rate: float) -> dict[str, float]:
+    """Each moment's cost split among the local requests in flight by tokens: a request's
+    work (prompt tokens not from the engine's cache + completion tokens, as the engine
+    reported them) spread evenly over its time in flight."""
+    speed = {r.request_id: (r.prompt_tokens - r.cached_tokens + r.completion_tokens)
+             / (r.end - r.start) for r in rows}
+    edges = sorted({t for r in rows for t in (r.start, r.end)})
+    share = {r.request_id: 0.0 for r in rows}
+    for a, b in itertools.pairwise(edges):
+        live = [r for r in rows if r.start <= a and r.end >= b]
+        total = sum(speed[r.request_id] for r in live)
+        for r in live:
+            part = speed[r.request_id] / total if total else 1 / len(live)
+            share[r.request_id] += rate * (b - a) * part
+    return share
+
+
+async def dense_workload(base: str) -> dict[str, httpx.Response]:
+    """A plain request with a long word-dense prompt next to a stream with a short one, then
+    the other way round; each pair starts together."""
+    replies: dict[str, httpx.Response] = {}
+
+    async def call(client: httpx.AsyncClient, name: str, stream: bool, prompt: str,
+                   max_tokens: int) -> None:
+        body = {"model": "local", "max_tokens": max_tokens, "stream": stream,
+                "messages": [{"role": "user", "content": prompt}]}
+        async with client.stream("POST", base + "/chat/completions", json=body) as reply:
+            await reply.aread()
+            replies[name] = reply
+
+    async with httpx.AsyncClient(timeout=600) as client:  # a loaded CI machine is slow
+        await asyncio.gather(call(client, "dense-plain", False, DENSE, 4),
+                             call(client, "short-stream", True, SHORT, 48))
+        await asyncio.sleep(1.0)
+        await asyncio.gather(call(client, "dense-stream", True, DENSE, 4),
+                             call(client, "short-plain", False, SHORT, 48))
+    return replies
+
+
+@pytest.mark.timeout(900)
+def test_shares_are_corrected_by_the_engines_token_counts(
+    engine: Proc, fakes: tuple[Proc, Proc], tmp_path: Path
+) -> None:
+    _, paid = fakes
+    config = node_config(engine.base_url, paid.base_url, tmp_path)
+    config["telemetry"] = {"nvml": False}
+    with run_node(config, tmp_path) as node:
+        wait_http(node.base_url.removesuffix("/v1") + "/readyz")
+        replies = asyncio.run(dense_workload(node.base_url))
+    assert {r.status_code for r in replies.values()} == {200}
+    rows, periods = read_ledger(tmp_path / "ledger.db")
+    by_name = {name: next(r for r in rows if r.request_id == reply.headers["x-request-id"])
+               for name, reply in replies.items()}
+    rate = hand_rate_usd_per_s()
+    hand = token_split(rows, rate)
+    even, _ = even_split(rows, rate)
+    for name, row in by_name.items():
+        assert hand[row.request_id] / 2 <= row.cost <= hand[row.request_id] * 2, (
+            name, row.cost, hand[row.request_id])
+    # The workload is one where tokens matter: an even split misses the hand model by more
+    # than 2x for at least one request (one run: the short plain request 6x, the short
+    # stream 2.5x), so the figures above could not come from one.
+    assert any(not hand[r.request_id] / 2 <= even[r.request_id] <= hand[r.request_id] * 2
+               for r in by_name.values())
+    unattributed = sum(float(p["unattributed_usd"] * MONEY_UNIT) for p in periods)
+    busy_usd = sum(float(p["busy_usd"] * MONEY_UNIT) for p in periods)
+    assert sum(r.cost for r in rows) + unattributed == pytest.approx(busy_usd, abs=1e-9)

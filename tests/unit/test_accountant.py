@@ -3,17 +3,21 @@ ledger (SQLite and PostgreSQL) with the real price book."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from spillgate.accountant import Accountant
 from spillgate.costing.costclock import CostClock
 from spillgate.costing.pricing import PriceBook
 from spillgate.errors import RateLimited
 from spillgate.ledger.record import RequestRecord, Usage
+from spillgate.ledger.schema import hardware_periods, requests
+from spillgate.ledger.store import Ledger
 from spillgate.routing.router import Target
 from spillgate.settings import CostSettings, LocalBackendSettings, Settings
 from spillgate.telemetry.metrics import GatewayMetrics
@@ -145,3 +149,35 @@ async def test_telemetry_prices_gpu_nodes_at_measured_power_and_sees_other_clien
     acc.watch(lambda: _snapshot(ticks.now), settings, now=ticks)
     assert acc.clock.power() == watts  # mean 650 W per GPU x 2 units; CPU nodes: nominal
     assert acc.clock.external() == 2  # 5 running, 3 of them ours
+
+
+async def test_replicas_on_one_host_share_a_ledger_under_their_own_node_ids(
+    tmp_path: Path,
+) -> None:
+    dsn = f"sqlite+aiosqlite:///{tmp_path}/shared.db"
+    book = PriceBook.load(MODELS / "pricing.yaml")
+
+    def replica(name: str) -> Accountant:
+        clock = CostClock(lambda _watts: Decimal("0.001"), clock=Ticks())
+        return Accountant(dsn, book, clock, {}, GatewayMetrics(), node_id=name)
+
+    a, b = replica("replica-a"), replica("replica-b")
+    await a.open()
+    record = _record(None, rid="a-1")
+    record.tier, record.backend = "local", "local-cpu"
+    record.started_at = time.time()  # in flight now, well within recovery's grace
+    a.open_row(record)  # replica a is serving it
+    await a.ledger.flush()
+    await b.open()  # b's start-up recovery must not close a's request in flight
+    async with b.ledger.reading() as conn:
+        assert (await conn.execute(select(requests.c.state))).scalar() == "open"
+    await b.aclose()
+    await a.finish(record)
+    await a.aclose()
+    reader = await Ledger.open(dsn, node_id="reader")
+    async with reader.reading() as conn:
+        rows = (await conn.execute(select(requests.c.node_id, requests.c.state))).all()
+        nodes = set((await conn.execute(select(hardware_periods.c.node_id))).scalars())
+    await reader.aclose()
+    assert [tuple(r) for r in rows] == [("replica-a", "settled")]
+    assert nodes == {"replica-a", "replica-b"}  # each one's hardware cost, apart

@@ -80,17 +80,17 @@ def test_busy_cost_is_split_by_tokens_processed_in_the_interval() -> None:
     assert clock.finish("b") == Decimal("0.00125")  # 0.00025 + the whole second second
 
 
-def test_no_token_reports_split_evenly_and_the_remainder_goes_to_the_first() -> None:
+def test_no_token_reports_split_evenly_and_the_remainder_goes_to_the_last() -> None:
     t = FakeTime()
     clock = make(t, rate="0.10", quantum="0.01")
     for rid in ("a", "b", "c"):
         clock.begin(rid)
     t.now = 1.0
-    clock.tick()  # 0.10 in three: 0.03 each, 0.01 left for the earliest begun
+    clock.tick()  # 0.10 in three: 0.03 each, 0.01 left for the last to settle
     assert [clock.finish(r) for r in ("a", "b", "c")] == [
+        Decimal("0.03"),
+        Decimal("0.03"),
         Decimal("0.04"),
-        Decimal("0.03"),
-        Decimal("0.03"),
     ]
 
 
@@ -164,8 +164,10 @@ ops = st.lists(
         st.tuples(st.just("plain"), st.integers(0, 5)),
         st.tuples(st.just("abandon"), st.integers(0, 5)),
         st.tuples(st.just("external"), st.integers(0, 3)),
-        st.tuples(st.just("tokens"), st.integers(0, 5), st.integers(0, 500)),
-        st.tuples(st.just("finish"), st.integers(0, 5)),
+        st.tuples(st.just("tokens"), st.integers(0, 5), st.integers(0, 500),
+                  st.integers(0, 2000)),
+        # the engine's counts at settle: a plain request's work, a stream's prompt (or none)
+        st.tuples(st.just("finish"), st.integers(0, 5), st.none() | st.integers(0, 5000)),
         st.tuples(st.just("tick"), st.floats(0.0, 3.0)),
     ),
     max_size=60,
@@ -205,10 +207,11 @@ def test_attributed_plus_idle_equals_accrued_exactly(
             clock.abandon(rid)
             live.discard(rid)
         elif kind == "tokens":
-            clock.add_tokens(rid, int(str(args[1])))
+            clock.add_tokens(rid, int(str(args[1])), prompt_estimate=int(str(args[2])))
         elif kind == "finish" and rid in live:
             t.now += 0.25
-            charged.append(clock.finish(rid))
+            count = None if args[1] is None else int(str(args[1]))
+            charged.append(clock.finish(rid, work_tokens=count, prompt_tokens=count))
             live.discard(rid)
     t.now += 1.0
     charged.extend(clock.finish(rid) for rid in sorted(live))
@@ -278,3 +281,89 @@ def test_periods_say_how_long_measured_power_priced_the_energy() -> None:
         clock.tick()
     period = clock.drain_period()
     assert period.measured_s == 1.0 and period.power_watts == 400.0
+
+
+# --- corrections when the engine's counts arrive ---------------------------------------------
+def test_a_plain_requests_even_share_is_corrected_by_its_tokens_at_settle() -> None:
+    t = FakeTime()
+    clock = make(t)  # 0.001 USD a second
+    clock.begin("plain", opaque=True)
+    clock.begin("stream")
+    clock.add_tokens("stream", 10)
+    t.now = 1.0
+    clock.tick()  # even for now: 0.0005 each
+    clock.add_tokens("stream", 10)
+    t.now = 2.0
+    # The plain request did 60 tokens in its 2 s (30 a second, by an even spread over its
+    # time), the stream 10 a second: 3/4 and 1/4 of each of the two seconds.
+    plain = clock.finish("plain", work_tokens=60)
+    t.now = 3.0  # then the stream is alone for a second
+    stream = clock.finish("stream", prompt_tokens=0)
+    assert plain == Decimal("0.001") * 2 * 30 / 40
+    assert stream == Decimal("0.001") * 2 * 10 / 40 + Decimal("0.001")
+    assert plain + stream == clock.totals.busy_usd
+
+
+def test_a_settled_requests_cost_never_changes_afterwards() -> None:
+    t = FakeTime()
+    clock = make(t)
+    clock.begin("plain", opaque=True)
+    clock.begin("stream")
+    clock.add_tokens("stream", 1)
+    t.now = 1.0
+    stream = clock.finish("stream")  # told to its client already: final
+    t.now = 2.0
+    plain = clock.finish("plain", work_tokens=1000)
+    assert stream == Decimal("0.0005")  # the even split of the first second stands
+    assert plain == Decimal("0.0015")  # its even half of it plus the second alone
+    assert stream + plain == clock.totals.busy_usd
+
+
+def test_a_streams_prompt_estimate_is_replaced_by_the_engines_count() -> None:
+    t = FakeTime()
+    clock = make(t)
+    clock.begin("a")
+    clock.begin("b")
+    clock.add_tokens("a", 1, prompt_estimate=100)  # first output: prompt counted as bytes/4
+    clock.add_tokens("b", 1, prompt_estimate=100)
+    t.now = 1.0
+    clock.tick()  # 101 vs 101: even for now
+    clock.add_tokens("a", 1)
+    clock.add_tokens("b", 1)
+    t.now = 2.0
+    a = clock.finish("a", prompt_tokens=1000)  # the engine prefilled 1000 for a
+    b = clock.finish("b", prompt_tokens=100)
+    first_a = Decimal("0.001") * 1001 / 1102  # a's prefill second, by the true counts
+    assert abs(a - (first_a + Decimal("0.0005"))) <= Decimal("2e-12")
+    assert a + b == clock.totals.busy_usd
+
+
+def test_a_stream_ending_in_its_prefill_interval_is_weighted_by_the_true_prompt() -> None:
+    t = FakeTime()
+    clock = make(t)
+    clock.begin("a")
+    clock.begin("b")
+    clock.add_tokens("a", 3, prompt_estimate=10)
+    clock.add_tokens("b", 3, prompt_estimate=10)
+    t.now = 1.0
+    a = clock.finish("a", prompt_tokens=397)  # 400 tokens against b's 13
+    assert abs(a - Decimal("0.001") * 400 / 413) <= Decimal("2e-12")
+    t.now = 1.0  # b ends at the same instant: nothing left to split again
+    assert clock.finish("b", prompt_tokens=10) + a == clock.totals.busy_usd
+
+
+def test_a_streams_prompt_is_spread_over_its_time_before_the_first_output() -> None:
+    t = FakeTime()
+    clock = make(t)
+    clock.begin("plain", opaque=True)  # no prompt to speak of
+    clock.begin("stream")
+    t.now = 1.0
+    clock.tick()  # nobody reported anything: even for now
+    t.now = 2.0
+    clock.add_tokens("stream", 1, prompt_estimate=99)  # it was prefilling all along
+    t.now = 3.0  # then both decode one token a step: the plain one as the mean stream
+    clock.tick()
+    stream = clock.finish("stream", prompt_tokens=99)
+    plain = clock.finish("plain")
+    assert stream == Decimal("0.002") + Decimal("0.0005")
+    assert plain == Decimal("0.0005")

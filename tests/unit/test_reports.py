@@ -373,3 +373,19 @@ def test_an_unreachable_break_even_does_not_stretch_the_utilization_axis() -> No
     ticks = [float(t) for t in re.findall(r'text-anchor="end">([^<]*)%</text>', utilization)]
     assert max(ticks) <= 50
     assert "break-even 211.1%, unreachable" in render_report(r, "html")
+
+
+def test_busy_cost_no_request_carries_is_shown_in_every_format() -> None:
+    # Other clients of the engine (or a request that spilled mid-way) used 0.0007 of the
+    # second hour's 0.003 busy: the node's requests carry the rest.
+    periods = [dict(p) for p in PERIODS]
+    periods[1]["unattributed_usd"] = Decimal("0.0007")
+    r = report(periods=periods)
+    assert D(r["totals"]["unattributed_usd"]) == Decimal("0.0007")
+    assert [D(b["unattributed_usd"]) for b in r["series"]] == [0, Decimal("0.0007"), 0]
+    assert json.loads(render_report(r, "json"))["totals"]["unattributed_usd"] == "0.0007"
+    for fmt in ("md", "html"):
+        text = render_report(r, fmt)
+        assert "(unattributed)" in text and usd("0.0007") in text, fmt
+    parsed = list(csv.DictReader(io.StringIO(render_report(r, "csv"))))
+    assert parsed[-1]["unattributed_usd"] == "0.0007"

@@ -9,16 +9,17 @@ power are counted (`measured_s`) so a report can say which it used.
 
 An interval is *busy* when one of our local requests is in flight (queued in the engine or
 decoding) or when the engine reports sequences running for other clients (`external`);
-otherwise it is *idle* and stays unattributed. A busy interval's cost is split among the
-participants:
-  - each *opaque* participant (a plain request, whose progress is unknown until it settles,
-    or one running sequence of another client) takes an even share, cost / participants;
-  - the rest goes to the streamed requests by their share of the tokens they processed in
-    the interval (prompt tokens when prefilled, then each generated token), evenly among them
-    when none reported tokens.
+otherwise it is *idle* and stays unattributed. A busy interval's cost goes first to the
+running sequences of other clients (an even share each), the rest to our requests by the
+tokens each processed in it (costing/attribution.py): a stream's output as it arrives and its
+prompt spread over the time before its first output; a plain request, whose progress is
+unknown until it settles, its prompt estimate first and then the tokens of a mean stream.
+Both estimates are corrected when the engine's counts arrive, among the requests still in
+flight.
 Other clients' shares stay unattributed (`unattributed_usd`), as does the share of a request
-that left the local engine for a paid API (`abandon`). Shares are rounded down to the quantum
-and the remainder goes to the request with the largest share (the earliest begun on ties), so
+that left the local engine for a paid API (`abandon`). A request takes its part of each
+interval when it settles, rounded down to the quantum, and the last one to settle takes the
+rest, so
 
     sum(attributed to requests) + unattributed_usd + idle_usd == total accrued    (exactly)
 
@@ -33,6 +34,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
+from spillgate.costing.attribution import (
+    InFlight,
+    first_output,
+    settle_opaque,
+    settle_prefill,
+    split,
+    take,
+)
 from spillgate.costing.hardware import HardwareProfile, cost_rate_usd_per_s
 
 DEFAULT_QUANTUM = Decimal("1e-12")
@@ -64,14 +73,6 @@ class HardwarePeriod:
     measured_s: float = 0.0  # seconds priced at measured power (the rest: nominal watts)
     external_s: float = 0.0  # busy seconds when only other clients used the engine
     unattributed_usd: Decimal = Decimal(0)  # busy cost no request of this node carries
-
-
-@dataclass(slots=True)
-class _InFlight:
-    order: int
-    opaque: bool = False  # progress unknown until it settles: an even share of each interval
-    tokens: int = 0  # processed during the current interval
-    accrued: Decimal = Decimal(0)
 
 
 @dataclass(slots=True)
@@ -109,7 +110,7 @@ class CostClock:
         self._quantum = quantum
         self._last = clock()
         self._period_started = wall()
-        self._inflight: dict[str, _InFlight] = {}
+        self._inflight: dict[str, InFlight] = {}
         self._begun = 0
         self.totals = _Totals()
         self._period = _Totals()
@@ -132,36 +133,60 @@ class CostClock:
         return cls(rate, power=power, clock=clock, wall=wall, profile=profile.name)
 
     # --- request events ------------------------------------------------------------------
-    def begin(self, request_id: str, *, opaque: bool = False) -> None:
+    def begin(self, request_id: str, *, opaque: bool = False, prompt_estimate: int = 0) -> None:
         """A request is dispatched to the engine: close the interval so far, count it in.
-        `opaque`: its progress is unknown (a plain request), so it takes even shares."""
+        `opaque`: its progress is unknown (a plain request): its `prompt_estimate` counts
+        now, then the tokens of a mean stream (costing/attribution.py)."""
         if request_id in self._inflight:
             raise ValueError(f"request {request_id!r} already begun")
+        if prompt_estimate < 0:
+            raise ValueError("token count must be >= 0")
         self.tick()
-        self._inflight[request_id] = _InFlight(order=self._begun, opaque=opaque)
+        entry = InFlight(order=self._begun, opaque=opaque)
+        if opaque:
+            entry.tokens = float(prompt_estimate)
+        self._inflight[request_id] = entry
         self._begun += 1
 
     def has(self, request_id: str) -> bool:
         return request_id in self._inflight
 
-    def add_tokens(self, request_id: str, n: int) -> None:
-        """Tokens processed by a request; ignored once it has finished (late usage report)."""
-        if n < 0:
+    def add_tokens(self, request_id: str, n: int, *, prompt_estimate: int = 0) -> None:
+        """Output tokens of a stream; ignored once it has finished (late usage report).
+        With its first output its prompt was prefilled: `prompt_estimate` tokens spread
+        over its time since dispatch, until `finish` brings the engine's own count."""
+        if n < 0 or prompt_estimate < 0:
             raise ValueError("token count must be >= 0")
         entry = self._inflight.get(request_id)
-        if entry is not None:
-            entry.tokens += n
+        if entry is None:
+            return
+        if n and not entry.output_seen and not entry.opaque:
+            self.tick()  # the prefill ends here
+            first_output(entry, prompt_estimate)
+        entry.tokens += n
+        entry.decoded += n
 
-    def finish(self, request_id: str) -> Decimal:
-        """Close the interval so far and return the request's attributed busy cost."""
+    def finish(self, request_id: str, *, work_tokens: int | None = None,
+               prompt_tokens: int | None = None) -> Decimal:
+        """Close the interval so far and return the request's attributed busy cost.
+
+        What the engine reported corrects the shares taken while it was unknown (module
+        docstring): `work_tokens` (prompt not from cache plus output) of a plain request,
+        `prompt_tokens` (not from cache) of a stream."""
         self.tick()
         entry = self._inflight.pop(request_id, None)
-        return Decimal(0) if entry is None else entry.accrued
+        if entry is None:
+            return Decimal(0)
+        if entry.opaque and work_tokens is not None:
+            settle_opaque(entry, work_tokens)
+        elif not entry.opaque and prompt_tokens is not None and entry.output_seen:
+            settle_prefill(entry, prompt_tokens)
+        return take(entry) * self._quantum
 
     def abandon(self, request_id: str) -> None:
         """The request left the engine for a paid API: its share so far stays busy cost
         that no request carries (the paid row holds the API price only)."""
-        accrued = self.finish(request_id)
+        accrued = self.finish(request_id)  # no correction: it never settles here
         for totals in (self.totals, self._period):
             totals.unattributed_usd += accrued
 
@@ -180,7 +205,7 @@ class CostClock:
         cost = (self._rate(watts) * Decimal(repr(dt))).quantize(self._quantum, ROUND_HALF_EVEN)
         external = max(0, self.external())
         busy = bool(self._inflight) or external > 0
-        unattributed = self._attribute(cost, external) if busy else Decimal(0)
+        unattributed = self._attribute(cost, external, dt) if busy else Decimal(0)
         for totals in (self.totals, self._period):
             _add(totals, busy=busy, dt=dt, cost=cost, watts=watts)
             totals.unattributed_usd += unattributed
@@ -209,43 +234,14 @@ class CostClock:
         self._period_started = ended
         return period
 
-    def _attribute(self, cost: Decimal, external: int) -> Decimal:
+    def _attribute(self, cost: Decimal, external: int, dt: float) -> Decimal:
         """Split a busy interval's cost (module docstring); returns what no request took."""
         units = int(cost / self._quantum)  # integer quanta: exact floor division
         entries = list(self._inflight.values())
         if not entries:
             return cost
-        weights = _weights(entries, external, units)
-        given = 0
-        for entry, weight in zip(entries, weights, strict=True):
-            entry.accrued += weight * self._quantum
-            given += weight
-        kept = units * external // (len(entries) + external)  # other clients' even shares
-        # Largest share wins the remainder; max() keeps the earliest begun on ties.
-        heir = max(range(len(entries)), key=lambda i: (weights[i], -entries[i].order))
-        entries[heir].accrued += (units - kept - given) * self._quantum
-        for entry in entries:
-            entry.tokens = 0
-        return kept * self._quantum
+        return split(entries, external, units, dt) * self._quantum
 
-
-def _weights(entries: list[_InFlight], external: int, units: int) -> list[int]:
-    """Quanta per entry, rounded down: an even share per opaque participant, the streams'
-    pool by tokens (evenly when none reported any)."""
-    participants = len(entries) + external
-    even = units // participants
-    streams = [e for e in entries if not e.opaque]
-    pool = units * len(streams) // participants
-    tokens = sum(e.tokens for e in streams)
-    shares = []
-    for entry in entries:
-        if entry.opaque:
-            shares.append(even)
-        elif tokens:
-            shares.append(pool * entry.tokens // tokens)
-        else:
-            shares.append(pool // len(streams))
-    return shares
 
 def _add(t: _Totals, *, busy: bool, dt: float, cost: Decimal, watts: float | None) -> None:
     if busy:

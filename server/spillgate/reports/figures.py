@@ -28,6 +28,10 @@ of raw columns, so anyone can recompute it:
   `local_unavailable` (and the other capacity reasons of rollup.SPILL_REASONS); its spend
   and tokens per average month (scaled from the window) decide whether one more unit of the
   hardware profile pays for itself (plan.marginal_unit).
+- unattributed = sum(unattributed_usd) of the periods: busy cost no request of this node
+  carries (the share of other clients' sequences on the engine, and of requests that left
+  the engine for a paid API); over the node's whole life local busy + unattributed =
+  hardware busy, to the quantum (a window cuts requests and periods at different edges).
 - power: the share of the periods' seconds priced at measured board power (the rest at the
   profile's nominal watts), when the ledger records it.
 
@@ -106,6 +110,7 @@ class Sums:
     idle_s: float = 0.0
     busy_usd: Decimal = ZERO
     idle_usd: Decimal = ZERO
+    unattributed_usd: Decimal = ZERO
     measured_s: float | None = None
 
     @property
@@ -138,6 +143,7 @@ class Sums:
         self.idle_s += period.idle_s
         self.busy_usd += period.busy_usd
         self.idle_usd += period.idle_usd
+        self.unattributed_usd += period.unattributed_usd
         if period.measured_s is not None:
             self.measured_s = (self.measured_s or 0.0) + period.measured_s
 
@@ -309,6 +315,7 @@ def figures(s: Sums, ctx: ReportInputs) -> dict[str, Any]:
         "local_total_usd": decimal_text(local_total),
         "api_usd": decimal_text(s.api_usd),
         "hardware_busy_usd": decimal_text(s.busy_usd),
+        "unattributed_usd": decimal_text(s.unattributed_usd),
         "hardware_total_usd": decimal_text(s.busy_usd + s.idle_usd),
         "busy_s": s.busy_s,
         "idle_s": s.idle_s,

@@ -27,6 +27,7 @@ SERIES_COLUMNS = (
     "idle_s", "utilization", "local_usd_per_million", "local_usd_per_million_with_idle",
     "api_usd_per_million", "reference_usd_per_million", "all_api_usd", "actual_usd",
     "savings_usd", "usage_basis_usd_per_million", "reservation_basis_usd_per_million",
+    "unattributed_usd",
 )  # fmt: skip
 
 
@@ -115,6 +116,8 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         ("Tokens local / API", f"{t['local_tokens']:,} / {t['api_tokens']:,}"),
         ("Local cost, busy (attributed)", usd(t["local_busy_usd"])),
         ("Local cost, idle", usd(t["idle_usd"])),
+        ("Busy cost of other clients and spilled requests (unattributed)",
+         usd(t["unattributed_usd"])),
         ("API cost", usd(t["api_usd"])),
         ("Actual spend", usd(t["actual_usd"])),
         ("All-API counterfactual", usd(t["all_api_usd"])),
