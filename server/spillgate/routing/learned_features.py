@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Final
 
-_ARITHMETIC = re.compile(r"[=+\-*/^<>%$×÷]")
+_ARITHMETIC = re.compile("[=+\\-*/^<>%$\u00d7\u00f7]")  # with the times and divide signs
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 _OPTION = re.compile(r"(?:^|\n)\s*\(?[A-Da-d][.):]\s")
 _CODE = re.compile(r"```|\bdef |\breturn\b|[{};]\s*\n|#include|\bfunction\b")
