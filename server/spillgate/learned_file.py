@@ -13,12 +13,16 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from spillgate.errors import ConfigError
-from spillgate.routing.learned import LearnedRouter, RouterFileError
+from spillgate.routing.learned import Dispatcher, LearnedRouter, RouterFileError
 from spillgate.routing.learned_train import Labelled, subject_split
+
+if TYPE_CHECKING:
+    from spillgate.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,3 +103,26 @@ def load_router(path: Path) -> LearnedRouter:
         return LearnedRouter.from_dict(data)
     except RouterFileError as exc:
         raise ConfigError(f"router {path}: {exc}") from exc
+
+
+def load_dispatchers(settings: Settings) -> dict[str, Dispatcher]:
+    """The learned dispatcher of every route that names a `router`, its threshold set from
+    `threshold` or calibrated from `paid_share`; the embedding model loads only if needed."""
+    dispatchers = {}
+    for rs in settings.routes:
+        if rs.router is None:
+            continue
+        router = load_router(rs.router)
+        embed = None
+        if router.embedder is not None:
+            from spillgate.embeddings import load_local_embedder
+
+            embedder = load_local_embedder()
+            if embedder.model_id != router.embedder:
+                raise ConfigError(f"routes.{rs.name}.router: trained with embeddings of "
+                                  f"{router.embedder}; this node has {embedder.model_id}")
+            embed = embedder.embed
+        threshold = rs.threshold if rs.threshold is not None \
+            else router.threshold_for_share(rs.paid_share or 0.0)
+        dispatchers[rs.name] = Dispatcher(router, threshold, embed)
+    return dispatchers

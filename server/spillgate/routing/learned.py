@@ -142,3 +142,28 @@ def _array(values: object) -> Floats:
     if not isinstance(values, list):
         raise TypeError("expected a list of numbers")
     return np.asarray(values, dtype=np.float64)
+
+
+def prompt_text(body: Mapping[str, Any]) -> str:
+    """The text the dispatcher scores: the last user message of a chat (its text parts), or
+    a completion's prompt. Training rows hold the user's question alone, so the system
+    prompt and earlier turns are left out."""
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        for message in reversed(messages):
+            if isinstance(message, Mapping) and message.get("role") == "user":
+                return _content_text(message.get("content"))
+        return ""
+    prompt = body.get("prompt")
+    if isinstance(prompt, list):
+        prompt = prompt[0] if prompt else ""
+    return prompt if isinstance(prompt, str) else ""
+
+
+def _content_text(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(str(part.get("text", "")) for part in content
+                         if isinstance(part, Mapping) and part.get("type") == "text")
+    return ""
