@@ -95,9 +95,10 @@ def train_tiny_router(tmp: Path) -> Path:
     """Arithmetic prompts: the local model fails, the paid one succeeds; chit-chat: both do."""
     rows = [{"prompt": f"Compute {1000 + 37 * i} * {91 + i} - {i * 13} / 7 = ?",
              "weak_ok": False, "strong_ok": True} for i in range(30)]
-    rows += [{"prompt": f"Say hello to my friend number {word}.", "weak_ok": True,
-              "strong_ok": True} for word in ("Anna Bob Carl Dora Emil Fay Gus Hal Ida Jo "
-                                               "Kim Lea Max Ned Ola Pat Quin Rea Sam Tom").split()]
+    names = ["Anna", "Bob", "Carl", "Dora", "Emil", "Fay", "Gus", "Hal", "Ida", "Jo", "Kim",
+             "Lea", "Max", "Ned", "Ola", "Pat", "Quin", "Rea", "Sam", "Tom"]
+    rows += [{"prompt": f"Say hello to my friend {name}.", "weak_ok": True, "strong_ok": True}
+             for name in names]
     data, router = tmp / "rows.jsonl", tmp / "router.json"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert cli_main(["router", "train", "--data", str(data), "--output", str(router),

@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,10 @@ def run_train(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"spillgate: {exc}", file=sys.stderr)
         return 2
+    if args.split_seed is not None:  # the model file says what it was trained on
+        router = replace(router, meta={**router.meta, "split": {
+            "seed": args.split_seed, "half": args.half, "pinned": args.pinned,
+            "with_pinned": args.with_pinned}})
     save_router(args.output, router)
     print(f"trained on {len(rows.indexes)} rows in {time.perf_counter() - began:.1f} s; "
           f"threshold for 30% paid: {router.threshold_for_share(0.3):.4f}; wrote {args.output}",
