@@ -19,9 +19,9 @@ from spillgate.routing.routes import RouteTable
 from spillgate.routing.stage_rules import RuleFacts, StageRule, first_match
 from spillgate.types import JSON, Endpoint, Tier
 
-# Prompts longer than this are scored in a worker thread (a short one costs well under a
-# millisecond inline; the thread hop itself costs about 50 µs).
-SCORE_INLINE_CHARS = 4096
+# Prompts longer than this are scored in a worker thread: a short one costs a few tenths of
+# a millisecond inline (scripts/bench_router_score.py), the thread hop about 50 µs.
+SCORE_INLINE_CHARS = 512
 
 
 @dataclass(frozen=True, slots=True)

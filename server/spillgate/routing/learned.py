@@ -23,7 +23,9 @@ from spillgate.routing.learned_features import structural, unknown_features
 
 FORMAT: Final = "spillgate-router"
 VERSION: Final = 1
-EMBED_CHARS: Final = 4096  # the embedding sees the prompt's head; long prompts cost no more
+# The embedding sees the prompt's head only: the tokenizer's time grows faster than the text
+# (measured: ~0.1 ms at 200 characters, several ms at 4 KB), and the head says what is asked.
+EMBED_CHARS: Final = 1024
 
 Floats = npt.NDArray[np.float64]
 Embed = Callable[[list[str]], npt.NDArray[np.float32]]
