@@ -196,7 +196,9 @@ class RouteSettings(_Strict):
         return self
 
 
-_RULE_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
+# 24 characters: `rule:<name>+<auto reason>+fallback` must fit the ledger's 64-character
+# reason column.
+_RULE_NAME = r"^[A-Za-z0-9_.-]{1,24}$"
 
 
 class RuleMatchSettings(_Strict):

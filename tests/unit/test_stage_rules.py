@@ -75,6 +75,7 @@ def test_prompt_size_bounds_are_inclusive(tokens: int, low: int, span: int) -> N
     ({"name": "r", "tier": "api", "model": "paid"}, "exactly one of `tier` and `model`"),
     ({"name": "r"}, "exactly one of `tier` and `model`"),
     ({"name": "has space", "tier": "api"}, "name"),
+    ({"name": "n" * 25, "tier": "api"}, "name"),  # the reason must fit the ledger column
     ({"name": "r", "tier": "gpu"}, "tier"),
     ({"name": "r", "tier": "api", "match": {"min_prompt_tokens": 9, "max_prompt_tokens": 3}},
      "min_prompt_tokens exceeds max_prompt_tokens"),
