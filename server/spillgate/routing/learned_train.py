@@ -3,7 +3,7 @@
 Logistic regression by Newton's method with an L2 penalty on the standardised features: a
 few hundred features and some thousands of rows converge in a dozen steps, deterministic, in
 well under a second, with no dependency beyond numpy (scikit-learn's LogisticRegression
-would fit the same model for 40 MB more of install and no measured gain).
+would fit the same model with SciPy, tens of MB more of install, for no measured gain).
 
 Targets (chosen by `target`), measured on held-out MMLU subjects in docs/routing-eval.md:
 - `weak_fails_strong_ok`: the paid model would fix a wrong local answer (the routing gain);
