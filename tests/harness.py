@@ -47,7 +47,9 @@ class ManualClock:
         return self.now
 
 
-def harness_settings(tmp: Path, **server: Any) -> Settings:
+def harness_settings(tmp: Path, extra: dict[str, Any] | None = None, **server: Any
+                     ) -> Settings:
+    """`extra`: top-level settings replacing the harness's own (e.g. `routes`, `rules`)."""
     unused = "http://127.0.0.1:9"  # never dialled: the backends are in-process fakes
     return Settings.model_validate({
         "server": server,
@@ -68,7 +70,7 @@ def harness_settings(tmp: Path, **server: Any) -> Settings:
         ],
         "ledger": {"dsn": f"sqlite+aiosqlite:///{tmp}/ledger.db"},
         "telemetry": {"nvml": False},
-    })
+    } | (extra or {}))
 
 
 @dataclass
@@ -189,7 +191,8 @@ def anthropic_wire(call: UpstreamCall, body: dict[str, Any]) -> bytes:
 
 
 @contextlib.asynccontextmanager
-async def harness(tmp: Path, **server: Any) -> AsyncIterator[Harness]:
+async def harness(tmp: Path, extra: dict[str, Any] | None = None, **server: Any
+                  ) -> AsyncIterator[Harness]:
     clock = ManualClock()
     local, paid, fallback = (FakeBackend(LOCAL, "local", wire=openai_wire),
                              FakeBackend(PAID, "api", wire=openai_wire),
@@ -202,7 +205,7 @@ async def harness(tmp: Path, **server: Any) -> AsyncIterator[Harness]:
                   FALLBACK: CircuitBreaker(1, 30, clock=clock)},
         attempts={LOCAL: 1, PAID: 1, FALLBACK: 1},
     )
-    app = create_app(harness_settings(tmp, **server), backends=backends, clock=clock)
+    app = create_app(harness_settings(tmp, extra, **server), backends=backends, clock=clock)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:

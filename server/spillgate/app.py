@@ -25,10 +25,12 @@ from spillgate.api.deps import Authenticator
 from spillgate.backends.registry import Backends, build_backends
 from spillgate.capacity import CapacityMonitor
 from spillgate.catalog import Catalog
+from spillgate.learned_file import load_dispatchers
 from spillgate.routing.admission import InflightCounter
 from spillgate.routing.routes import build_routes
 from spillgate.routing.sensitivity import SensitivityDetector
 from spillgate.routing.sensitivity_walk import body_texts
+from spillgate.routing.stage_rules import build_rules
 from spillgate.service import Node
 from spillgate.settings import Settings, is_loopback
 from spillgate.telemetry.metrics import GatewayMetrics
@@ -76,7 +78,7 @@ def create_app(
     clock: Callable[[], float] = time.monotonic,
 ) -> FastAPI:
     catalog = Catalog.load(settings.models_dir / "catalog.yaml")
-    routes = build_routes(settings, catalog)
+    routes = build_routes(settings, catalog, load_dispatchers(settings))
     if backends is None:
         backends = build_backends(settings, catalog)
     metrics = GatewayMetrics()
@@ -96,6 +98,7 @@ def create_app(
         extract=body_texts,
         accountant=accountant,
         metrics=metrics,
+        rules=build_rules(settings.rules, routes),
     )
     parts = Parts(backends, capacity)
 

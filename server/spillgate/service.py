@@ -36,7 +36,9 @@ from spillgate.routing.router import (
     decide,
 )
 from spillgate.routing.routes import RouteTable
+from spillgate.routing.stage_rules import StageRule
 from spillgate.settings import ServerSettings
+from spillgate.steering import dispatch_choice, steer
 from spillgate.telemetry.metrics import GatewayMetrics
 from spillgate.tenancy.budgets import prompt_bound
 from spillgate.types import JSON, Client, Endpoint
@@ -75,6 +77,7 @@ class Node:
     accountant: Accountant
     metrics: GatewayMetrics
     priority_backends: frozenset[str] = frozenset()  # local engines honouring `priority`
+    rules: tuple[StageRule, ...] = ()  # stage rules, matched before anything else
 
 
 @dataclass(slots=True)
@@ -105,7 +108,10 @@ async def _serve(
 ) -> Reply | StreamReply:
     node, request_id = life.node, life.request_id
     body, _ = admit(endpoint, raw, node.limits)
-    route = node.routes.resolve(str(body["model"]))
+    features, tags = requested_features(body), parse_tags(headers)
+    steered = steer(node.rules, node.routes, node.routes.resolve(str(body["model"])), endpoint,
+                    client.key_id, tags, len(raw) // 4, features)
+    route = steered.route
     life.route = route.name
     verdict = await classify_async(
         body, headers, detector=node.detector, extract=node.extract,
@@ -116,22 +122,24 @@ async def _serve(
     with _sensitivity_on_refusal(verdict.classes):
         record = RequestRecord(
             request_id=request_id, key_id=client.key_id, route=route.name,
-            stream=bool(body.get("stream")), started_at=time.time(), tags=parse_tags(headers),
+            stream=bool(body.get("stream")), started_at=time.time(), tags=tags,
             sensitivity=verdict.classes,
             max_output_tokens=0 if endpoint == "embeddings" else max_output_tokens(body),
             prompt_estimate=len(raw) // 4, prompt_bound=prompt_bound(raw, body),
         )
         tokens_needed = record.prompt_estimate + record.max_output_tokens
         await node.accountant.check_rate(client.key_id, tokens_needed)
+        tier_pin = steered.tier_pin or verdict.tier_pin
         facts = RequestFacts(
-            sensitive=verdict.sensitive, tier_pin=verdict.tier_pin, tokens_needed=tokens_needed,
-            features=requested_features(body),
+            sensitive=verdict.sensitive, tier_pin=tier_pin, tokens_needed=tokens_needed,
+            features=features, pinned_by=steered.pinned_by,
+            dispatch=await dispatch_choice(route, endpoint, body, verdict.sensitive, tier_pin),
         )
         decision = decide(facts, node.capacity(), node.accountant.budget_view(client.key_id),
                           route)
         _guard_sensitive(decision, facts)
         _set_priority(node, body, decision, facts)
-        record.reason = decision.reason
+        record.reason = steered.reason(decision.reason)
         _assign(record, decision.first)
         life.begin(record, decision.first)
         call_for = _call_factory(endpoint, request_id)

@@ -170,6 +170,19 @@ class RouteSettings(_Strict):
     on_budget_exhausted: Literal["local", "reject"] = Field(
         "local", description="With no paid budget left: stay local (and queue) or answer 429."
     )
+    router: Path | None = Field(
+        None, description="auto routes: a learned dispatcher (`spillgate router train`) that "
+        "sends the prompts it scores hardest to the paid model (reason router_paid) and the "
+        "rest local (router_local); overflow and sensitivity still apply."
+    )
+    paid_share: float | None = Field(
+        None, gt=0, lt=1, description="With `router`: the share of the router's training "
+        "prompts that score above the threshold (calibrated when it was trained)."
+    )
+    threshold: float | None = Field(
+        None, ge=0, le=1, description="With `router`: a raw score threshold instead of "
+        "paid_share (scores above it go to the paid model)."
+    )
 
     @model_validator(mode="after")
     def _targets_present(self) -> RouteSettings:
@@ -177,6 +190,51 @@ class RouteSettings(_Strict):
             raise ValueError(f"route {self.name!r}: policy {self.policy} needs `local`")
         if self.policy in ("api", "auto") and not self.paid:
             raise ValueError(f"route {self.name!r}: policy {self.policy} needs `paid`")
+        if self.router is not None and self.policy != "auto":
+            raise ValueError(f"route {self.name!r}: `router` needs policy auto (a local and a "
+                             "paid model to choose between)")
+        if self.router is not None and (self.paid_share is None) == (self.threshold is None):
+            raise ValueError(f"route {self.name!r}: with `router`, set exactly one of "
+                             "`paid_share` and `threshold`")
+        if self.router is None and (self.paid_share is not None or self.threshold is not None):
+            raise ValueError(f"route {self.name!r}: `paid_share` and `threshold` need `router`")
+        return self
+
+
+# 24 characters: `rule:<name>+<auto reason>+fallback` must fit the ledger's 64-character
+# reason column.
+_RULE_NAME = r"^[A-Za-z0-9_.-]{1,24}$"
+
+
+class RuleMatchSettings(_Strict):
+    tags: dict[str, str] = Field(
+        default_factory=dict, description="x-spillgate-tags the request must carry (all).")
+    key_ids: list[str] = Field(default_factory=list, description="Virtual key ids (any).")
+    endpoints: list[Literal["chat/completions", "completions", "embeddings"]] = Field(
+        default_factory=list, description="Endpoints (any).")
+    models: list[str] = Field(default_factory=list, description="`model` asked (any).")
+    min_prompt_tokens: int | None = Field(
+        None, ge=0, description="Prompt estimate (body bytes / 4) at least this.")
+    max_prompt_tokens: int | None = Field(
+        None, ge=0, description="Prompt estimate (body bytes / 4) at most this.")
+    tools: bool | None = Field(None, description="true: requests with tools; false: without.")
+
+
+class RuleSettings(_Strict):
+    name: str = Field(pattern=_RULE_NAME, description="Shown as reason `rule:<name>`.")
+    match: RuleMatchSettings = Field(
+        default_factory=RuleMatchSettings, description="Conditions, all of which must hold.")
+    tier: Literal["local", "api"] | None = Field(
+        None, description="Pin this tier on the asked route.")
+    model: str | None = Field(None, description="Pin this model (a route or model name).")
+
+    @model_validator(mode="after")
+    def _one_pin(self) -> RuleSettings:
+        if (self.tier is None) == (self.model is None):
+            raise ValueError(f"rule {self.name!r}: set exactly one of `tier` and `model`")
+        low, high = self.match.min_prompt_tokens, self.match.max_prompt_tokens
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"rule {self.name!r}: min_prompt_tokens exceeds max_prompt_tokens")
         return self
 
 
@@ -320,6 +378,9 @@ class Settings(BaseSettings):
     )
     providers: list[ProviderSettings] = Field(default_factory=list, description="Paid APIs.")
     routes: list[RouteSettings] = Field(default_factory=list, description="Model aliases.")
+    rules: list[RuleSettings] = Field(
+        default_factory=list, description="Stage rules, matched in order before any other "
+        "routing: the first that matches pins a tier or a model (spillgate.routing.stage_rules).")
     ledger: LedgerSettings = Field(default_factory=LedgerSettings, description="Cost ledger.")
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings, description="Sampler.")
     cost: CostSettings = Field(default_factory=CostSettings, description="Hardware cost model.")
@@ -333,6 +394,7 @@ class Settings(BaseSettings):
             ("local backend", [b.name for b in self.local]),
             ("provider", [p.name for p in self.providers]),
             ("route", [r.name for r in self.routes]),
+            ("rule", [r.name for r in self.rules]),
         ):
             dupes = {n for n in names if names.count(n) > 1}
             if dupes:

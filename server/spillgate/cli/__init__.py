@@ -1,4 +1,4 @@
-"""`spillgate serve | engine | fake-provider | keys | report | plan | bench`."""
+"""`spillgate serve | engine | fake-provider | keys | report | plan | bench | router | eval`."""
 
 from __future__ import annotations
 
@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_keys_commands(sub)
     add_report_commands(sub)
+    from spillgate.cli.router import add_router_commands
+
+    add_router_commands(sub)
     from spillgate.costing.bench import add_bench_command
 
     add_bench_command(sub)

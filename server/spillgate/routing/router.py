@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from spillgate.errors import InvalidRequest, PermissionDenied, RateLimited, ServiceUnavailable
+from spillgate.routing.learned import Dispatcher
 from spillgate.types import Tier
 
 Policy = Literal["local", "api", "auto"]
@@ -39,6 +40,7 @@ class Route:
     on_budget_exhausted: Literal["local", "reject"] = "local"
     ttft_slo_s: float = 2.0
     local_deadline_s: float | None = None  # auto streams: first-token deadline of local
+    dispatcher: Dispatcher | None = None  # auto routes: the learned dispatcher, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,8 @@ class RequestFacts:
     tier_pin: Tier | None = None
     tokens_needed: int = 0  # prompt estimate + max output tokens
     features: frozenset[str] = frozenset()  # routing.features.requested(body)
+    pinned_by: str = "x-spillgate-tier"  # who set tier_pin (the header, or a stage rule)
+    dispatch: Tier | None = None  # the learned dispatcher's choice (auto routes only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +101,7 @@ def decide(
     sensitive = facts.sensitive or route.local_only
     if facts.tier_pin == "api" and sensitive:
         raise PermissionDenied(
-            "x-spillgate-tier: api refused: this request carries sensitive data, which never "
+            f"{facts.pinned_by}: api refused: this request carries sensitive data, which never "
             "leaves the node",
             code="sensitive_data",
         )
@@ -190,12 +194,16 @@ def _auto(
     state = _local_state(route, capacity)
     local_serves = (route.local is not None and state.ready and _fits(route.local, facts)
                     and not _missing(state, facts))
+    if facts.dispatch == "api" and budget.paid_allowed and any(
+            _fits(t, facts) for t in route.paid):
+        return _paid(route, facts, budget, "router_paid")
     spill_reason = _spill_reason(route, state, facts)
     if spill_reason is None and route.local is not None:
         # Local first; the paid chain stays behind it in case the engine fails before the
         # first byte (the service retries nothing once a stream has started).
         paid = route.paid if budget.paid_allowed else ()
-        return Decision((route.local, *paid), "local_ok")
+        return Decision((route.local, *paid),
+                        "router_local" if facts.dispatch == "local" else "local_ok")
     if route.paid and budget.paid_allowed:
         return _paid(route, facts, budget, spill_reason or "local_unavailable")
     if route.on_budget_exhausted == "local" and local_serves and route.local is not None:

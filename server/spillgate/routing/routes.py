@@ -10,10 +10,12 @@ first local model; `auto` prefers it and spills to the first paid model, if any.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 
 from spillgate.catalog import Catalog
 from spillgate.errors import ConfigError, ModelNotFound
+from spillgate.routing.learned import Dispatcher
 from spillgate.routing.router import Route, Target
 from spillgate.settings import RouteSettings, Settings
 
@@ -42,7 +44,10 @@ class RouteTable:
         return {f"{t.backend}/{t.model}" for r in self._routes.values() for t in r.paid}
 
 
-def build_routes(settings: Settings, catalog: Catalog) -> RouteTable:
+def build_routes(settings: Settings, catalog: Catalog,
+                 dispatchers: Mapping[str, Dispatcher] | None = None) -> RouteTable:
+    """`dispatchers`: the learned dispatcher of each route that names a `router`
+    (spillgate.learned_file.load_dispatchers reads them)."""
     local_targets = _local_targets(settings, catalog)
     paid_targets = _paid_targets(settings, catalog)
     routes: dict[str, Route] = {}
@@ -53,6 +58,10 @@ def build_routes(settings: Settings, catalog: Catalog) -> RouteTable:
     configured = list(settings.routes) or _default_routes(local_targets, paid_targets)
     for rs in configured:
         routes[rs.name] = _configured_route(rs, local_targets, paid_targets)
+        if rs.router is not None:
+            if dispatchers is None or rs.name not in dispatchers:
+                raise ConfigError(f"routes.{rs.name}.router: the router was not loaded")
+            routes[rs.name] = replace(routes[rs.name], dispatcher=dispatchers[rs.name])
     return RouteTable(routes.values())
 
 
