@@ -232,6 +232,12 @@ class Accountant:
         if target.tier == "local" and not self.clock.has(record.request_id):
             self.clock.begin(record.request_id, opaque=not record.stream)
 
+    def draft_done(self, record: RequestRecord) -> Decimal:
+        """A cascade draft leaves the engine for the paid model: its hardware share so far,
+        which the row keeps as `draft_usd` beside the paid cost."""
+        return self.clock.finish(record.request_id) if self.clock.has(
+            record.request_id) else Decimal(0)
+
     def progress(self, record: RequestRecord, tokens: int) -> None:
         """A streamed local request processed `tokens` more (prompt when prefilled, then
         each generated token): its weight in the current interval."""

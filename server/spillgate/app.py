@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from spillgate import dispatch
 from spillgate.accountant import Accountant, build_accountant
-from spillgate.api import admin, health, openai
+from spillgate.api import admin, feedback, health, openai
 from spillgate.api.deps import Authenticator
 from spillgate.backends.registry import Backends, build_backends
 from spillgate.capacity import CapacityMonitor
@@ -130,6 +130,7 @@ def create_app(
     )
     install_error_handlers(app)
     app.include_router(openai.router)
+    app.include_router(feedback.router)
     app.include_router(health.router)
     app.include_router(admin.build_router())
     return app
