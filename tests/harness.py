@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -47,7 +47,8 @@ class ManualClock:
         return self.now
 
 
-def harness_settings(tmp: Path, **server: Any) -> Settings:
+def harness_settings(tmp: Path, extra_routes: Sequence[dict[str, Any]] = (),
+                     **server: Any) -> Settings:
     unused = "http://127.0.0.1:9"  # never dialled: the backends are in-process fakes
     return Settings.model_validate({
         "server": server,
@@ -65,6 +66,7 @@ def harness_settings(tmp: Path, **server: Any) -> Settings:
              "local_deadline_ms": 50},
             {"name": "local", "policy": "local", "local": "smollm2"},
             {"name": "paid", "policy": "api", "paid": "openai/gpt-4o-mini"},
+            *extra_routes,
         ],
         "ledger": {"dsn": f"sqlite+aiosqlite:///{tmp}/ledger.db"},
         "telemetry": {"nvml": False},
@@ -189,7 +191,8 @@ def anthropic_wire(call: UpstreamCall, body: dict[str, Any]) -> bytes:
 
 
 @contextlib.asynccontextmanager
-async def harness(tmp: Path, **server: Any) -> AsyncIterator[Harness]:
+async def harness(tmp: Path, extra_routes: Sequence[dict[str, Any]] = (),
+                  **server: Any) -> AsyncIterator[Harness]:
     clock = ManualClock()
     local, paid, fallback = (FakeBackend(LOCAL, "local", wire=openai_wire),
                              FakeBackend(PAID, "api", wire=openai_wire),
@@ -202,7 +205,8 @@ async def harness(tmp: Path, **server: Any) -> AsyncIterator[Harness]:
                   FALLBACK: CircuitBreaker(1, 30, clock=clock)},
         attempts={LOCAL: 1, PAID: 1, FALLBACK: 1},
     )
-    app = create_app(harness_settings(tmp, **server), backends=backends, clock=clock)
+    app = create_app(harness_settings(tmp, extra_routes, **server), backends=backends,
+                     clock=clock)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
