@@ -38,7 +38,7 @@ def parse_feedback(raw: bytes) -> Feedback:
         parsed = Feedback.model_validate_json(raw or b"{}")
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
-        field = ".".join(str(p) for p in first["loc"]) or None
+        field = str(first["loc"][0]) if first["loc"] else None  # not the union's branch
         raise InvalidRequest(f"invalid feedback: {field or 'body'}: {first['msg']}",
                              param=field) from None
     if not math.isfinite(parsed.score):
