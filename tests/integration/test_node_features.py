@@ -38,8 +38,7 @@ def _clean(paid_fake: Proc) -> None:
     httpx.delete(paid_fake.base_url + "/_fake/requests").raise_for_status()
 
 
-@pytest.mark.parametrize("extra", [{"tools": TOOLS}, {"n": 2}, {"logprobs": True}],
-                         ids=["tools", "n", "logprobs"])
+@pytest.mark.parametrize("extra", [{"tools": TOOLS}, {"n": 2}], ids=["tools", "n"])
 def test_auto_spills_what_local_cannot_serve(node: Proc, paid_fake: Proc,
                                              extra: dict[str, Any]) -> None:
     response = post(node, **extra)
@@ -58,6 +57,16 @@ def test_json_schema_on_auto_is_served_locally(node: Proc, paid_fake: Proc) -> N
     reply = response.json()["choices"][0]
     if reply["finish_reason"] == "stop":
         assert set(json.loads(reply["message"]["content"])) == {"city"}
+    assert paid_requests(paid_fake) == []
+
+
+def test_logprobs_on_auto_are_served_locally(node: Proc, paid_fake: Proc) -> None:
+    response = post(node, logprobs=True, top_logprobs=2)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-spillgate-backend"] == "local-cpu"
+    choice = response.json()["choices"][0]
+    content = choice["logprobs"]["content"]
+    assert content and all(len(e["top_logprobs"]) == 2 and e["logprob"] <= 0 for e in content)
     assert paid_requests(paid_fake) == []
 
 

@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response, StreamingResponse
 
 from spillgate.engines.llamacpp.bodies import ChatBody, CompletionBody, parse
+from spillgate.engines.llamacpp.logprobs import TokenLogprob, text_length
 from spillgate.engines.llamacpp.metrics import CONTENT_TYPE, EngineMetrics
 from spillgate.engines.llamacpp.scheduler import Chunk, Job, Scheduler, Ticket, TicketCancelled
 from spillgate.engines.llamacpp.service import Engine
@@ -99,18 +100,23 @@ async def _generate(request: Request, scheduler: Scheduler, job: Job, kind: Kind
                                  headers={"cache-control": "no-cache"})
     async with _cancel_on_disconnect(request, ticket):
         parts: list[str] = []
+        logprobs: list[TokenLogprob] | None = None if job.logprobs is None else []
         while True:
             try:
                 chunk = await ticket.next()
             except TicketCancelled:  # the client is gone; nobody will read this
                 return Response(status_code=499)
             parts.append(chunk.text)
+            if logprobs is not None:
+                logprobs.extend(chunk.logprobs)
             if chunk.finish_reason is not None:
-                return JSONResponse(reply.body("".join(parts), chunk))
+                return JSONResponse(reply.body("".join(parts), chunk, logprobs))
 
 
 async def _stream(request: Request, ticket: Ticket, reply: Reply,
                   include_usage: bool) -> AsyncIterator[bytes]:
+    wants_logprobs = ticket.job.logprobs is not None
+    offset = 0  # where the next token's text starts (completions' text_offset)
     async with _cancel_on_disconnect(request, ticket):
         if reply.kind == "chat":
             yield sse(reply.chunk(None, role=True, with_usage_field=include_usage))
@@ -122,8 +128,11 @@ async def _stream(request: Request, ticket: Ticket, reply: Reply,
                 break
             except TicketCancelled:  # the client is gone
                 return
-            if chunk.text:
-                yield sse(reply.chunk(chunk.text, with_usage_field=include_usage))
+            if chunk.text or chunk.logprobs:
+                logprobs = reply.logprobs(chunk.logprobs if wants_logprobs else None, offset)
+                offset += text_length(chunk.logprobs)
+                yield sse(reply.chunk(chunk.text, with_usage_field=include_usage,
+                                      logprobs=logprobs))
             if chunk.finish_reason is not None:
                 for frame in _final_frames(reply, chunk, include_usage):
                     yield frame

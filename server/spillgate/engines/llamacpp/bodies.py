@@ -3,9 +3,10 @@
 Bodies are parsed here rather than by FastAPI so every failure is an OpenAI-shaped 400 naming
 the field (FastAPI would answer 422 in its own shape). Unknown fields are allowed and ignored,
 as OpenAI-compatible servers do; fields that would change the answer's meaning but that this
-engine cannot honour (n > 1, logprobs, echo, suffix, best_of > 1, and tools unless the model's
-chat template takes them) are refused with a clear message instead of being silently dropped,
-and declared on /health so the gateway never sends them here (UNSUPPORTED).
+engine cannot honour (n > 1, echo, suffix, best_of > 1, and tools unless the model's chat
+template takes them) are refused with a clear message instead of being silently dropped, and
+declared on /health so the gateway never sends them here (UNSUPPORTED). Logprobs are served
+(chat `logprobs` + `top_logprobs` ≤ 20, completions `logprobs` ≤ 5; see logprobs.py).
 
 JSON modes are served through llama.cpp grammars: `json_object` constrains the output to
 llama.cpp's JSON grammar, `json_schema` to the grammar llama-cpp-python's `LlamaGrammar`
@@ -22,6 +23,7 @@ import orjson
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from spillgate.engines.llamacpp.logprobs import MAX_CHAT_TOP, MAX_COMPLETION_TOP
 from spillgate.engines.llamacpp.model import SamplingParams
 from spillgate.engines.llamacpp.tools import call_grammar
 from spillgate.errors import InvalidRequest
@@ -29,7 +31,7 @@ from spillgate.errors import InvalidRequest
 MAX_STOPS = 16
 # Request features (routing.features names) this engine never serves; `tools` is added when
 # the model's chat template takes no tools.
-UNSUPPORTED = frozenset({"logprobs", "n"})
+UNSUPPORTED = frozenset({"n"})
 
 
 class _Open(BaseModel):
@@ -106,7 +108,7 @@ class ChatBody(_Generation):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_CHAT_TOP)
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
@@ -116,8 +118,13 @@ class ChatBody(_Generation):
 
     def check_supported(self) -> None:
         super().check_supported()
-        if self.logprobs:
-            _unsupported("logprobs")
+        if self.top_logprobs and not self.logprobs:  # OpenAI refuses this too
+            raise InvalidRequest("`top_logprobs` needs `logprobs` set to true",
+                                 param="top_logprobs")
+
+    def logprobs_top(self) -> int | None:
+        """How many alternatives per token; None when no logprobs are asked for."""
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     def uses_tools(self) -> bool:
         """Tools are offered to the model (given, and tool_choice is not `none`)."""
@@ -172,7 +179,7 @@ class ChatBody(_Generation):
 
 class CompletionBody(_Generation):
     prompt: str | list[str] | list[int] = Field(min_length=1)
-    logprobs: int | None = None
+    logprobs: int | None = Field(None, ge=0, le=MAX_COMPLETION_TOP)
     echo: bool = False
     suffix: str | None = None
     best_of: int | None = Field(None, ge=1)
@@ -181,9 +188,12 @@ class CompletionBody(_Generation):
         # The legacy endpoint's default is 16 tokens (OpenAI's documented default).
         return self.max_tokens or 16
 
+    def logprobs_top(self) -> int | None:
+        return self.logprobs
+
     def check_supported(self) -> None:
         super().check_supported()
-        for name, refused in (("logprobs", self.logprobs is not None), ("echo", self.echo),
+        for name, refused in (("echo", self.echo),
                               ("suffix", bool(self.suffix)), ("best_of", (self.best_of or 1) > 1),
                               ("prompt", isinstance(self.prompt, list)
                                and len(self.prompt) > 1

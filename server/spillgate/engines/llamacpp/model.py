@@ -19,7 +19,9 @@ from types import TracebackType
 from typing import Any
 
 import llama_cpp
+import numpy as np
 
+from spillgate.engines.llamacpp.logprobs import TokenLogprob, token_logprob
 from spillgate.errors import ConfigError
 
 _PIECE_BUF = 256
@@ -61,6 +63,7 @@ class LlamaModel:
         self.shape = shape
         self.vocab: Any = llama_cpp.llama_model_get_vocab(model)
         self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(model))
+        self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
         self._ctx: Any = self._new_context(shape)
         self._memory: Any = llama_cpp.llama_get_memory(self._ctx)
         self._batch: Any = llama_cpp.llama_batch_init(shape.n_batch, 0, 1)
@@ -185,6 +188,13 @@ class LlamaModel:
     def sample(self, sampler: Any, batch_index: int) -> int:
         """Sample (and accept) the next token from the logits of batch row `batch_index`."""
         return int(llama_cpp.llama_sampler_sample(sampler, self._ctx, batch_index))
+
+    def logprobs(self, batch_index: int, token: int, top: int) -> TokenLogprob:
+        """Log-probability of `token` and the `top` best at batch row `batch_index` (rows whose
+        logits were asked for; valid until the next decode)."""
+        pointer = llama_cpp.llama_get_logits_ith(self._ctx, batch_index)
+        logits = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
+        return token_logprob(logits, token, top, self.piece)
 
     def decode(self, rows: list[tuple[int, int, int, bool]]) -> int:
         """Decode rows of (token, position, sequence id, wants logits) in one call.

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from spillgate.engines.llamacpp.logprobs import TokenLogprob
 from spillgate.engines.llamacpp.metrics import EngineMetrics
 from spillgate.engines.llamacpp.model import LlamaModel, SamplingParams
 from spillgate.engines.llamacpp.textstream import TextStream
@@ -40,16 +41,22 @@ class Job:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stops: tuple[str, ...] = ()
     priority: int = 0  # lower is admitted first; ties keep arrival order
+    logprobs: int | None = None  # None: no logprobs; k: each token's plus the k best
 
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """Text released by one step; the last chunk of a request carries finish and usage."""
+    """Text released by one step; the last chunk of a request carries finish and usage.
+
+    `logprobs` covers the tokens sampled since the previous chunk (when the job asked for
+    them); their text may still be held back by a possible stop string.
+    """
 
     text: str
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 class TicketCancelled(Exception):
@@ -117,6 +124,12 @@ class _Sequence:
     generated: int = 0
     last: int = -1
     first_token_at: float | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # not yet sent
+
+    def take_logprobs(self) -> tuple[TokenLogprob, ...]:
+        taken = tuple(self.logprobs)
+        self.logprobs.clear()
+        return taken
 
     @property
     def prefilling(self) -> bool:
@@ -266,7 +279,11 @@ class Scheduler:
                                               code="engine_decode_failed"))
             return
         for seq, row in to_sample:
-            self._accept(seq, self._model.sample(seq.sampler, row))
+            token = self._model.sample(seq.sampler, row)
+            top = seq.ticket.job.logprobs
+            if top is not None and not self._model.is_end_of_generation(token):
+                seq.logprobs.append(self._model.logprobs(row, token, top))
+            self._accept(seq, token)
         self._metrics.generation_tokens.inc(len(to_sample))
         self._flush_outbox()
 
@@ -309,12 +326,12 @@ class Scheduler:
             self._finish(seq, "length", text + seq.text.flush())
         else:
             seq.last = token
-            if text:
-                self._outbox.append((seq.ticket, Chunk(text)))
+            if text or seq.logprobs:
+                self._outbox.append((seq.ticket, Chunk(text, logprobs=seq.take_logprobs())))
 
     def _finish(self, seq: _Sequence, reason: str, text: str) -> None:
-        self._outbox.append(
-            (seq.ticket, Chunk(text, reason, len(seq.ticket.job.prompt), seq.generated)))
+        self._outbox.append((seq.ticket, Chunk(text, reason, len(seq.ticket.job.prompt),
+                                               seq.generated, seq.take_logprobs())))
         self._metrics.success.labels(finish_reason=reason).inc()
         self._metrics.e2e.observe(self._clock() - seq.ticket.arrived)
         self._release(seq)

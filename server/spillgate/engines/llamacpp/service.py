@@ -78,4 +78,5 @@ class Engine:
             raise InvalidRequest("llama.cpp cannot use the grammar derived from "
                                  "response_format", param="response_format")
         return Job(prompt=tokens, max_tokens=min(budget or room, room),
-                   sampling=sampling, stops=body.stops(), priority=body.priority)
+                   sampling=sampling, stops=body.stops(), priority=body.priority,
+                   logprobs=body.logprobs_top())

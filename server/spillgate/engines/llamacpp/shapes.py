@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 
+from spillgate.engines.llamacpp.logprobs import TokenLogprob, chat_logprobs, completion_logprobs
 from spillgate.engines.llamacpp.scheduler import Chunk
 from spillgate.errors import ApiError
 
@@ -47,31 +49,42 @@ class Reply:
         return {"id": self.id, "object": object_name, "created": self.created,
                 "model": self.model}
 
-    def body(self, text: str, last: Chunk) -> dict[str, Any]:
+    def logprobs(self, entries: Sequence[TokenLogprob] | None,
+                 offset: int = 0) -> dict[str, Any] | None:
+        """`choices[].logprobs` in this endpoint's shape; None when none were asked for."""
+        if entries is None:
+            return None
+        return chat_logprobs(entries) if self.kind == "chat" else completion_logprobs(entries,
+                                                                                       offset)
+
+    def body(self, text: str, last: Chunk,
+             logprobs: Sequence[TokenLogprob] | None = None) -> dict[str, Any]:
         """The whole non-streamed response."""
         if self.kind == "chat":
             choice: dict[str, Any] = {
                 "index": 0, "message": {"role": "assistant", "content": text},
-                "logprobs": None, "finish_reason": last.finish_reason}
+                "logprobs": self.logprobs(logprobs), "finish_reason": last.finish_reason}
             head = self._head("chat.completion")
         else:
-            choice = {"index": 0, "text": text, "logprobs": None,
+            choice = {"index": 0, "text": text, "logprobs": self.logprobs(logprobs),
                       "finish_reason": last.finish_reason}
             head = self._head("text_completion")
         return {**head, "choices": [choice], "usage": usage(last)}
 
     def chunk(self, text: str | None, finish_reason: str | None = None, *,
-              role: bool = False, with_usage_field: bool = False) -> dict[str, Any]:
-        """One streamed chunk: a delta (or the role opener) and maybe the finish reason."""
+              role: bool = False, with_usage_field: bool = False,
+              logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One streamed chunk: a delta (or the role opener), maybe its tokens' logprobs
+        (`Reply.logprobs`) and the finish reason."""
         if self.kind == "chat":
             delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else (
                 {"content": text} if text is not None else {})
-            choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None,
+            choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": logprobs,
                                       "finish_reason": finish_reason}
             out = {**self._head("chat.completion.chunk"), "choices": [choice]}
         else:
             out = {**self._head("text_completion"), "choices": [
-                {"index": 0, "text": text or "", "logprobs": None,
+                {"index": 0, "text": text or "", "logprobs": logprobs,
                  "finish_reason": finish_reason}]}
         if with_usage_field:  # OpenAI sends "usage": null on every chunk once usage is asked
             out["usage"] = None

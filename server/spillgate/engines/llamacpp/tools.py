@@ -123,16 +123,19 @@ def as_stream(reply: dict[str, Any], include_usage: bool) -> list[dict[str, Any]
     message = choice["message"]
     usage_field = {"usage": None} if include_usage else {}
 
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+    def chunk(delta: dict[str, Any], finish: str | None = None,
+              logprobs: Any = None) -> dict[str, Any]:
+        return {**head, "choices": [{"index": 0, "delta": delta, "logprobs": logprobs,
                                      "finish_reason": finish}], **usage_field}
 
     chunks = [chunk({"role": "assistant", "content": ""})]
+    # The whole answer's logprobs (when asked for) travel with the one chunk carrying it.
     if message.get("tool_calls"):
         chunks.append(chunk({"tool_calls": [{"index": i, **call} for i, call
-                                            in enumerate(message["tool_calls"])]}))
+                                            in enumerate(message["tool_calls"])]},
+                            logprobs=choice.get("logprobs")))
     elif message.get("content"):
-        chunks.append(chunk({"content": message["content"]}))
+        chunks.append(chunk({"content": message["content"]}, logprobs=choice.get("logprobs")))
     chunks.append(chunk({}, choice["finish_reason"]))
     if include_usage:
         chunks.append({**head, "choices": [], "usage": reply["usage"]})
