@@ -28,7 +28,9 @@ SET = Path("tests/fixtures/cascade_eval.jsonl")
     ("yes_no", "yes", "Yes, it is.", True), ("yes_no", "no", "Yes. No.", False),
     ("yes_no", "no", "Nope", False), ("capital", "Paris", "paris", True),
     ("capital", "New Delhi", "The capital is New Delhi.", True),
-    ("capital", "Rome", "I think it is Milan, not Rome at all.", False),
+    ("capital", "Rome", "I think it is probably Milan, but certainly not Rome.", False),
+    ("capital", "Paris", "The capital of France is Paris.", True),
+    ("arithmetic", "16", "5 + 11 = 16", True), ("arithmetic", "16", "5 + 11 = 15", False),
 ])
 def test_grading(kind: str, gold: str, answer: str, right: bool) -> None:
     assert grade(kind, gold, answer) is right

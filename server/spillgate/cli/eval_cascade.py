@@ -39,7 +39,7 @@ def add_cascade_eval(subparsers: Any) -> None:
                      help="OpenAI-compatible base URL of the local model (engine or node)")
     run.add_argument("--model", default="smollm2", help="model name to send")
     run.add_argument("--api-key-env", help="env var holding a bearer key, if one is needed")
-    run.add_argument("--max-tokens", type=int, default=8)
+    run.add_argument("--max-tokens", type=int, default=12)
     run.add_argument("--first-k", type=int, default=8, help="tokens of first_k_logprob")
     run.add_argument("--concurrency", type=int, default=4)
     run.add_argument("--format", choices=("md", "json"), default="md")

@@ -11,8 +11,8 @@ For each confidence signal (routing.cascade):
   bound; the real figure needs the paid model's answers too).
 
 Grading is strict and simple (the set is built for it, scripts/cascade_eval_set.py): numbers
-by the first integer in the answer, yes/no by the first yes or no, a city by its name among
-the answer's first words.
+by the first integer in the answer (after its last "=", if any), yes/no by the first yes or
+no, a city by its name among the answer's first eight words or so.
 """
 
 from __future__ import annotations
@@ -42,13 +42,13 @@ class Graded:
 
 def grade(kind: str, gold: str, answer: str) -> bool:
     text = answer.strip().lower()
-    if kind in ("arithmetic", "unit"):
-        match = _INT.search(text.replace(",", ""))
+    if kind in ("arithmetic", "unit"):  # "5 + 11 = 16": the number after the last "="
+        match = _INT.search(text.replace(",", "").rpartition("=")[2])
         return match is not None and match[0] == gold
     if kind == "yes_no":
         first = next((w for w in _WORD.findall(text) if w in ("yes", "no")), None)
         return first == gold
-    head = " ".join(text.split()[: len(gold.split()) + 4])
+    head = " ".join(text.split()[: len(gold.split()) + 7])  # "The capital of X is Y."
     return gold.lower() in head
 
 
