@@ -13,6 +13,7 @@ import pytest
 import yaml
 from sqlalchemy import select
 
+from spillgate.backends.base import UpstreamFailure
 from spillgate.fakes.backend import Script
 from spillgate.ledger.schema import budget_counters, requests
 from tests.harness import LOCAL, PAID, Harness, harness
@@ -150,3 +151,25 @@ async def test_the_metrics_count_kept_and_escalated(h: Harness) -> None:
                for m in h.node.metrics.registry.collect() for s in m.samples
                if s.name == "spillgate_cascade_decisions_total"}
     assert samples == {"cascade_kept": 1, "cascade_escalated": 2}
+
+
+async def test_a_failed_draft_is_answered_by_the_paid_model(h: Harness) -> None:
+    h.local.then(Script(error=UpstreamFailure("engine crashed", upstream_status=500)))
+    reply = await h.chat("cascade")
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["x-spillgate-route"] == "cascade;reason=cascade_draft_failed"
+    assert reply.headers["x-spillgate-backend"] == PAID and len(h.paid.calls) == 1
+    assert h.inflight() == 0
+
+
+async def test_a_failed_escalation_serves_the_draft(h: Harness) -> None:
+    h.local.then(UNSURE)
+    h.paid.then(Script(error=UpstreamFailure("provider down", upstream_status=500)))
+    reply = await h.chat("cascade")
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["x-spillgate-route"] == "cascade;reason=cascade_escalation_failed"
+    assert reply.headers["x-spillgate-backend"] == LOCAL
+    row = await row_of(h, reply.headers["x-request-id"])
+    # the draft's engine time was booked when it left for the paid API
+    assert row["tier"] == "local" and row["draft_usd"] > 0
+    assert h.inflight() == 0 and await h.open_reservations() == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from spillgate.reports.cascade_eval import Graded, evaluate, grade, render
 from spillgate.routing.cascade import token_logprobs
 
 SYSTEM = "Answer the question briefly."
+log = logging.getLogger(__name__)
 
 
 def add_cascade_eval(subparsers: Any) -> None:
@@ -42,6 +44,7 @@ def add_cascade_eval(subparsers: Any) -> None:
     run.add_argument("--max-tokens", type=int, default=12)
     run.add_argument("--first-k", type=int, default=8, help="tokens of first_k_logprob")
     run.add_argument("--concurrency", type=int, default=4)
+    run.add_argument("--timeout-s", type=float, default=600.0, help="per question")
     run.add_argument("--format", choices=("md", "json"), default="md")
     run.add_argument("--output", type=Path, help="write the report here, not to stdout")
     run.add_argument("--drafts", type=Path, help="also write each graded draft (JSONL)")
@@ -81,16 +84,28 @@ async def draft(session: aiohttp.ClientSession, args: argparse.Namespace,
 
 
 async def run_all(args: argparse.Namespace, rows: list[dict[str, str]],
-                  ) -> list[tuple[Graded, str]]:  # fmt: skip
+                  ) -> list[tuple[Graded, str] | None]:  # fmt: skip
+    """Each row's graded draft, or None where the model did not answer in time (left out
+    of the figures and counted)."""
     headers = {"content-type": "application/json"}
     if args.api_key_env:
         headers["authorization"] = f"Bearer {os.environ.get(args.api_key_env, '')}"
     gate = asyncio.Semaphore(max(1, args.concurrency))
-    timeout = aiohttp.ClientTimeout(total=120)
+    timeout = aiohttp.ClientTimeout(total=args.timeout_s)
+    done = 0
     async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
-        async def one(index: int, row: dict[str, str]) -> tuple[Graded, str]:
+        async def one(index: int, row: dict[str, str]) -> tuple[Graded, str] | None:
+            nonlocal done
             async with gate:
-                text, logprobs = await draft(session, args, row)
+                try:
+                    text, logprobs = await draft(session, args, row)
+                except TimeoutError:
+                    log.warning("question %s: no answer within %.0f s", index, args.timeout_s)
+                    return None
+                finally:
+                    done += 1
+                    if done % 20 == 0:
+                        log.info("%d/%d questions asked", done, len(rows))
             return Graded(row.get("id", str(index)), row["kind"],
                           grade(row["kind"], row["gold"], text), logprobs), text
         return await asyncio.gather(*(one(i, r) for i, r in enumerate(rows)))
@@ -101,14 +116,19 @@ def run_cascade_eval(args: argparse.Namespace) -> int:
     if not rows:
         raise ConfigError(f"--data: {args.data} has no rows")
     try:
-        graded = asyncio.run(run_all(args, rows))
+        answers = asyncio.run(run_all(args, rows))
     except aiohttp.ClientError as exc:
         raise ConfigError(f"{args.base_url}: {exc}") from None
+    graded = [answer for answer in answers if answer is not None]
+    if not graded:
+        raise ConfigError(f"{args.base_url}: no question was answered in time")
     if args.drafts:
         args.drafts.write_bytes(b"".join(orjson.dumps({
             "id": item.id, "kind": item.kind, "answer": text, "correct": item.correct,
             "logprobs": list(item.logprobs)}) + b"\n" for item, text in graded))
-    report = render(evaluate([item for item, _ in graded], args.first_k), args.format)
+    result = evaluate([item for item, _ in graded], args.first_k)
+    result["unanswered"] = len(answers) - len(graded)
+    report = render(result, args.format)
     if args.output:
         args.output.write_text(report, encoding="utf-8")
     else:

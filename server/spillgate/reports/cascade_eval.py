@@ -124,7 +124,8 @@ def render(result: Mapping[str, Any], fmt: str) -> str:
         "# Cascade evaluation", "",
         f"{result['items']} questions; the local draft is right on "
         f"{_pct(result['draft_accuracy'])} ({', '.join(f'{k} {_pct(v)}' for k, v in result['accuracy_by_kind'].items())}); "  # noqa: E501
-        f"{result['without_logprobs']} drafts came without log-probabilities.", "",
+        f"{result['without_logprobs']} drafts came without log-probabilities, "
+        f"{result.get('unanswered', 0)} questions got no answer in time.", "",
     ]
     for signal, figures in result["signals"].items():
         auc = figures["auroc"]
