@@ -171,3 +171,26 @@ async def test_escalated_rows_count_on_the_cascade_arm(h: Harness) -> None:
     assert {m.model for m in cascade.models} == {"api:gpt-4o-mini"}
     assert {m.model for m in figures["local-arm"].models} == {"local:smollm2"}
     assert figures["local-arm"].escalation_rate is None
+
+
+async def test_the_admin_api_serves_the_arms_report(h: Harness,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    admin = "admin-key-for-the-arms-report-0123"
+    monkeypatch.setenv("SPILLGATE_ADMIN_KEY", admin)
+    key = await h.budget_key()
+    for n in range(10):
+        await h.client.post("/v1/chat/completions", json={
+            "model": "split", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"authorization": f"Bearer {key}", ARM_KEY_HEADER: f"u{n}"})
+    await h.ledger.flush()
+    reply = await h.client.get("/admin/report/arms?since=1h&format=json",
+                               headers={"authorization": f"Bearer {admin}"})
+    assert reply.status_code == 200, reply.text
+    arms = {a["arm"]: a for a in reply.json()["arms"]}
+    assert set(arms) == {"local-arm", "cascade-arm"}
+    assert sum(a["requests"] for a in arms.values()) == 10
+    refused = await h.client.get("/admin/report/arms", headers={"authorization": f"Bearer {key}"})
+    assert refused.status_code == 401
+    bad = await h.client.get("/admin/report/arms?format=csv",
+                             headers={"authorization": f"Bearer {admin}"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "format"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
+from spillgate.api.admin_arms import admin_arms_router
 from spillgate.api.admin_keys import admin_keys_router
 from spillgate.api.admin_reports import admin_report_router
 from spillgate.api.deps import bearer_matches
@@ -27,4 +28,5 @@ def build_router() -> APIRouter:
     router = APIRouter(dependencies=[Depends(require_admin)])
     router.include_router(admin_keys_router())
     router.include_router(admin_report_router())
+    router.include_router(admin_arms_router())
     return router
