@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -47,9 +47,10 @@ class ManualClock:
         return self.now
 
 
-def harness_settings(tmp: Path, extra: dict[str, Any] | None = None, **server: Any
-                     ) -> Settings:
-    """`extra`: top-level settings replacing the harness's own (e.g. `routes`, `rules`)."""
+def harness_settings(tmp: Path, extra: dict[str, Any] | None = None,
+                     extra_routes: Sequence[dict[str, Any]] = (), **server: Any) -> Settings:
+    """`extra`: top-level settings replacing the harness's own (e.g. `routes`, `rules`);
+    `extra_routes`: routes added to the harness's own."""
     unused = "http://127.0.0.1:9"  # never dialled: the backends are in-process fakes
     return Settings.model_validate({
         "server": server,
@@ -67,6 +68,7 @@ def harness_settings(tmp: Path, extra: dict[str, Any] | None = None, **server: A
              "local_deadline_ms": 50},
             {"name": "local", "policy": "local", "local": "smollm2"},
             {"name": "paid", "policy": "api", "paid": "openai/gpt-4o-mini"},
+            *extra_routes,
         ],
         "ledger": {"dsn": f"sqlite+aiosqlite:///{tmp}/ledger.db"},
         "telemetry": {"nvml": False},
@@ -191,7 +193,8 @@ def anthropic_wire(call: UpstreamCall, body: dict[str, Any]) -> bytes:
 
 
 @contextlib.asynccontextmanager
-async def harness(tmp: Path, extra: dict[str, Any] | None = None, **server: Any
+async def harness(tmp: Path, extra: dict[str, Any] | None = None,
+                  extra_routes: Sequence[dict[str, Any]] = (), **server: Any
                   ) -> AsyncIterator[Harness]:
     clock = ManualClock()
     local, paid, fallback = (FakeBackend(LOCAL, "local", wire=openai_wire),
@@ -205,7 +208,8 @@ async def harness(tmp: Path, extra: dict[str, Any] | None = None, **server: Any
                   FALLBACK: CircuitBreaker(1, 30, clock=clock)},
         attempts={LOCAL: 1, PAID: 1, FALLBACK: 1},
     )
-    app = create_app(harness_settings(tmp, extra, **server), backends=backends, clock=clock)
+    app = create_app(harness_settings(tmp, extra, extra_routes, **server), backends=backends,
+                     clock=clock)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:

@@ -250,6 +250,12 @@ class Accountant:
             self.clock.begin(record.request_id, opaque=not record.stream,
                              prompt_estimate=record.prompt_estimate)
 
+    def draft_done(self, record: RequestRecord) -> Decimal:
+        """A cascade draft leaves the engine for the paid model: its hardware share so far,
+        which the row keeps as `draft_usd` beside the paid cost."""
+        return self.clock.finish(record.request_id) if self.clock.has(
+            record.request_id) else Decimal(0)
+
     def progress(self, record: RequestRecord, tokens: int) -> None:
         """A streamed local request produced `tokens` more: its weight in the current
         interval; with its first output its prompt counts as prefilled (the bytes/4

@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from spillgate import dispatch
 from spillgate.accountant import Accountant, build_accountant
-from spillgate.api import admin, console, health, openai
+from spillgate.api import admin, console, feedback, health, openai
 from spillgate.api.deps import Authenticator
 from spillgate.backends.registry import Backends, build_backends
 from spillgate.capacity import CapacityMonitor
@@ -134,6 +134,7 @@ def create_app(
     )
     install_error_handlers(app)
     app.include_router(openai.router)
+    app.include_router(feedback.router)
     app.include_router(health.router)
     app.include_router(admin.build_router())
     app.include_router(console.build_router())

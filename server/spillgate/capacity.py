@@ -58,7 +58,7 @@ def overflow_config(
     objectives = tuple(
         RouteObjective(route.name, route.local.backend, route.ttft_slo_s)
         for route in routes.all()
-        if route.policy == "auto" and route.local is not None
+        if route.policy in ("auto", "cascade") and route.local is not None
     )
     t = settings.telemetry
     return OverflowConfig(

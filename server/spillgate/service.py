@@ -11,19 +11,29 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Protocol
 
 import orjson
 
-from spillgate import dispatch, stream_cost
+from spillgate import cascade, dispatch, stream_cost
 from spillgate.backends.base import UpstreamCall
 from spillgate.classify import Detector, TextExtractor, classify_async, parse_tags
 from spillgate.errors import ApiError, InternalError, ServiceUnavailable, UpstreamError, describe
 from spillgate.ledger.record import RequestRecord, Usage
 from spillgate.life import CLIENT_CLOSED, RequestLife
 from spillgate.protocol import admit, max_output_tokens
+from spillgate.routing import arms
 from spillgate.routing.admission import InflightCounter
 from spillgate.routing.features import requested as requested_features
 from spillgate.routing.router import (
@@ -57,6 +67,7 @@ class Accountant(Protocol):
                       chain: Sequence[Target] = ()) -> None: ...
     def open_row(self, record: RequestRecord) -> None: ...
     def dispatched(self, record: RequestRecord, target: Target) -> None: ...
+    def draft_done(self, record: RequestRecord) -> Decimal: ...
     def progress(self, record: RequestRecord, tokens: int) -> None: ...
     def served(self, record: RequestRecord) -> None: ...
     async def finish(self, record: RequestRecord) -> None: ...
@@ -111,7 +122,8 @@ async def _serve(
     features, tags = requested_features(body), parse_tags(headers)
     steered = steer(node.rules, node.routes, node.routes.resolve(str(body["model"])), endpoint,
                     client.key_id, tags, len(raw) // 4, features)
-    route = steered.route
+    route = arms.choose(steered.route,
+                        headers.get(arms.ARM_KEY_HEADER) or client.key_id or request_id)
     life.route = route.name
     verdict = await classify_async(
         body, headers, detector=node.detector, extract=node.extract,
@@ -126,6 +138,7 @@ async def _serve(
             sensitivity=verdict.classes,
             max_output_tokens=0 if endpoint == "embeddings" else max_output_tokens(body),
             prompt_estimate=len(raw) // 4, prompt_bound=prompt_bound(raw, body),
+            arm=route.arm,
         )
         tokens_needed = record.prompt_estimate + record.max_output_tokens
         await node.accountant.check_rate(client.key_id, tokens_needed)
@@ -138,6 +151,7 @@ async def _serve(
         decision = decide(facts, node.capacity(), node.accountant.budget_view(client.key_id),
                           route)
         _guard_sensitive(decision, facts)
+        decision = cascade.plan(route, decision, endpoint, record.stream)
         _set_priority(node, body, decision, facts)
         record.reason = steered.reason(decision.reason)
         _assign(record, decision.first)
@@ -150,6 +164,11 @@ async def _serve(
             else:  # the hardware is busy for this request from now until it settles
                 node.accountant.dispatched(record, target)
 
+        if decision.reason == cascade.DRAFT:  # drafted locally, judged, maybe escalated
+            reply = await _complete(life, route, decision, record, body, call_for, before,
+                                    functools.partial(cascade.complete, life, route, record))
+            return StreamReply(cascade.as_stream(reply.body, _wants_usage(body)),
+                               reply.headers) if record.stream else reply
         if record.stream:
             return await _stream(life, route, decision, record, body, call_for, before)
         return await _complete(life, route, decision, record, body, call_for, before)
@@ -210,10 +229,10 @@ def _served(life: RequestLife, route: Route, record: RequestRecord, target: Targ
 async def _complete(
     life: RequestLife, route: Route, decision: Decision, record: RequestRecord, body: JSON,
     call_for: Callable[[Target], UpstreamCall], before: dispatch.BeforeTarget,
+    run: Callable[..., Awaitable[tuple[Target, JSON, list[str]]]] = dispatch.complete,
 ) -> Reply:
     began = time.perf_counter()
-    target, result, failed = await dispatch.complete(
-        life.node.upstreams, decision, call_for, body, before)
+    target, result, failed = await run(life.node.upstreams, decision, call_for, body, before)
     _served(life, route, record, target, failed)
     record.latency_s = time.perf_counter() - began
     usage = _usage_of(result.get("usage"))
@@ -223,6 +242,10 @@ async def _complete(
     record.usage = usage
     await life.settle(200)
     return Reply(result, _headers(life.node, record))
+
+
+def _wants_usage(body: JSON) -> bool:
+    return bool((body.get("stream_options") or {}).get("include_usage"))
 
 
 def _usage_of(raw: object) -> Usage | None:
@@ -248,7 +271,7 @@ async def _stream(
         failed = [b for b in failed if b != decision.first.backend]
     _served(life, route, record, opened.target, failed)
     record.ttft_s = time.perf_counter() - began
-    want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    want_usage = _wants_usage(body)
     chunks = _relay(life, record, opened, want_usage, began)
     # Start the relay now: a started generator always runs its `finally` (settle, release
     # the local slot), even when the client is gone before the server iterates the body.

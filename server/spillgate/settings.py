@@ -148,11 +148,45 @@ class ProviderSettings(_Strict):
     breaker_reset_s: float = Field(30.0, gt=0, description="Open time before a half-open probe.")
 
 
+class CascadeSettings(_Strict):
+    """`policy: cascade`: the local model drafts, its token log-probabilities decide."""
+
+    signal: Literal["mean_logprob", "min_logprob", "first_k_logprob"] = Field(
+        "mean_logprob", description="Confidence of a draft: the mean, the minimum, or the "
+        "mean over the first `first_k` tokens of its token log-probabilities.",
+    )
+    threshold: float = Field(
+        -1.0, le=0, description="Keep the draft when its confidence is at least this "
+        "(a log-probability, <= 0); escalate to the paid model otherwise. Tune it with "
+        "`spillgate eval cascade` on your own data.",
+    )
+    first_k: int = Field(8, ge=1, description="Tokens the first_k_logprob signal averages.")
+    stream: Literal["local", "buffer"] = Field(
+        "local", description="Streams on a cascade route: `local` streams the local model "
+        "without a cascade; `buffer` drafts in full, then sends the kept draft or the paid "
+        "answer as one buffered stream (no early first token).",
+    )
+
+
+class ArmSettings(_Strict):
+    """One arm of a canary split: a name, a weight, and what it changes on the route."""
+
+    name: str = Field(min_length=1, max_length=64, description="Tagged on each ledger row.")
+    weight: float = Field(gt=0, description="Share of traffic (relative to the other arms).")
+    policy: Literal["local", "api", "auto", "cascade"] | None = Field(
+        None, description="Overrides the route's policy.")
+    local: str | None = Field(None, description="Overrides the route's local model.")
+    paid: str | None = Field(None, description="Overrides the route's paid model.")
+    fallbacks: list[str] | None = Field(None, description="Overrides the paid fallbacks.")
+    cascade: CascadeSettings | None = Field(None, description="Overrides cascade settings.")
+
+
 class RouteSettings(_Strict):
     name: str = Field(description="The `model` a client sends to use this route.")
-    policy: Literal["local", "api", "auto"] = Field(
+    policy: Literal["local", "api", "auto", "cascade"] = Field(
         description="local: local only; api: the paid model; auto: local first, spill when "
-        "the local tier cannot serve in time."
+        "the local tier cannot serve in time; cascade: the local model drafts and the paid "
+        "model answers when the draft is unsure (`cascade`)."
     )
     local: str | None = Field(None, description="Local model served by this route.")
     paid: str | None = Field(None, description="Paid model `<provider>/<model>` to spill to.")
@@ -183,12 +217,17 @@ class RouteSettings(_Strict):
         None, ge=0, le=1, description="With `router`: a raw score threshold instead of "
         "paid_share (scores above it go to the paid model)."
     )
+    cascade: CascadeSettings = Field(
+        default_factory=CascadeSettings, description="policy cascade: signal and threshold.")
+    arms: list[ArmSettings] = Field(
+        default_factory=list, description="Canary: split the route's traffic between arms "
+        "by a stable hash of `x-spillgate-arm-key` (else the API key); each row is tagged.")
 
     @model_validator(mode="after")
     def _targets_present(self) -> RouteSettings:
-        if self.policy in ("local", "auto") and not self.local:
+        if self.policy in ("local", "auto", "cascade") and not self.local:
             raise ValueError(f"route {self.name!r}: policy {self.policy} needs `local`")
-        if self.policy in ("api", "auto") and not self.paid:
+        if self.policy in ("api", "auto", "cascade") and not self.paid:
             raise ValueError(f"route {self.name!r}: policy {self.policy} needs `paid`")
         if self.router is not None and self.policy != "auto":
             raise ValueError(f"route {self.name!r}: `router` needs policy auto (a local and a "
@@ -198,7 +237,18 @@ class RouteSettings(_Strict):
                              "`paid_share` and `threshold`")
         if self.router is None and (self.paid_share is not None or self.threshold is not None):
             raise ValueError(f"route {self.name!r}: `paid_share` and `threshold` need `router`")
+        names = [arm.name for arm in self.arms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"route {self.name!r}: arm names repeat")
+        for arm in self.arms:
+            self.arm_settings(arm)  # each arm is a complete route of its own
         return self
+
+    def arm_settings(self, arm: ArmSettings) -> RouteSettings:
+        """This route as one of its arms sees it (validated again: an arm may not leave a
+        policy without its models)."""
+        changes = arm.model_dump(exclude={"name", "weight"}, exclude_none=True)
+        return RouteSettings.model_validate({**self.model_dump(), **changes, "arms": []})
 
 
 # 24 characters: `rule:<name>+<auto reason>+fallback` must fit the ledger's 64-character

@@ -231,8 +231,9 @@ async def test_migration_2_adds_the_power_columns_to_a_version_1_database(dsn: s
                 node_id="n", started_at=T0, ended_at=T0 + timedelta(seconds=10), busy_s=1.0,
                 idle_s=9.0, busy_usd=Decimal("0.001"), idle_usd=Decimal("0.009"),
                 profile="cpu-node"))
-        # 3: the report rollup (backfilled); 4: the shared rate windows; later ones follow
-        assert (await migrate(engine))[:3] == [2, 3, 4]
+        # 3: the report rollup (backfilled); 4: the shared rate windows; every later step
+        # too (each adds what is missing: test_migration_6 and its siblings check theirs)
+        assert await migrate(engine) == [v for v, _ in MIGRATIONS if v > 1]
         async with engine.connect() as conn:
             assert await conn.run_sync(lambda c: inspect(c).has_table("rate_events"))
     finally:
@@ -248,5 +249,41 @@ async def test_migration_2_adds_the_power_columns_to_a_version_1_database(dsn: s
         assert first["busy_usd"] == Decimal("0.001")
         assert (second["measured_s"], second["external_s"], second["unattributed_usd"]) == (
             4.0, 2.5, Decimal("0.0025"))
+    finally:
+        await ledger.aclose()
+
+
+async def test_migration_6_adds_the_cascade_arm_and_feedback_columns(dsn: str) -> None:
+    """A ledger made before migration 6 keeps its rows and gains arm, draft_usd, confidence,
+    feedback and feedback_at: "" and 0 for the old rows, nulls for the rest."""
+    from sqlalchemy import delete, text
+
+    from spillgate.ledger import schema
+    from spillgate.ledger.migrations import open_engine
+
+    new = ("arm", "draft_usd", "confidence", "feedback", "feedback_at")
+    engine = open_engine(dsn)
+    try:
+        await migrate(engine)
+        async with engine.begin() as conn:
+            for name in new:
+                await conn.execute(text(f"ALTER TABLE requests DROP COLUMN {name}"))
+            await conn.execute(text(
+                "INSERT INTO requests (request_id, node_id, started_at, tags, route, reason, "
+                "backend, tier, model, stream, prompt_tokens, cached_tokens, "
+                "completion_tokens, sensitivity, cost_usd, cost_kind, counterfactual_usd, "
+                "usage_source, reserved_usd, state) VALUES ('old', 'n', :t, '{}', 'auto', "
+                "'local_ok', 'b', 'local', 'm', false, 1, 0, 1, '', 0, 'local', 0, "
+                "'measured', 0, 'settled')"), {"t": T0.replace(tzinfo=None)})
+            await conn.execute(delete(schema.schema_version).where(
+                schema.schema_version.c.version == 6))
+        assert await migrate(engine) == [6]
+    finally:
+        await engine.dispose()
+    ledger = await Ledger.open(dsn)
+    try:
+        row = (await all_rows(ledger))["old"]
+        assert (row["arm"], row["draft_usd"], row["confidence"], row["feedback"],
+                row["feedback_at"]) == ("", Decimal(0), None, None, None)
     finally:
         await ledger.aclose()

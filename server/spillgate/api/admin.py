@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
+from spillgate.api.admin_arms import admin_arms_router
 from spillgate.api.admin_keys import admin_keys_router
 from spillgate.api.admin_live import admin_live_router
 from spillgate.api.admin_plan import admin_plan_router
@@ -32,4 +33,5 @@ def build_router() -> APIRouter:
     router.include_router(admin_report_router())
     router.include_router(admin_live_router())
     router.include_router(admin_plan_router())
+    router.include_router(admin_arms_router())
     return router

@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     from spillgate.costing.bench import add_bench_command
 
     add_bench_command(sub)
+    from spillgate.cli.eval_cascade import add_cascade_eval
+
+    add_cascade_eval(sub)  # joins an `eval` command registered before it, if any
     return parser
 
 

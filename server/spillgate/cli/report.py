@@ -41,6 +41,8 @@ def add_report_commands(subparsers: Any) -> None:
     rep.add_argument("--dsn", help="ledger DSN, overriding the config")
     rep.add_argument("--reference-model", help="paid model to compare local cost with")
     rep.add_argument("--hardware", help="hardware profile, overriding cost.hardware_profile")
+    rep.add_argument("--arms", action="store_true", help="compare canary arms instead: cost, "
+                     "latency, escalations and mean feedback per arm and model (html|md|json)")
     rep.set_defaults(func=run_report)
 
     plan = subparsers.add_parser("plan", help="monthly cost of all-API, all-local and hybrid")
@@ -97,6 +99,8 @@ def run_report(args: argparse.Namespace) -> int:
         check_window(since, until, bucket)
     except ValueError as exc:
         raise ConfigError(f"--since/--until: {exc}") from exc
+    if args.arms:
+        return run_arms_report(args, args.dsn or settings.ledger_dsn(), since, until)
     book = PriceBook.load(settings.models_dir / "pricing.yaml")
     sources = ReportSources.from_settings(settings, hardware=args.hardware,
                                           reference=args.reference_model)
@@ -105,6 +109,28 @@ def run_report(args: argparse.Namespace) -> int:
     text = gather_report(dsn, Window(since, until, bucket), book, sources,
                          lambda report: render_report(report, args.format))
     _write(text, args.output)
+    return 0
+
+
+def run_arms_report(args: argparse.Namespace, dsn: str, since: datetime,
+                    until: datetime) -> int:
+    from spillgate.reports.arms import read_arms, render_arms
+
+    if args.format == "csv":
+        raise ConfigError("--arms: choose --format html, md or json")
+
+    async def read() -> str:
+        from spillgate.ledger.store import Ledger
+
+        ledger = await Ledger.open(dsn)  # migrates: an older ledger gains the arm columns
+        try:
+            async with ledger.reading() as conn:
+                arms = await read_arms(conn, since, until)
+        finally:
+            await ledger.aclose()
+        return render_arms(arms, args.format, since, until)
+
+    _write(asyncio.run(read()), args.output)
     return 0
 
 

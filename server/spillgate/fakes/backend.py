@@ -33,16 +33,21 @@ class Script:
     hang: bool = False  # wait until cancelled (a client leaving, a deadline)
     error_after_first: BaseException | None = None  # streams: raised after the first chunk
     hang_after_first: bool = False  # streams: wait after the first chunk until cancelled
+    # token log-probabilities of the answer, returned when the request asks for logprobs
+    # (None: the backend's default; () : the engine returns none)
+    logprobs: tuple[float, ...] | None = None
 
 
 class FakeBackend:
     """A backend whose calls follow the queued scripts, then answer normally."""
 
     def __init__(self, name: str, tier: Tier, *, completion_tokens: int = 3,
-                 wire: Callable[[UpstreamCall, JSON], object] | None = None) -> None:
+                 wire: Callable[[UpstreamCall, JSON], object] | None = None,
+                 logprobs: tuple[float, ...] = (-0.1, -0.3)) -> None:
         self.name = name
         self.tier: Tier = tier
         self.completion_tokens = completion_tokens
+        self.logprobs = logprobs
         # Encode each request as the real adapter would (e.g. Anthropic translation, then
         # JSON serialization), so a body the adapter cannot handle fails here as it would there.
         self.wire = wire
@@ -93,11 +98,24 @@ class FakeBackend:
                 "choices": [{"index": 0, "finish_reason": "stop",
                              "message": {"role": "assistant", "content": "ok"}}],
             }
+            if body.get("logprobs") not in (None, False):
+                answer["choices"][0]["logprobs"] = self._logprobs(call, script)
             if script.usage:
                 answer["usage"] = self._usage(script)
             return answer
         finally:
             self.active -= 1
+
+    def _logprobs(self, call: UpstreamCall, script: Script) -> JSON:
+        """The OpenAI shape: chat `content: [{token, logprob, top_logprobs}]`; completions
+        parallel `tokens` / `token_logprobs` lists."""
+        values = self.logprobs if script.logprobs is None else script.logprobs
+        tokens = [f"t{i}" for i in range(len(values))]
+        if call.endpoint == "completions":
+            return {"tokens": tokens, "token_logprobs": list(values),
+                    "top_logprobs": None, "text_offset": list(range(len(values)))}
+        return {"content": [{"token": t, "logprob": v, "bytes": None, "top_logprobs": []}
+                            for t, v in zip(tokens, values, strict=True)]}
 
     async def stream(self, call: UpstreamCall, body: JSON) -> AsyncIterator[JSON]:
         script = self._next(call, body)

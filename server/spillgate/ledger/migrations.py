@@ -55,6 +55,20 @@ def _rate_events(conn: Connection) -> None:
     schema.rate_events.create(conn, checkfirst=True)
 
 
+def _cascade_arms_feedback(conn: Connection) -> None:
+    """requests: arm, draft_usd, confidence, feedback, feedback_at (issue 15; a database
+    created by this version's step 1 has them already)."""
+    have = {c["name"] for c in inspect(conn).get_columns("requests")}
+    for name in ("arm", "draft_usd", "confidence", "feedback", "feedback_at"):
+        if name in have:
+            continue
+        column = schema.requests.c[name]
+        kind = column.type.compile(dialect=conn.dialect)
+        default = {"arm": " NOT NULL DEFAULT ''", "draft_usd": " NOT NULL DEFAULT 0"}
+        conn.execute(text(f"ALTER TABLE requests ADD COLUMN {name} {kind}"
+                          f"{default.get(name, '')}"))
+
+
 def _cache_write_tokens(conn: Connection) -> None:
     """requests.cache_write_tokens: prompt tokens written to a provider's prompt cache."""
     have = {c["name"] for c in inspect(conn).get_columns("requests")}
@@ -68,6 +82,7 @@ MIGRATIONS: list[tuple[int, Step]] = [
     (2, _hardware_power_source),
     (3, rollup.backfill),  # hourly request_rollup for reports, filled from existing rows
     (4, _rate_events),  # RPM/TPM windows shared by the replicas of a PostgreSQL ledger
+    (6, _cascade_arms_feedback),  # issue 15: canary arm, cascade draft cost, feedback
     (11, _cache_write_tokens),  # provider prompt-cache writes, priced at their own rate
 ]
 

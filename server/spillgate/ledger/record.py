@@ -59,3 +59,8 @@ class RequestRecord:
     latency_s: float | None = None
     cost_usd: Decimal = Decimal(0)
     counterfactual_usd: Decimal = Decimal(0)
+    # cascade and canary (issue 15): the arm that served it, the local draft's hardware cost
+    # and its confidence (escalated rows carry the paid cost in cost_usd besides)
+    arm: str = ""
+    draft_usd: Decimal = Decimal(0)
+    confidence: float | None = None

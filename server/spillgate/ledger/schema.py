@@ -128,6 +128,12 @@ requests = Table(
     Column("usage_source", String(16), nullable=False, default="measured"),  # | 'estimated'
     Column("reserved_usd", Money(), nullable=False, default=Decimal(0)),
     Column("state", String(16), nullable=False, default="open"),
+    # added in migration 6: canary arm, cascade draft, client feedback (issue 15)
+    Column("arm", String(64), nullable=False, default=""),  # "" = the route is not split
+    Column("draft_usd", Money(), nullable=False, default=Decimal(0)),  # cascade: local draft
+    Column("confidence", Float()),  # cascade: the draft's confidence signal
+    Column("feedback", Float()),  # the client's score in [0, 1]; null = not rated
+    Column("feedback_at", UTCDateTime()),
     Index("ix_requests_started_at", "started_at"),
     Index("ix_requests_key_id", "key_id"),
     Index("ix_requests_state", "state"),
@@ -234,6 +240,7 @@ class RequestStart:
     stream: bool = False
     sensitivity: str = ""  # comma-separated entity classes, "" = not sensitive
     reserved_usd: Decimal = ZERO
+    arm: str = ""
 
     @classmethod
     def from_record(cls, record: RequestRecord) -> RequestStart:
@@ -250,6 +257,7 @@ class RequestStart:
             stream=record.stream,
             sensitivity=",".join(sorted(record.sensitivity)),
             reserved_usd=record.reserved_usd,
+            arm=record.arm,
         )
 
     def columns(self) -> dict[str, Any]:
@@ -258,7 +266,7 @@ class RequestStart:
             "key_id": self.key_id, "tags": dict(self.tags), "route": self.route,
             "reason": self.reason, "backend": self.backend, "tier": self.tier,
             "model": self.model, "stream": self.stream, "sensitivity": self.sensitivity,
-            "reserved_usd": self.reserved_usd, "state": "open",
+            "reserved_usd": self.reserved_usd, "state": "open", "arm": self.arm,
         }  # fmt: skip
 
 
@@ -281,6 +289,8 @@ class RequestOutcome:
     cost_usd: Decimal = ZERO
     counterfactual_usd: Decimal = ZERO
     usage_source: str = "measured"  # 'estimated' when the upstream sent no usage
+    draft_usd: Decimal = ZERO  # cascade: the local draft's hardware cost
+    confidence: float | None = None
 
     @classmethod
     def from_record(cls, record: RequestRecord,
@@ -299,6 +309,8 @@ class RequestOutcome:
             cost_usd=record.cost_usd,
             counterfactual_usd=record.counterfactual_usd,
             usage_source="measured" if usage.measured else "estimated",
+            draft_usd=record.draft_usd,
+            confidence=record.confidence,
         )
 
     @property
@@ -316,6 +328,6 @@ class RequestOutcome:
             latency_ms=self.latency_ms, cost_usd=self.cost_usd,
             cost_kind="api" if self.start.tier == "api" else "local",
             counterfactual_usd=self.counterfactual_usd, usage_source=self.usage_source,
-            state=self.state,
+            state=self.state, draft_usd=self.draft_usd, confidence=self.confidence,
         )  # fmt: skip
         return row

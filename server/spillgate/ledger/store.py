@@ -118,7 +118,7 @@ class Ledger:
         self._insert_open = dialect.insert(requests).on_conflict_do_nothing(
             index_elements=["request_id"])
         final = dialect.insert(requests)
-        kept = ("request_id", "node_id", "started_at")
+        kept = ("request_id", "node_id", "started_at", "feedback", "feedback_at")
         self._upsert_final = final.on_conflict_do_update(
             index_elements=["request_id"],
             set_={c.name: final.excluded[c.name] for c in requests.c if c.name not in kept},

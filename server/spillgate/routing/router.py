@@ -16,10 +16,11 @@ from types import MappingProxyType
 from typing import Literal
 
 from spillgate.errors import InvalidRequest, PermissionDenied, RateLimited, ServiceUnavailable
+from spillgate.routing.cascade import DRAFT, CascadeRule
 from spillgate.routing.learned import Dispatcher
 from spillgate.types import Tier
 
-Policy = Literal["local", "api", "auto"]
+Policy = Literal["local", "api", "auto", "cascade"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,9 @@ class Route:
     ttft_slo_s: float = 2.0
     local_deadline_s: float | None = None  # auto streams: first-token deadline of local
     dispatcher: Dispatcher | None = None  # auto routes: the learned dispatcher, if any
+    cascade: CascadeRule | None = None  # policy cascade: how a draft is judged
+    arm: str = ""  # the canary arm this route is (routing.arms), "" when not split
+    arms: tuple[tuple[str, float, Route], ...] = ()  # (name, weight, the arm's route)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +110,7 @@ def decide(
             code="sensitive_data",
         )
     policy: Policy = facts.tier_pin or route.policy
-    if policy == "local" or (policy == "auto" and sensitive):
+    if policy == "local" or (policy in ("auto", "cascade") and sensitive):
         _refuse_unsupported(route, capacity, facts, sensitive)
         return _local_only(route, capacity, sensitive)
     if policy == "api":
@@ -122,7 +126,10 @@ def decide(
                      else "pinned_api")
     if budget.guard_open:
         return _guarded(route, capacity, facts, budget, paid_only=False)
-    return _auto(route, facts, capacity, budget)
+    decision = _auto(route, facts, capacity, budget)
+    if policy == "cascade" and decision.reason == "local_ok":
+        return Decision(decision.targets, DRAFT)  # the cascade step judges the draft
+    return decision
 
 
 def _local_state(route: Route, capacity: Mapping[str, LocalCapacity]) -> LocalCapacity:

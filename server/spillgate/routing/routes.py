@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from spillgate.catalog import Catalog
 from spillgate.errors import ConfigError, ModelNotFound
+from spillgate.routing.cascade import CascadeRule
 from spillgate.routing.learned import Dispatcher
 from spillgate.routing.router import Route, Target
 from spillgate.settings import RouteSettings, Settings
@@ -109,6 +110,15 @@ def _default_routes(
 def _configured_route(
     rs: RouteSettings, local: dict[str, Target], paid: dict[str, Target]
 ) -> Route:
+    route = _single_route(rs, local, paid)
+    arms = tuple((arm.name, arm.weight, replace(_single_route(rs.arm_settings(arm), local, paid),
+                                                 arm=arm.name)) for arm in rs.arms)
+    return replace(route, arms=arms) if arms else route
+
+
+def _single_route(
+    rs: RouteSettings, local: dict[str, Target], paid: dict[str, Target]
+) -> Route:
     local_target = None
     if rs.local is not None:
         if rs.local not in local:
@@ -133,4 +143,6 @@ def _configured_route(
         ttft_slo_s=rs.ttft_slo_ms / 1000.0,
         local_deadline_s=(rs.local_deadline_ms or LOCAL_DEADLINE_SHARE * rs.ttft_slo_ms) / 1000.0
         if rs.policy == "auto" else None,
+        cascade=CascadeRule(rs.cascade.signal, rs.cascade.threshold, rs.cascade.first_k,
+                            rs.cascade.stream) if rs.policy == "cascade" else None,
     )

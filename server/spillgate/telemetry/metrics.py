@@ -60,6 +60,12 @@ class GatewayMetrics:
             "auto-route requests sent to a paid API, by route and reason.",
             ["route", "reason"], registry=r,
         )
+        self.cascade = Counter(
+            "spillgate_cascade_decisions",
+            "Cascade drafts judged, by route and outcome (cascade_kept, cascade_escalated, "
+            "cascade_kept_no_budget).",
+            ["route", "outcome"], registry=r,
+        )
         self.spill_ratio = Gauge(
             "spillgate_spill_ratio", "Share of auto-route requests spilled since start.",
             registry=r,
