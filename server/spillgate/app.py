@@ -23,6 +23,7 @@ from spillgate.accountant import Accountant, build_accountant
 from spillgate.api import admin, health, openai
 from spillgate.api.deps import Authenticator
 from spillgate.backends.registry import Backends, build_backends
+from spillgate.cache.step import CacheStep
 from spillgate.capacity import CapacityMonitor
 from spillgate.catalog import Catalog
 from spillgate.routing.admission import InflightCounter
@@ -96,6 +97,7 @@ def create_app(
         extract=body_texts,
         accountant=accountant,
         metrics=metrics,
+        cache=CacheStep.from_settings(settings),
     )
     parts = Parts(backends, capacity)
 

@@ -18,6 +18,9 @@ import orjson
 
 from spillgate import dispatch
 from spillgate.backends.base import UpstreamCall
+from spillgate.cache import replay as cache_replay
+from spillgate.cache.keys import tenant_of
+from spillgate.cache.step import BYPASS, CACHE_HEADER, CacheStep, Ticket
 from spillgate.classify import Detector, TextExtractor, classify_async, parse_tags
 from spillgate.errors import ApiError, InternalError, ServiceUnavailable, UpstreamError, describe
 from spillgate.ledger.record import RequestRecord, Usage
@@ -73,6 +76,7 @@ class Node:
     accountant: Accountant
     metrics: GatewayMetrics
     priority_backends: frozenset[str] = frozenset()  # local engines honouring `priority`
+    cache: CacheStep | None = None  # the response cache (step 3); None: no route caches
 
 
 @dataclass(slots=True)
@@ -121,6 +125,11 @@ async def _serve(
         )
         tokens_needed = record.prompt_estimate + record.max_output_tokens
         await node.accountant.check_rate(client.key_id, tokens_needed)
+        ticket = BYPASS if node.cache is None else node.cache.lookup(
+            endpoint, route.name, body, headers,
+            tenant_of(client.key_id, client.cache_namespace), verdict.sensitive)
+        if ticket.hit is not None:
+            return await _replay(life, record, body, ticket)
         facts = RequestFacts(
             sensitive=verdict.sensitive, tier_pin=verdict.tier_pin, tokens_needed=tokens_needed,
             features=requested_features(body),
@@ -141,8 +150,8 @@ async def _serve(
                 node.accountant.dispatched(record, target)
 
         if record.stream:
-            return await _stream(life, route, decision, record, body, call_for, before)
-        return await _complete(life, route, decision, record, body, call_for, before)
+            return await _stream(life, route, decision, record, body, call_for, before, ticket)
+        return await _complete(life, route, decision, record, body, call_for, before, ticket)
 
 
 @contextlib.contextmanager
@@ -197,9 +206,30 @@ def _served(life: RequestLife, route: Route, record: RequestRecord, target: Targ
     life.node.accountant.served(record)
 
 
+async def _replay(life: RequestLife, record: RequestRecord, body: JSON,
+                  ticket: Ticket) -> Reply | StreamReply:
+    """A cache hit: its row (cost 0, the avoided cost), then the answer as the client asked."""
+    if life.node.cache is None or ticket.hit is None:
+        raise InternalError("cache hit without a cache")
+    life.node.cache.on_hit(record, ticket)
+    life.record = record
+    await life.settle(200)
+    headers = _headers(life.node, record) | {CACHE_HEADER: "hit"}
+    answer, model = ticket.hit.entry.answer, str(body["model"])
+    if not record.stream:
+        return Reply(cache_replay.completion(answer, model), headers)
+    want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    return StreamReply(_events(cache_replay.sse_events(answer, model, want_usage)), headers)
+
+
+async def _events(events: list[bytes]) -> AsyncIterator[bytes]:
+    for event in events:
+        yield event
+
+
 async def _complete(
     life: RequestLife, route: Route, decision: Decision, record: RequestRecord, body: JSON,
-    call_for: Callable[[Target], UpstreamCall], before: dispatch.BeforeTarget,
+    call_for: Callable[[Target], UpstreamCall], before: dispatch.BeforeTarget, ticket: Ticket,
 ) -> Reply:
     began = time.perf_counter()
     target, result, failed = await dispatch.complete(
@@ -212,7 +242,9 @@ async def _complete(
         raise UpstreamError(f"backend {target.backend} returned no usable usage")
     record.usage = usage
     await life.settle(200)
-    return Reply(result, _headers(life.node, record))
+    if life.node.cache is not None:
+        life.node.cache.remember(ticket, result, record)
+    return Reply(result, _headers(life.node, record) | {CACHE_HEADER: ticket.status})
 
 
 def _usage_of(raw: object) -> Usage | None:
@@ -225,7 +257,7 @@ def _usage_of(raw: object) -> Usage | None:
 
 async def _stream(
     life: RequestLife, route: Route, decision: Decision, record: RequestRecord, body: JSON,
-    call_for: Callable[[Target], UpstreamCall], before: dispatch.BeforeTarget,
+    call_for: Callable[[Target], UpstreamCall], before: dispatch.BeforeTarget, ticket: Ticket,
 ) -> StreamReply:
     began = time.perf_counter()
     opened = await dispatch.open_stream(
@@ -239,12 +271,13 @@ async def _stream(
     _served(life, route, record, opened.target, failed)
     record.ttft_s = time.perf_counter() - began
     want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    chunks = _relay(life, record, opened, want_usage, began)
+    chunks = _relay(life, record, opened, want_usage, began, ticket)
     # Start the relay now: a started generator always runs its `finally` (settle, release
     # the local slot), even when the client is gone before the server iterates the body.
     first = await anext(chunks)
     life.hand_over()
-    return StreamReply(_prefixed(first, chunks), _headers(life.node, record, with_cost=False))
+    headers = _headers(life.node, record, with_cost=False) | {CACHE_HEADER: ticket.status}
+    return StreamReply(_prefixed(first, chunks), headers)
 
 
 async def _prefixed(first: bytes, rest: AsyncGenerator[bytes]) -> AsyncIterator[bytes]:
@@ -267,12 +300,16 @@ async def _close(stream: AsyncIterator[JSON]) -> None:
 
 async def _relay(
     life: RequestLife, record: RequestRecord, opened: dispatch.OpenStream, want_usage: bool,
-    began: float,
+    began: float, ticket: Ticket,
 ) -> AsyncGenerator[bytes]:
     """Forward chunks; settle exactly once whether the stream ends, fails or is cancelled."""
     status, seen_tokens, usage = CLIENT_CLOSED, 0, None
+    cache = life.node.cache
+    collected = None if cache is None else cache.collector(ticket)
     try:
         async for chunk in _chunks(opened):
+            if collected is not None:
+                collected.add(chunk)
             if "usage" in chunk and chunk["usage"] and not chunk.get("choices"):
                 usage = _usage_of(chunk["usage"])
                 if want_usage:
@@ -300,6 +337,8 @@ async def _relay(
         record.latency_s = time.perf_counter() - began
         record.usage = usage or Usage(record.prompt_estimate, 0, seen_tokens, measured=False)
         await life.settle(status)
+        if cache is not None and collected is not None:  # stored only when it completed
+            cache.remember_stream(ticket, collected, record)
 
 
 async def _chunks(opened: dispatch.OpenStream) -> AsyncIterator[JSON]:

@@ -165,6 +165,17 @@ class RouteSettings(_Strict):
     on_budget_exhausted: Literal["local", "reject"] = Field(
         "local", description="With no paid budget left: stay local (and queue) or answer 429."
     )
+    cache: Literal["off", "exact", "semantic"] = Field(
+        "off", description="Response cache of this route (chat completions): off; exact "
+        "repeats only; or exact plus guarded paraphrase matches (see the top-level `cache`)."
+    )
+    cache_temperature: bool = Field(
+        False, description="Also cache requests sampled at temperature > 0 (absent means the "
+        "API default, 1). Off: only temperature 0 answers are cached."
+    )
+    cache_tool_calls: bool = Field(
+        False, description="Also cache answers that call tools (off: never stored)."
+    )
 
     @model_validator(mode="after")
     def _targets_present(self) -> RouteSettings:
@@ -173,6 +184,20 @@ class RouteSettings(_Strict):
         if self.policy in ("api", "auto") and not self.paid:
             raise ValueError(f"route {self.name!r}: policy {self.policy} needs `paid`")
         return self
+
+
+class CacheSettings(_Strict):
+    ttl_s: float = Field(3600.0, gt=0, description="Seconds a cached answer may be served.")
+    max_entries: int = Field(100_000, ge=1, description="Cached answers kept (all tenants).")
+    max_bytes: int = Field(
+        256 << 20, ge=1024, description="Bytes of cached answers kept; the least recently "
+        "used go first when either bound is reached."
+    )
+    threshold: float = Field(
+        0.905, gt=0, le=1, description="Semantic routes: least cosine similarity of a "
+        "paraphrase hit (calibrated in docs/cache-eval.md); a candidate must also pass the "
+        "guards (numbers, negation, names, units)."
+    )
 
 
 class LedgerSettings(_Strict):
@@ -253,6 +278,7 @@ class Settings(BaseSettings):
     ledger: LedgerSettings = Field(default_factory=LedgerSettings, description="Cost ledger.")
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings, description="Sampler.")
     cost: CostSettings = Field(default_factory=CostSettings, description="Hardware cost model.")
+    cache: CacheSettings = Field(default_factory=CacheSettings, description="Response cache.")
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:

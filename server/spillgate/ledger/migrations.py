@@ -55,11 +55,31 @@ def _rate_events(conn: Connection) -> None:
     schema.rate_events.create(conn, checkfirst=True)
 
 
+def _response_cache(conn: Connection) -> None:
+    """requests: cache, saved_tokens, avoided_usd; api_keys: cache_namespace (a database
+    created by this version's step 1 has them already)."""
+    _add_missing(conn, schema.requests, {"cache": "''", "saved_tokens": "0",
+                                         "avoided_usd": "0"})
+    _add_missing(conn, schema.api_keys, {"cache_namespace": None})
+
+
+def _add_missing(conn: Connection, table: Any, columns: dict[str, str | None]) -> None:
+    """ALTER TABLE … ADD COLUMN for each column the table lacks (None: nullable)."""
+    have = {c["name"] for c in inspect(conn).get_columns(table.name)}
+    for name, default in columns.items():
+        if name in have:
+            continue
+        kind = table.c[name].type.compile(dialect=conn.dialect)
+        tail = "" if default is None else f" NOT NULL DEFAULT {default}"
+        conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {name} {kind}{tail}"))
+
+
 MIGRATIONS: list[tuple[int, Step]] = [
     (1, _create_v1),
     (2, _hardware_power_source),
     (3, rollup.backfill),  # hourly request_rollup for reports, filled from existing rows
     (4, _rate_events),  # RPM/TPM windows shared by the replicas of a PostgreSQL ledger
+    (7, _response_cache),  # response-cache hits on request rows; key cache namespaces
 ]
 
 

@@ -56,3 +56,8 @@ class RequestRecord:
     latency_s: float | None = None
     cost_usd: Decimal = Decimal(0)
     counterfactual_usd: Decimal = Decimal(0)
+    # a response-cache hit: its kind ('exact' | 'semantic'), what the original answer cost
+    # and the tokens it processed (this request processed none)
+    cache: str = ""
+    avoided_usd: Decimal = Decimal(0)
+    saved_tokens: int = 0

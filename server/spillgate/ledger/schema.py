@@ -127,6 +127,11 @@ requests = Table(
     Column("usage_source", String(16), nullable=False, default="measured"),  # | 'estimated'
     Column("reserved_usd", Money(), nullable=False, default=Decimal(0)),
     Column("state", String(16), nullable=False, default="open"),
+    # added in migration 7: a response-cache hit ('exact' | 'semantic', "" = not a hit), the
+    # tokens it saved and the cost it avoided (the original answer's cost)
+    Column("cache", String(16), nullable=False, default=""),
+    Column("saved_tokens", Integer(), nullable=False, default=0),
+    Column("avoided_usd", Money(), nullable=False, default=Decimal(0)),
     Index("ix_requests_started_at", "started_at"),
     Index("ix_requests_key_id", "key_id"),
     Index("ix_requests_state", "state"),
@@ -167,6 +172,8 @@ api_keys = Table(
     Column("tpm", Integer()),
     Column("local_only", Boolean(), nullable=False, default=False),
     Column("tags", JSON(), nullable=False, default=dict),
+    # added in migration 7: keys sharing a namespace share response-cache entries
+    Column("cache_namespace", String(128)),
 )
 
 budget_counters = Table(
@@ -244,7 +251,7 @@ class RequestStart:
             route=record.route,
             reason=record.reason,
             backend=record.backend,
-            tier=record.tier,
+            tier="cache" if record.cache else record.tier,  # a hit reached no tier
             model=record.model,
             stream=record.stream,
             sensitivity=",".join(sorted(record.sensitivity)),
@@ -279,6 +286,9 @@ class RequestOutcome:
     cost_usd: Decimal = ZERO
     counterfactual_usd: Decimal = ZERO
     usage_source: str = "measured"  # 'estimated' when the upstream sent no usage
+    cache: str = ""  # a response-cache hit: 'exact' | 'semantic'
+    saved_tokens: int = 0
+    avoided_usd: Decimal = ZERO
 
     @classmethod
     def from_record(cls, record: RequestRecord,
@@ -296,6 +306,7 @@ class RequestOutcome:
             cost_usd=record.cost_usd,
             counterfactual_usd=record.counterfactual_usd,
             usage_source="measured" if usage.measured else "estimated",
+            cache=record.cache, saved_tokens=record.saved_tokens, avoided_usd=record.avoided_usd,
         )
 
     @property
@@ -312,6 +323,7 @@ class RequestOutcome:
             latency_ms=self.latency_ms, cost_usd=self.cost_usd,
             cost_kind="api" if self.start.tier == "api" else "local",
             counterfactual_usd=self.counterfactual_usd, usage_source=self.usage_source,
-            state=self.state,
+            state=self.state, cache=self.cache, saved_tokens=self.saved_tokens,
+            avoided_usd=self.avoided_usd,
         )  # fmt: skip
         return row
