@@ -231,8 +231,8 @@ async def test_migration_2_adds_the_power_columns_to_a_version_1_database(dsn: s
                 node_id="n", started_at=T0, ended_at=T0 + timedelta(seconds=10), busy_s=1.0,
                 idle_s=9.0, busy_usd=Decimal("0.001"), idle_usd=Decimal("0.009"),
                 profile="cpu-node"))
-        # 3: the report rollup (backfilled); 4: the shared rate windows
-        assert await migrate(engine) == [2, 3, 4]
+        # 3: the report rollup (backfilled); 4: the shared rate windows; later steps after
+        assert (await migrate(engine))[:3] == [2, 3, 4]
         async with engine.connect() as conn:
             assert await conn.run_sync(lambda c: inspect(c).has_table("rate_events"))
     finally:

@@ -62,8 +62,8 @@ class ResponseCache:
     def __contains__(self, key: str) -> bool:
         return key in self._entries
 
-    def keys(self) -> list[str]:
-        return list(self._entries)
+    def entries(self) -> list[Entry]:
+        return list(self._entries.values())
 
     def get(self, key: str) -> Entry | None:
         entry = self._entries.get(key)
