@@ -1,22 +1,38 @@
-"""The semantic index: per scope, a matrix of unit vectors searched by one matrix-vector
-product (numpy brute force).
+"""The semantic index, one per scope: a numpy matrix while small, an HNSW graph when large.
 
-Chosen by measurement (scripts/bench_cache.py, docs/cache-eval.md): with 256-d float32 rows a
-scan of 100k entries is one BLAS sgemv of 100 MB, a few milliseconds, exact (no recall lost
-to an approximate graph), with O(1) insert and delete and no native index to rebuild. A scope
-is one tenant x route x conversation prefix, so real scopes are far smaller than the whole
-cache. Removed rows are zeroed (they can never score above a positive threshold) and their
-slots reused.
+Chosen by measurement (scripts/bench_cache.py, docs/cache-eval.md). A small scope is searched
+exactly by one matrix-vector product (a few microseconds at a thousand rows, no recall lost,
+O(1) insert and delete). A brute-force scan grows with the scope: at 100k 256-d rows it reads
+100 MB per lookup, tens of milliseconds, far over the 5 ms goal; an hnswlib graph answers in
+well under a millisecond there. So a scope moves to hnswlib once it holds GRAPH_FROM rows. A
+scope is one tenant x route x conversation prefix, so most stay small. Removed rows are
+zeroed (numpy: they never score above a positive threshold) or marked deleted (hnswlib), and
+their slots reused.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
+import hnswlib
 import numpy as np
 import numpy.typing as npt
 
 Vector = npt.NDArray[np.float32]
 _INITIAL_ROWS = 16
 TOP_K = 8  # candidates handed to the guards, best first
+GRAPH_FROM = 4096  # rows at which a scope's exact scan is replaced by an HNSW graph
+_EF_SEARCH = 64  # hnswlib's search breadth: recall of the true top 8 stays near 1
+
+
+class Index(Protocol):
+    size: int
+
+    def add(self, key: str, vector: Vector) -> int: ...
+    def remove(self, slot: int) -> None: ...
+    def search(self, vector: Vector, threshold: float,
+               k: int = TOP_K) -> list[tuple[str, float]]: ...
+    def live(self) -> list[tuple[str, Vector]]: ...
 
 
 class ScopeIndex:
@@ -66,19 +82,87 @@ class ScopeIndex:
                 found.append((key, float(scores[slot])))
         return found
 
+    def live(self) -> list[tuple[str, Vector]]:
+        return [(key, self._rows[slot]) for slot, key in enumerate(self._keys)
+                if key is not None]
+
+
+class GraphIndex:
+    """hnswlib (inner product on unit vectors = cosine), grown by doubling; deleted labels
+    are reused by the next insert (`allow_replace_deleted`)."""
+
+    def __init__(self, dims: int, capacity: int) -> None:
+        self._graph = hnswlib.Index(space="ip", dim=dims)
+        self._graph.init_index(max_elements=capacity, ef_construction=100, M=16,
+                               allow_replace_deleted=True)
+        self._graph.set_ef(_EF_SEARCH)
+        self._graph.set_num_threads(1)  # one request's lookup; the event loop's thread
+        self._keys: list[str | None] = []
+        self._free: list[int] = []
+        self._rows: dict[int, Vector] = {}
+        self.size = 0
+
+    def add(self, key: str, vector: Vector) -> int:
+        if self._free:
+            slot = self._free.pop()
+            self._keys[slot] = key
+            self._graph.add_items(vector.reshape(1, -1), [slot], replace_deleted=True)
+        else:
+            slot = len(self._keys)
+            if slot >= self._graph.get_max_elements():
+                self._graph.resize_index(2 * self._graph.get_max_elements())
+            self._keys.append(key)
+            self._graph.add_items(vector.reshape(1, -1), [slot])
+        self._rows[slot] = vector
+        self.size += 1
+        return slot
+
+    def remove(self, slot: int) -> None:
+        if self._keys[slot] is None:
+            return
+        self._graph.mark_deleted(slot)
+        self._keys[slot] = None
+        del self._rows[slot]
+        self._free.append(slot)
+        self.size -= 1
+
+    def search(self, vector: Vector, threshold: float, k: int = TOP_K) -> list[tuple[str, float]]:
+        if self.size == 0:
+            return []
+        labels, distances = self._graph.knn_query(vector.reshape(1, -1), k=min(k, self.size))
+        found = []
+        for slot, distance in zip(labels[0].tolist(), distances[0].tolist(), strict=True):
+            similarity = 1.0 - distance  # hnswlib's "ip" distance is 1 - dot product
+            key = self._keys[slot]
+            if key is not None and similarity >= threshold:
+                found.append((key, similarity))
+        return found
+
+    def live(self) -> list[tuple[str, Vector]]:
+        return [(self._keys[slot] or "", row) for slot, row in self._rows.items()]
+
 
 class SemanticIndex:
-    """One ScopeIndex per scope; a scope's index disappears with its last entry."""
+    """One index per scope; a scope's index disappears with its last entry.
 
-    def __init__(self, dims: int) -> None:
+    `add` returns the entry's slot; a scope that moves to a graph re-adds its entries, so
+    `add` reports the moved slots through `moved` (key -> new slot) for the store to keep."""
+
+    def __init__(self, dims: int, graph_from: int = GRAPH_FROM) -> None:
         self.dims = dims
-        self._scopes: dict[str, ScopeIndex] = {}
+        self.graph_from = graph_from
+        self._scopes: dict[str, Index] = {}
 
-    def add(self, scope: str, key: str, vector: Vector) -> int:
+    def add(self, scope: str, key: str, vector: Vector) -> tuple[int, dict[str, int]]:
         index = self._scopes.get(scope)
         if index is None:
             index = self._scopes[scope] = ScopeIndex(self.dims)
-        return index.add(key, vector)
+        moved: dict[str, int] = {}
+        if isinstance(index, ScopeIndex) and index.size + 1 >= self.graph_from:
+            graph = GraphIndex(self.dims, 2 * self.graph_from)
+            moved = {old_key: graph.add(old_key, row) for old_key, row in index.live()}
+            index = self._scopes[scope] = graph
+        return index.add(key, vector), moved
 
     def remove(self, scope: str, slot: int) -> None:
         index = self._scopes.get(scope)

@@ -18,7 +18,7 @@ from typing import Literal
 import orjson
 
 from spillgate.cache.guards import Facts, agree
-from spillgate.cache.index import SemanticIndex, Vector
+from spillgate.cache.index import GRAPH_FROM, SemanticIndex, Vector
 from spillgate.cache.keys import CacheKeys
 from spillgate.types import JSON
 
@@ -47,13 +47,14 @@ class Hit:
 
 class ResponseCache:
     def __init__(self, *, ttl_s: float, max_entries: int, max_bytes: int, dims: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 graph_from: int = GRAPH_FROM) -> None:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._clock = clock
         self._entries: OrderedDict[str, Entry] = OrderedDict()
-        self.index = SemanticIndex(dims)
+        self.index = SemanticIndex(dims, graph_from)
         self.nbytes = 0
 
     def __len__(self) -> int:
@@ -101,7 +102,9 @@ class ResponseCache:
         entry = Entry(answer, avoided_usd, saved_tokens, self._clock() + self.ttl_s, nbytes)
         if vector is not None and keys.semantic_scope is not None:
             entry.scope, entry.facts = keys.semantic_scope, facts
-            entry.slot = self.index.add(keys.semantic_scope, keys.exact, vector)
+            entry.slot, moved = self.index.add(keys.semantic_scope, keys.exact, vector)
+            for key, slot in moved.items():  # the scope moved to a graph: new slots
+                self._entries[key].slot = slot
         self._entries[keys.exact] = entry
         self.nbytes += nbytes
         while len(self._entries) > self.max_entries or self.nbytes > self.max_bytes:
