@@ -194,3 +194,55 @@ async def test_keys_never_share_entries_unless_they_share_a_namespace(tmp_path: 
                 for k in (alice, bob, alice, team1, team2, bob)]
         assert seen == ["miss", "miss", "hit", "miss", "hit", "hit"]
         assert node.upstream_calls() == 3
+
+
+async def test_the_report_shows_what_the_cache_saved_per_key_tag_and_route(
+        tmp_path: Path) -> None:
+    import asyncio
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    from spillgate.reports.gather import ReportSources, Window, gather_report
+    from spillgate.reports.render import render_report
+
+    async with cache_node(tmp_path) as node:
+        _, alice = await create_key(node.ledger, "alice")
+        _, bob = await create_key(node.ledger, "bob")
+        plan = [(alice, "exact", "team=a", "Q one"), (alice, "exact", "team=a", "Q one"),
+                (alice, "exact", "team=a", "Q one"), (bob, "semantic", "team=b", "Q two"),
+                (bob, "semantic", "team=b", "Q two"), (bob, "exact", "team=b", "Q three")]
+        for key, route, tags, text in plan:
+            await node.ask(text, model=route, key=key, headers={"x-spillgate-tags": tags})
+        rows = await node.rows()
+        # By hand: each hit avoids what the first answer to its question cost.
+        first_cost = {}
+        for row in rows:
+            if not row["cache"]:
+                first_cost.setdefault((row["key_id"], row["route"]), row["cost_usd"])
+        hits = [r for r in rows if r["cache"]]
+        assert len(hits) == 3
+        expected = sum((first_cost[(r["key_id"], r["route"])] for r in hits), Decimal(0))
+
+        state = node.app.state
+        dsn = node.ledger.engine.url.render_as_string(hide_password=False)
+        now = datetime.now(UTC)
+        window = Window(now - timedelta(hours=1), now + timedelta(minutes=1), "hour")
+        sources = ReportSources.from_settings(state.settings)
+        book = state.accountant.prices
+        report = json.loads(await asyncio.to_thread(
+            gather_report, dsn, window, book, sources, lambda r: render_report(r, "json")))
+        cache = report["cache"]
+        assert cache["totals"]["hits"] == 3
+        assert Decimal(cache["totals"]["avoided_usd"]) == expected > 0
+        alice_id = next(r["key_id"] for r in rows if r["route"] == "exact" and r["cache"]
+                        and r["tags"] == {"team": "a"})
+        assert cache["by_key"][alice_id]["hits"] == 2
+        assert {k: v["hits"] for k, v in cache["by_tag"].items()} == {"team=a": 2, "team=b": 1}
+        assert {k: v["hits"] for k, v in cache["by_route"].items()} == {"exact": 2,
+                                                                         "semantic": 1}
+        assert sum(v["saved_tokens"] for v in cache["by_route"].values()) == sum(
+            r["saved_tokens"] for r in hits)
+        for fmt in ("md", "html"):
+            text = await asyncio.to_thread(gather_report, dsn, window, book, sources,
+                                           lambda r, f=fmt: render_report(r, f))
+            assert "Saved by cache per route" in text and "semantic" in text
