@@ -32,7 +32,6 @@ class Index(Protocol):
     def remove(self, slot: int) -> None: ...
     def search(self, vector: Vector, threshold: float,
                k: int = TOP_K) -> list[tuple[str, float]]: ...
-    def live(self) -> list[tuple[str, Vector]]: ...
 
 
 class ScopeIndex:
@@ -99,7 +98,6 @@ class GraphIndex:
         self._graph.set_num_threads(1)  # one request's lookup; the event loop's thread
         self._keys: list[str | None] = []
         self._free: list[int] = []
-        self._rows: dict[int, Vector] = {}
         self.size = 0
 
     def add(self, key: str, vector: Vector) -> int:
@@ -113,7 +111,6 @@ class GraphIndex:
                 self._graph.resize_index(2 * self._graph.get_max_elements())
             self._keys.append(key)
             self._graph.add_items(vector.reshape(1, -1), [slot])
-        self._rows[slot] = vector
         self.size += 1
         return slot
 
@@ -122,7 +119,6 @@ class GraphIndex:
             return
         self._graph.mark_deleted(slot)
         self._keys[slot] = None
-        del self._rows[slot]
         self._free.append(slot)
         self.size -= 1
 
@@ -137,9 +133,6 @@ class GraphIndex:
             if key is not None and similarity >= threshold:
                 found.append((key, similarity))
         return found
-
-    def live(self) -> list[tuple[str, Vector]]:
-        return [(self._keys[slot] or "", row) for slot, row in self._rows.items()]
 
 
 class SemanticIndex:

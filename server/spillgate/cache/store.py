@@ -95,7 +95,8 @@ class ResponseCache:
     def put(self, keys: CacheKeys, answer: JSON, *, avoided_usd: Decimal, saved_tokens: int,
             vector: Vector | None = None, facts: Facts | None = None) -> bool:
         """Store an answer; False when it alone is larger than the byte bound."""
-        nbytes = len(orjson.dumps(answer)) + _OVERHEAD_BYTES
+        nbytes = len(orjson.dumps(answer)) + _OVERHEAD_BYTES + (
+            0 if vector is None else 2 * vector.nbytes)  # the index's row (and graph copy)
         if nbytes > self.max_bytes:
             return False
         self._drop(keys.exact)

@@ -1,0 +1,64 @@
+"""Migration 7 on a ledger made before it: request rows gain the cache columns (zero for old
+rows), keys gain a cache namespace (none for old keys), and both are written from then on."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from sqlalchemy import insert, select, text
+
+from spillgate.ledger import rollup, schema
+from spillgate.ledger.migrations import MIGRATIONS, migrate, open_engine
+from spillgate.ledger.record import RequestRecord
+from spillgate.ledger.store import Ledger, RequestOutcome
+from spillgate.tenancy.keys import create_key, list_keys
+
+T0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+ADDED = {"requests": ("cache", "saved_tokens", "avoided_usd"), "api_keys": ("cache_namespace",)}
+
+
+async def test_migration_7_adds_the_cache_columns_to_an_older_ledger(ledger_dsn: str) -> None:
+    engine = open_engine(ledger_dsn)
+    try:
+        async with engine.begin() as conn:  # the layout before migration 7
+            await conn.run_sync(schema.metadata.create_all)
+            await conn.run_sync(rollup.rollup_metadata.create_all)  # migration 3's table
+            for table, columns in ADDED.items():
+                for column in columns:
+                    await conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+            for version, _ in MIGRATIONS:
+                if version < 7:
+                    await conn.execute(insert(schema.schema_version).values(
+                        version=version, applied_at=T0))
+            await conn.execute(text(
+                "INSERT INTO requests (request_id, node_id, started_at, tags, route, reason, "
+                "backend, tier, model, stream, prompt_tokens, cached_tokens, "
+                "completion_tokens, sensitivity, cost_usd, cost_kind, counterfactual_usd, "
+                "usage_source, reserved_usd, state) VALUES ('old', 'n', :t, '{}', 'r', '', "
+                "'b', 'api', 'm', false, 1, 0, 1, '', 0, 'api', 0, 'measured', 0, 'settled')"),
+                {"t": T0.replace(tzinfo=None)})
+        assert 7 in await migrate(engine)
+        assert await migrate(engine) == []  # idempotent
+    finally:
+        await engine.dispose()
+    ledger = await Ledger.open(ledger_dsn)
+    try:
+        hit = RequestRecord("new", None, "r", False, T0.timestamp(), cache="semantic",
+                            avoided_usd=Decimal("0.0125"), saved_tokens=42)
+        ledger.finish(RequestOutcome.from_record(hit))
+        await ledger.flush()
+        async with ledger.reading() as conn:
+            r = schema.requests.c
+            rows = {row.request_id: row for row in await conn.execute(
+                select(r.request_id, r.cache, r.saved_tokens, r.avoided_usd, r.tier))}
+        assert (rows["old"].cache, rows["old"].saved_tokens, rows["old"].avoided_usd) == (
+            "", 0, Decimal(0))
+        assert (rows["new"].cache, rows["new"].saved_tokens, rows["new"].avoided_usd,
+                rows["new"].tier) == ("semantic", 42, Decimal("0.0125"), "cache")
+        await create_key(ledger, "shared", cache_namespace="team-a")
+        await create_key(ledger, "own")
+        spaces = {k.name: k.cache_namespace for k in await list_keys(ledger)}
+        assert spaces == {"shared": "team-a", "own": None}
+    finally:
+        await ledger.aclose()
