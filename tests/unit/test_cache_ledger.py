@@ -62,3 +62,32 @@ async def test_migration_7_adds_the_cache_columns_to_an_older_ledger(ledger_dsn:
         assert spaces == {"shared": "team-a", "own": None}
     finally:
         await ledger.aclose()
+
+
+async def test_savings_are_summed_per_key_tag_and_route_on_either_database(
+        ledger_dsn: str) -> None:
+    from datetime import timedelta
+
+    from spillgate.reports.cache_savings import read_savings
+
+    ledger = await Ledger.open(ledger_dsn)
+    try:
+        hits = [("k1", "faq", {"team": "a"}, "0.01", 10), ("k1", "faq", {"team": "a"}, "0.02", 20),
+                ("k2", "faq", {"team": "b", "app": "x"}, "0.04", 40),
+                ("k2", "chat", {}, "0.08", 80)]
+        for i, (key, route, tags, usd, tokens) in enumerate(hits):
+            ledger.finish(RequestOutcome.from_record(RequestRecord(
+                f"h{i}", key, route, False, T0.timestamp() + i, tags=tags, cache="exact",
+                avoided_usd=Decimal(usd), saved_tokens=tokens)))
+        miss = RequestRecord("m", "k1", "faq", False, T0.timestamp(), cost_usd=Decimal(1))
+        ledger.finish(RequestOutcome.from_record(miss))
+        await ledger.flush()
+        async with ledger.reading() as conn:
+            saved = await read_savings(conn, T0 - timedelta(hours=1), T0 + timedelta(hours=1))
+    finally:
+        await ledger.aclose()
+    assert saved["totals"] == {"hits": 4, "saved_tokens": 150, "avoided_usd": "0.15"}
+    assert saved["by_key"]["k1"] == {"hits": 2, "saved_tokens": 30, "avoided_usd": "0.03"}
+    assert saved["by_route"]["chat"]["avoided_usd"] == "0.08"
+    assert {k: v["hits"] for k, v in saved["by_tag"].items()} == {
+        "team=a": 2, "team=b": 1, "app=x": 1}

@@ -17,7 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, Text, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from spillgate.ledger.migrations import READONLY, open_engine
@@ -44,12 +44,13 @@ class Saved:
 
 def savings_query(since: datetime, until: datetime) -> Select[Any]:
     r = requests.c
-    return (select(r.key_id, r.route, r.tags, func.count().label("hits"),
+    tags = cast(r.tags, Text)  # PostgreSQL's json has no equality to group by; text has
+    return (select(r.key_id, r.route, tags.label("tags"), func.count().label("hits"),
                    func.sum(r.saved_tokens).label("saved_tokens"),
                    func.sum(r.avoided_usd, type_=Money()).label("avoided_usd"))
             .where(r.cache != "", r.status == 200, r.started_at >= since,
                    r.started_at < until)
-            .group_by(r.key_id, r.route, r.tags))
+            .group_by(r.key_id, r.route, tags))
 
 
 async def read_savings(conn: AsyncConnection, since: datetime,

@@ -100,5 +100,7 @@ def gather_report(dsn: str, window: Window, book: PriceBook, sources: ReportSour
         )  # fmt: skip
 
     report = report_off_loop(dsn, window.since, window.until, build)
-    report["cache"] = savings_off_loop(dsn, window.since, window.until)  # saved by cache
+    saved = savings_off_loop(dsn, window.since, window.until)
+    if saved["totals"]["hits"]:  # "saved by cache", in a report of a window with hits
+        report["cache"] = saved
     return render(report)
