@@ -91,3 +91,34 @@ async def test_savings_are_summed_per_key_tag_and_route_on_either_database(
     assert saved["by_route"]["chat"]["avoided_usd"] == "0.08"
     assert {k: v["hits"] for k, v in saved["by_tag"].items()} == {
         "team=a": 2, "team=b": 1, "app=x": 1}
+
+
+async def test_an_admin_sets_a_cache_namespace_that_authenticated_requests_carry(
+        ledger_dsn: str) -> None:
+    import httpx
+    from fastapi import FastAPI
+
+    from spillgate.api.admin_keys import admin_keys_router
+    from spillgate.tenancy.keys import KeyStore
+    from spillgate.web import install_error_handlers
+
+    ledger = await Ledger.open(ledger_dsn)
+    try:
+        app = FastAPI()
+        install_error_handlers(app)
+        keys = KeyStore(ledger)
+        app.state.keys = keys
+        app.include_router(admin_keys_router())
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
+            made = await client.post("/admin/keys", json={"name": "a", "cache_namespace": "t"})
+            plain = await client.post("/admin/keys", json={"name": "b"})
+            listed = (await client.get("/admin/keys")).json()["data"]
+        assert made.json()["key"]["cache_namespace"] == "t"
+        assert {k["name"]: k["cache_namespace"] for k in listed} == {"a": "t", "b": None}
+        info = await keys.authenticate(made.json()["secret"])
+        assert info is not None and info.cache_namespace == "t"
+        other = await keys.authenticate(plain.json()["secret"])
+        assert other is not None and other.cache_namespace is None
+    finally:
+        await ledger.aclose()
