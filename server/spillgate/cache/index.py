@@ -87,8 +87,9 @@ class ScopeIndex:
 
 
 class GraphIndex:
-    """hnswlib (inner product on unit vectors = cosine), grown by doubling; deleted labels
-    are reused by the next insert (`allow_replace_deleted`)."""
+    """hnswlib (inner product on unit vectors = cosine), grown by doubling. Every entry gets a
+    new label (never reused: hnswlib ties a reused label to the storage it replaces); the
+    storage of deleted entries is reused (`replace_deleted`)."""
 
     def __init__(self, dims: int, capacity: int) -> None:
         self._graph = hnswlib.Index(space="ip", dim=dims)
@@ -96,30 +97,27 @@ class GraphIndex:
                                allow_replace_deleted=True)
         self._graph.set_ef(_EF_SEARCH)
         self._graph.set_num_threads(1)  # one request's lookup; the event loop's thread
-        self._keys: list[str | None] = []
-        self._free: list[int] = []
+        self._keys: dict[int, str] = {}
+        self._next_label = 0
+        self._deleted = 0  # marked deleted, storage not yet reused
         self.size = 0
 
     def add(self, key: str, vector: Vector) -> int:
-        if self._free:
-            slot = self._free.pop()
-            self._keys[slot] = key
-            self._graph.add_items(vector.reshape(1, -1), [slot], replace_deleted=True)
-        else:
-            slot = len(self._keys)
-            if slot >= self._graph.get_max_elements():
-                self._graph.resize_index(2 * self._graph.get_max_elements())
-            self._keys.append(key)
-            self._graph.add_items(vector.reshape(1, -1), [slot])
+        label, self._next_label = self._next_label, self._next_label + 1
+        reuse = self._deleted > 0
+        if not reuse and self._graph.get_current_count() >= self._graph.get_max_elements():
+            self._graph.resize_index(2 * self._graph.get_max_elements())
+        self._graph.add_items(vector.reshape(1, -1), [label], replace_deleted=reuse)
+        self._deleted -= reuse
+        self._keys[label] = key
         self.size += 1
-        return slot
+        return label
 
     def remove(self, slot: int) -> None:
-        if self._keys[slot] is None:
+        if self._keys.pop(slot, None) is None:
             return
         self._graph.mark_deleted(slot)
-        self._keys[slot] = None
-        self._free.append(slot)
+        self._deleted += 1
         self.size -= 1
 
     def search(self, vector: Vector, threshold: float, k: int = TOP_K) -> list[tuple[str, float]]:
@@ -127,9 +125,9 @@ class GraphIndex:
             return []
         labels, distances = self._graph.knn_query(vector.reshape(1, -1), k=min(k, self.size))
         found = []
-        for slot, distance in zip(labels[0].tolist(), distances[0].tolist(), strict=True):
+        for label, distance in zip(labels[0].tolist(), distances[0].tolist(), strict=True):
             similarity = 1.0 - distance  # hnswlib's "ip" distance is 1 - dot product
-            key = self._keys[slot]
+            key = self._keys.get(label)
             if key is not None and similarity >= threshold:
                 found.append((key, similarity))
         return found
