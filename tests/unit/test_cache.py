@@ -245,3 +245,10 @@ def test_a_scope_that_grows_into_a_graph_still_finds_what_a_full_scan_finds() ->
         assert [k for k, _ in found] == [keys[i].exact for i in expected]
         if q in live:  # still cached: its own row is the best match
             assert abs(found[0][1] - 1.0) < 1e-5
+
+
+def test_a_chunk_the_collector_cannot_read_only_stops_the_store() -> None:
+    collector = StreamCollector()
+    collector.add({"choices": [{"index": "x", "delta": {"content": "a"}}]})
+    collector.add({"choices": [{"index": 0, "delta": {"content": "b"}, "finish_reason": "stop"}]})
+    assert collector.broken and collector.answer({"prompt_tokens": 1}) is None

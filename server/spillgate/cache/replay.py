@@ -75,10 +75,19 @@ class StreamCollector:
         self._finish: dict[int, str | None] = {}
         self._role: dict[int, str] = {}
         self.tool_calls = False
+        self.broken = False  # a chunk it could not read: nothing is stored
         self.usage: JSON | None = None
         self.model: str | None = None
 
     def add(self, chunk: JSON) -> None:
+        """Never raises: a chunk it cannot read only means the answer is not stored (the
+        relay forwards the stream as it is)."""
+        try:
+            self._add(chunk)
+        except (TypeError, ValueError, AttributeError, KeyError):
+            self.broken = True
+
+    def _add(self, chunk: JSON) -> None:
         self.model = self.model or chunk.get("model")
         if chunk.get("usage"):
             self.usage = chunk["usage"]
@@ -98,7 +107,7 @@ class StreamCollector:
     def answer(self, fallback_usage: JSON) -> JSON | None:
         """The answer when every choice finished (with the upstream's usage, else the
         gateway's count), else None."""
-        if self.tool_calls or not self._content or any(
+        if self.broken or self.tool_calls or not self._content or any(
                 self._finish.get(i) is None for i in self._content):
             return None
         choices = [{"index": i, "message": {"role": self._role.get(i, "assistant"),

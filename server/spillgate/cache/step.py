@@ -28,6 +28,7 @@ from spillgate.cache.keys import CacheKeys, build_keys, comparable_text, tempera
 from spillgate.cache.replay import StreamCollector, answer_of, calls_tools
 from spillgate.cache.store import Hit, ResponseCache
 from spillgate.embeddings import LocalEmbedder, load_local_embedder
+from spillgate.errors import describe
 from spillgate.ledger.record import RequestRecord
 from spillgate.settings import RouteSettings, Settings
 from spillgate.types import JSON, Endpoint
@@ -94,6 +95,15 @@ class CacheStep:
 
     def lookup(self, endpoint: Endpoint, route: str, body: JSON, headers: Mapping[str, str],
                tenant: str, sensitive: bool) -> Ticket:
+        """The request's ticket; a failure of the cache itself is a bypass, never an error."""
+        try:
+            return self._lookup(endpoint, route, body, headers, tenant, sensitive)
+        except Exception as exc:
+            log.error("response cache lookup failed, bypassed: %s", describe(exc))
+            return BYPASS
+
+    def _lookup(self, endpoint: Endpoint, route: str, body: JSON, headers: Mapping[str, str],
+                tenant: str, sensitive: bool) -> Ticket:
         policy = self._policies.get(route, RoutePolicy())
         directives = cache_directives(headers)
         if (policy.mode == "off" or endpoint != "chat/completions" or sensitive
@@ -127,7 +137,7 @@ class CacheStep:
     def remember(self, ticket: Ticket, result: JSON, record: RequestRecord) -> None:
         """Store a successful JSON answer (called after its row settled)."""
         if ticket.store and not record.sensitivity and record.status == 200:
-            answer = answer_of(result)
+            answer = answer_of(result)  # None for anything that is not a plain answer
             if answer is not None:
                 self._put(ticket, answer, record)
 
@@ -152,6 +162,9 @@ class CacheStep:
         if ticket.keys is None or (calls_tools(answer) and not ticket.policy.tool_calls):
             return
         usage = record.usage
-        self.cache.put(ticket.keys, answer, avoided_usd=record.cost_usd or Decimal(0),
-                       saved_tokens=usage.prompt_tokens + usage.completion_tokens,
-                       vector=ticket.vector, facts=ticket.facts)
+        try:
+            self.cache.put(ticket.keys, answer, avoided_usd=record.cost_usd or Decimal(0),
+                           saved_tokens=usage.prompt_tokens + usage.completion_tokens,
+                           vector=ticket.vector, facts=ticket.facts)
+        except Exception as exc:  # the answer is served already; the cache only misses it
+            log.error("response cache store failed: %s", describe(exc))
