@@ -1,6 +1,7 @@
-"""Semantic-cache lookup latency at 1k / 10k / 100k entries in one scope: the node's numpy
-brute-force index against hnswlib, faiss-cpu and sqlite-vec (each measured when importable;
-they are not dependencies of the node).
+"""Semantic-cache lookup latency at 1k / 10k / 100k entries in one scope: the node's own path
+(numpy scan below 4,096 entries, a usearch HNSW graph from there), and the candidates alone:
+numpy brute force, usearch, hnswlib, faiss-cpu (flat) and sqlite-vec (hnswlib, faiss and
+sqlite-vec are measured when importable; they are not dependencies of the node).
 
 A lookup is what the request path does on a miss of the exact store: embed the question
 (WordLlama, 256-d), search the scope for the best candidates above the threshold, check the
@@ -97,6 +98,15 @@ def numpy_search(rows: np.ndarray) -> Searcher:
     return lambda q: index.search(q, THRESHOLD)
 
 
+def usearch_search(rows: np.ndarray) -> Searcher:
+    from spillgate.cache.index import GraphIndex
+
+    index = GraphIndex(DIMS)
+    for i, row in enumerate(rows):
+        index.add(str(i), row)
+    return lambda q: index.search(q, THRESHOLD)
+
+
 def hnswlib_search(rows: np.ndarray) -> Searcher | None:
     try:
         import hnswlib  # type: ignore[import-not-found]
@@ -138,7 +148,7 @@ def sqlite_vec_search(rows: np.ndarray) -> Searcher | None:
     return lambda q: db.execute(query, (q.tobytes(),)).fetchall()
 
 
-def run(sizes: list[int], n_queries: int) -> dict[str, Any]:
+def run(sizes: list[int], n_queries: int, skip: set[str]) -> dict[str, Any]:
     queries = unit_rows(n_queries, seed=1601)
     texts = [QUESTIONS[i % len(QUESTIONS)].replace("What is", "Tell me") for i in
              range(n_queries)]
@@ -146,8 +156,11 @@ def run(sizes: list[int], n_queries: int) -> dict[str, Any]:
     for n in sizes:
         rows = unit_rows(n)
         row: dict[str, Any] = {"node_lookup_with_embedding": node_lookup(n, texts)}
-        for name, build in (("numpy", numpy_search), ("hnswlib", hnswlib_search),
+        for name, build in (("numpy", numpy_search), ("usearch", usearch_search),
+                            ("hnswlib", hnswlib_search),
                             ("faiss_flat", faiss_search), ("sqlite_vec", sqlite_vec_search)):
+            if name in skip:
+                continue
             start = time.perf_counter()
             search = build(rows)
             if search is None:
@@ -177,11 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--queries", type=int, default=2000)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--skip", default="", help="candidates to leave out, comma-separated")
     parser.add_argument("--extra-path", action="append", default=[],
                         help="a folder holding the optional libraries (pip --target)")
     args = parser.parse_args(argv)
     sys.path.extend(args.extra_path)
-    results = run([int(s) for s in args.sizes.split(",")], args.queries)
+    results = run([int(s) for s in args.sizes.split(",")], args.queries,
+                  set(filter(None, args.skip.split(","))))
     print(table(results))
     if args.json:
         with open(args.json, "w") as out:

@@ -1,31 +1,32 @@
 """The semantic index, one per scope: a numpy matrix while small, an HNSW graph when large.
 
 Chosen by measurement (scripts/bench_cache.py, docs/cache-eval.md). A small scope is searched
-exactly by one matrix-vector product (a few microseconds at a thousand rows, no recall lost,
-O(1) insert and delete). A brute-force scan grows with the scope: at 100k 256-d rows it reads
-100 MB per lookup, tens of milliseconds, far over the 5 ms goal; an hnswlib graph answers in
-well under a millisecond there. So a scope moves to hnswlib once it holds GRAPH_FROM rows. A
-scope is one tenant x route x conversation prefix, so most stay small. Removed rows are
-zeroed (numpy: they never score above a positive threshold) or marked deleted (hnswlib), and
-their slots reused.
+exactly by one matrix-vector product (microseconds at a thousand rows, no recall lost, O(1)
+insert and delete). A brute-force scan grows with the scope: at 100k 256-d rows it reads
+100 MB per lookup, tens of milliseconds, far over the 5 ms goal; an HNSW graph answers in well
+under a millisecond there. So a scope moves to a graph once it holds GRAPH_FROM rows. The
+graph is usearch (Apache-2.0, maintained, binary wheels, removal built in); hnswlib measured
+the same but ships no wheels (a C++ compiler at install) and has had no release since 2023.
+A scope is one tenant x route x conversation prefix, so most stay small. Removed numpy rows
+are zeroed (they never score above a positive threshold) and their slots reused.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-import hnswlib
 import numpy as np
 import numpy.typing as npt
+from usearch.index import Index
 
 Vector = npt.NDArray[np.float32]
 _INITIAL_ROWS = 16
 TOP_K = 8  # candidates handed to the guards, best first
 GRAPH_FROM = 4096  # rows at which a scope's exact scan is replaced by an HNSW graph
-_EF_SEARCH = 64  # hnswlib's search breadth: recall of the true top 8 stays near 1
+_EF_SEARCH = 64  # the graph's search breadth: recall of the true top 8 stays near 1
 
 
-class Index(Protocol):
+class ScopeSearch(Protocol):
     size: int
 
     def add(self, key: str, vector: Vector) -> int: ...
@@ -87,28 +88,19 @@ class ScopeIndex:
 
 
 class GraphIndex:
-    """hnswlib (inner product on unit vectors = cosine), grown by doubling. Every entry gets a
-    new label (never reused: hnswlib ties a reused label to the storage it replaces); the
-    storage of deleted entries is reused (`replace_deleted`)."""
+    """A usearch HNSW graph (inner product on unit vectors = cosine). Every entry gets a new
+    key, never reused; the graph reuses the storage of removed entries itself."""
 
-    def __init__(self, dims: int, capacity: int) -> None:
-        self._graph = hnswlib.Index(space="ip", dim=dims)
-        self._graph.init_index(max_elements=capacity, ef_construction=100, M=16,
-                               allow_replace_deleted=True)
-        self._graph.set_ef(_EF_SEARCH)
-        self._graph.set_num_threads(1)  # one request's lookup; the event loop's thread
+    def __init__(self, dims: int) -> None:
+        self._graph = Index(ndim=dims, metric="ip", dtype="f32", connectivity=16,
+                            expansion_add=128, expansion_search=_EF_SEARCH)
         self._keys: dict[int, str] = {}
         self._next_label = 0
-        self._deleted = 0  # marked deleted, storage not yet reused
         self.size = 0
 
     def add(self, key: str, vector: Vector) -> int:
         label, self._next_label = self._next_label, self._next_label + 1
-        reuse = self._deleted > 0
-        if not reuse and self._graph.get_current_count() >= self._graph.get_max_elements():
-            self._graph.resize_index(2 * self._graph.get_max_elements())
-        self._graph.add_items(vector.reshape(1, -1), [label], replace_deleted=reuse)
-        self._deleted -= reuse
+        self._graph.add(label, vector, threads=1)
         self._keys[label] = key
         self.size += 1
         return label
@@ -116,17 +108,17 @@ class GraphIndex:
     def remove(self, slot: int) -> None:
         if self._keys.pop(slot, None) is None:
             return
-        self._graph.mark_deleted(slot)
-        self._deleted += 1
+        self._graph.remove(slot)
         self.size -= 1
 
     def search(self, vector: Vector, threshold: float, k: int = TOP_K) -> list[tuple[str, float]]:
         if self.size == 0:
             return []
-        labels, distances = self._graph.knn_query(vector.reshape(1, -1), k=min(k, self.size))
+        matches = self._graph.search(vector, min(k, self.size), threads=1)
         found = []
-        for label, distance in zip(labels[0].tolist(), distances[0].tolist(), strict=True):
-            similarity = 1.0 - distance  # hnswlib's "ip" distance is 1 - dot product
+        for label, distance in zip(matches.keys.tolist(), matches.distances.tolist(),
+                                   strict=True):
+            similarity = 1.0 - distance  # usearch's "ip" distance is 1 - dot product
             key = self._keys.get(label)
             if key is not None and similarity >= threshold:
                 found.append((key, similarity))
@@ -142,7 +134,7 @@ class SemanticIndex:
     def __init__(self, dims: int, graph_from: int = GRAPH_FROM) -> None:
         self.dims = dims
         self.graph_from = graph_from
-        self._scopes: dict[str, Index] = {}
+        self._scopes: dict[str, ScopeSearch] = {}
 
     def add(self, scope: str, key: str, vector: Vector) -> tuple[int, dict[str, int]]:
         index = self._scopes.get(scope)
@@ -150,7 +142,7 @@ class SemanticIndex:
             index = self._scopes[scope] = ScopeIndex(self.dims)
         moved: dict[str, int] = {}
         if isinstance(index, ScopeIndex) and index.size + 1 >= self.graph_from:
-            graph = GraphIndex(self.dims, 2 * self.graph_from)
+            graph = GraphIndex(self.dims)
             moved = {old_key: graph.add(old_key, row) for old_key, row in index.live()}
             index = self._scopes[scope] = graph
         return index.add(key, vector), moved
