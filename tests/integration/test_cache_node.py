@@ -233,6 +233,7 @@ async def test_the_report_shows_what_the_cache_saved_per_key_tag_and_route(
             gather_report, dsn, window, book, sources, lambda r: render_report(r, "json")))
         cache = report["cache"]
         assert cache["totals"]["hits"] == 3
+        assert (report["totals"]["cache_requests"], report["totals"]["api_requests"]) == (3, 3)
         assert Decimal(cache["totals"]["avoided_usd"]) == expected > 0
         alice_id = next(r["key_id"] for r in rows if r["route"] == "exact" and r["cache"]
                         and r["tags"] == {"team": "a"})
