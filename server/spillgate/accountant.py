@@ -156,7 +156,8 @@ class Accountant:
         if info is None:
             return None
         self._keys[info.key_id] = info
-        return Client(key_id=info.key_id, local_only=info.local_only)
+        return Client(key_id=info.key_id, local_only=info.local_only,
+                      cache_namespace=info.cache_namespace)
 
     async def check_rate(self, key_id: str | None, tokens_estimate: int) -> None:
         """Per-key RPM/TPM: count the request, or refuse it with 429 and Retry-After.
@@ -271,6 +272,9 @@ class Accountant:
             self.clock.abandon(record.request_id)
 
     async def finish(self, record: RequestRecord) -> None:
+        if record.cache:  # a cache hit consumed nothing: cost 0, its avoided cost kept
+            self.ledger.finish(RequestOutcome.from_record(record))
+            return
         usage = record.usage
         if record.tier != "local" and self.clock.has(record.request_id):
             self.clock.abandon(record.request_id)

@@ -23,6 +23,7 @@ from spillgate.accountant import Accountant, build_accountant
 from spillgate.api import admin, console, feedback, health, openai
 from spillgate.api.deps import Authenticator
 from spillgate.backends.registry import Backends, build_backends
+from spillgate.cache.step import CacheStep
 from spillgate.capacity import CapacityMonitor
 from spillgate.catalog import Catalog
 from spillgate.learned_file import load_dispatchers
@@ -99,6 +100,7 @@ def create_app(
         accountant=accountant,
         metrics=metrics,
         rules=build_rules(settings.rules, routes),
+        cache=CacheStep.from_settings(settings),
     )
     parts = Parts(backends, capacity)
 

@@ -28,6 +28,9 @@ import orjson
 
 from spillgate import cascade, dispatch, stream_cost
 from spillgate.backends.base import UpstreamCall
+from spillgate.cache import replay as cache_replay
+from spillgate.cache.keys import tenant_of
+from spillgate.cache.step import BYPASS, CACHE_HEADER, CacheStep, Ticket
 from spillgate.classify import Detector, TextExtractor, classify_async, parse_tags
 from spillgate.errors import ApiError, InternalError, ServiceUnavailable, UpstreamError, describe
 from spillgate.ledger.record import RequestRecord, Usage
@@ -89,6 +92,7 @@ class Node:
     metrics: GatewayMetrics
     priority_backends: frozenset[str] = frozenset()  # local engines honouring `priority`
     rules: tuple[StageRule, ...] = ()  # stage rules, matched before anything else
+    cache: CacheStep | None = None  # the response cache (step 3); None: no route caches
 
 
 @dataclass(slots=True)
@@ -142,6 +146,11 @@ async def _serve(
         )
         tokens_needed = record.prompt_estimate + record.max_output_tokens
         await node.accountant.check_rate(client.key_id, tokens_needed)
+        ticket = BYPASS if node.cache is None else node.cache.lookup(
+            endpoint, route.name, body, headers,
+            tenant_of(client.key_id, client.cache_namespace), verdict.sensitive)
+        if ticket.hit is not None:
+            return await _replay(life, record, body, ticket)
         tier_pin = steered.tier_pin or verdict.tier_pin
         facts = RequestFacts(
             sensitive=verdict.sensitive, tier_pin=tier_pin, tokens_needed=tokens_needed,
@@ -166,12 +175,13 @@ async def _serve(
 
         if decision.reason == cascade.DRAFT:  # drafted locally, judged, maybe escalated
             reply = await _complete(life, route, decision, record, body, call_for, before,
-                                    functools.partial(cascade.complete, life, route, record))
+                                    ticket, functools.partial(cascade.complete, life, route,
+                                                              record))
             return StreamReply(cascade.as_stream(reply.body, _wants_usage(body)),
                                reply.headers) if record.stream else reply
         if record.stream:
-            return await _stream(life, route, decision, record, body, call_for, before)
-        return await _complete(life, route, decision, record, body, call_for, before)
+            return await _stream(life, route, decision, record, body, call_for, before, ticket)
+        return await _complete(life, route, decision, record, body, call_for, before, ticket)
 
 
 @contextlib.contextmanager
@@ -226,9 +236,30 @@ def _served(life: RequestLife, route: Route, record: RequestRecord, target: Targ
     life.node.accountant.served(record)
 
 
+async def _replay(life: RequestLife, record: RequestRecord, body: JSON,
+                  ticket: Ticket) -> Reply | StreamReply:
+    """A cache hit: its row (cost 0, the avoided cost), then the answer as the client asked."""
+    if life.node.cache is None or ticket.hit is None:
+        raise InternalError("cache hit without a cache")
+    life.node.cache.on_hit(record, ticket)
+    life.record = record
+    await life.settle(200)
+    headers = _headers(life.node, record) | {CACHE_HEADER: "hit"}
+    answer, model = ticket.hit.entry.answer, str(body["model"])
+    if not record.stream:
+        return Reply(cache_replay.completion(answer, model), headers)
+    want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    return StreamReply(_events(cache_replay.sse_events(answer, model, want_usage)), headers)
+
+
+async def _events(events: list[bytes]) -> AsyncIterator[bytes]:
+    for event in events:
+        yield event
+
+
 async def _complete(
     life: RequestLife, route: Route, decision: Decision, record: RequestRecord, body: JSON,
-    call_for: Callable[[Target], UpstreamCall], before: dispatch.BeforeTarget,
+    call_for: Callable[[Target], UpstreamCall], before: dispatch.BeforeTarget, ticket: Ticket,
     run: Callable[..., Awaitable[tuple[Target, JSON, list[str]]]] = dispatch.complete,
 ) -> Reply:
     began = time.perf_counter()
@@ -241,7 +272,9 @@ async def _complete(
         raise UpstreamError(f"backend {target.backend} returned no usable usage")
     record.usage = usage
     await life.settle(200)
-    return Reply(result, _headers(life.node, record))
+    if life.node.cache is not None:
+        life.node.cache.remember(ticket, result, record)
+    return Reply(result, _headers(life.node, record) | {CACHE_HEADER: ticket.status})
 
 
 def _wants_usage(body: JSON) -> bool:
@@ -258,7 +291,7 @@ def _usage_of(raw: object) -> Usage | None:
 
 async def _stream(
     life: RequestLife, route: Route, decision: Decision, record: RequestRecord, body: JSON,
-    call_for: Callable[[Target], UpstreamCall], before: dispatch.BeforeTarget,
+    call_for: Callable[[Target], UpstreamCall], before: dispatch.BeforeTarget, ticket: Ticket,
 ) -> StreamReply:
     began = time.perf_counter()
     opened = await dispatch.open_stream(
@@ -272,12 +305,13 @@ async def _stream(
     _served(life, route, record, opened.target, failed)
     record.ttft_s = time.perf_counter() - began
     want_usage = _wants_usage(body)
-    chunks = _relay(life, record, opened, want_usage, began)
+    chunks = _relay(life, record, opened, want_usage, began, ticket)
     # Start the relay now: a started generator always runs its `finally` (settle, release
     # the local slot), even when the client is gone before the server iterates the body.
     first = await anext(chunks)
     life.hand_over()
-    return StreamReply(_prefixed(first, chunks), _headers(life.node, record, with_cost=False))
+    headers = _headers(life.node, record, with_cost=False) | {CACHE_HEADER: ticket.status}
+    return StreamReply(_prefixed(first, chunks), headers)
 
 
 async def _prefixed(first: bytes, rest: AsyncGenerator[bytes]) -> AsyncIterator[bytes]:
@@ -300,13 +334,17 @@ async def _close(stream: AsyncIterator[JSON]) -> None:
 
 async def _relay(
     life: RequestLife, record: RequestRecord, opened: dispatch.OpenStream, want_usage: bool,
-    began: float,
+    began: float, ticket: Ticket,
 ) -> AsyncGenerator[bytes]:
     """Forward chunks; settle exactly once whether the stream ends, fails or is cancelled.
     A stream that ends settles before its last frames, which carry its cost (stream_cost)."""
     status, seen_tokens, usage, usage_chunk = CLIENT_CLOSED, 0, None, None
+    cache = life.node.cache
+    collected = None if cache is None else cache.collector(ticket)
     try:
         async for chunk in _chunks(opened):
+            if collected is not None:
+                collected.add(chunk)
             if "usage" in chunk and chunk["usage"] and not chunk.get("choices"):
                 usage = _usage_of(chunk["usage"])
                 usage_chunk = chunk if want_usage else None  # sent once its cost is known
@@ -317,6 +355,8 @@ async def _relay(
                 yield _sse(chunk)
         status = 200
         await _settle_stream(life, record, opened, status, usage, seen_tokens, began)
+        if cache is not None and collected is not None:  # stored only when it completed
+            cache.remember_stream(ticket, collected, record)
         for frame in stream_cost.final_frames(record, usage_chunk):
             yield frame
         yield b"data: [DONE]\n\n"

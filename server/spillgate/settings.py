@@ -222,6 +222,17 @@ class RouteSettings(_Strict):
     arms: list[ArmSettings] = Field(
         default_factory=list, description="Canary: split the route's traffic between arms "
         "by a stable hash of `x-spillgate-arm-key` (else the API key); each row is tagged.")
+    cache: Literal["off", "exact", "semantic"] = Field(
+        "off", description="Response cache of this route (chat completions): off; exact "
+        "repeats only; or exact plus guarded paraphrase matches (see the top-level `cache`)."
+    )
+    cache_temperature: bool = Field(
+        False, description="Also cache requests sampled at temperature > 0 (absent means the "
+        "API default, 1). Off: only temperature 0 answers are cached."
+    )
+    cache_tool_calls: bool = Field(
+        False, description="Also cache answers that call tools (off: never stored)."
+    )
 
     @model_validator(mode="after")
     def _targets_present(self) -> RouteSettings:
@@ -286,6 +297,20 @@ class RuleSettings(_Strict):
         if low is not None and high is not None and low > high:
             raise ValueError(f"rule {self.name!r}: min_prompt_tokens exceeds max_prompt_tokens")
         return self
+
+
+class CacheSettings(_Strict):
+    ttl_s: float = Field(3600.0, gt=0, description="Seconds a cached answer may be served.")
+    max_entries: int = Field(100_000, ge=1, description="Cached answers kept (all tenants).")
+    max_bytes: int = Field(
+        256 << 20, ge=1024, description="Bytes of cached answers kept; the least recently "
+        "used go first when either bound is reached."
+    )
+    threshold: float = Field(
+        0.905, gt=0, le=1, description="Semantic routes: least cosine similarity of a "
+        "paraphrase hit (calibrated in docs/cache-eval.md); a candidate must also pass the "
+        "guards (numbers, negation, names, units)."
+    )
 
 
 class LedgerSettings(_Strict):
@@ -437,6 +462,7 @@ class Settings(BaseSettings):
     spend_guard: SpendGuardSettings = Field(
         default_factory=SpendGuardSettings, description="Paid-spend guard (off without limits).")
     alerts: AlertSettings = Field(default_factory=AlertSettings, description="Budget alerts.")
+    cache: CacheSettings = Field(default_factory=CacheSettings, description="Response cache.")
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:

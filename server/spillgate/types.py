@@ -20,3 +20,4 @@ class Client:
 
     key_id: str | None = None
     local_only: bool = False
+    cache_namespace: str | None = None  # response-cache tenant shared by several keys

@@ -30,6 +30,9 @@ class KeyCreate(BaseModel):
     tpm: int | None = Field(None, ge=0, description="Tokens per minute, all replicas together.")
     local_only: bool = Field(False, description="Every request is treated as sensitive.")
     tags: dict[str, str] = Field(default_factory=dict, description="Tags kept on the key.")
+    cache_namespace: str | None = Field(
+        None, max_length=128, description="Keys with the same namespace share response-cache "
+        "entries; unset: the key's entries are its own.")
 
 
 def key_create_body(raw: bytes) -> KeyCreate:

@@ -34,6 +34,8 @@ def add_keys_commands(subparsers: Any) -> None:
                         help="treat every request of this key as sensitive: never leaves")
     create.add_argument("--tag", action="append", default=[], type=_tag, metavar="K=V",
                         help="tag recorded on the key (repeatable)")
+    create.add_argument("--cache-namespace", default=None,
+                        help="keys with the same namespace share response-cache entries")
     lst = actions.add_parser("list", help="list keys (never their secrets)")
     lst.add_argument("--all", action="store_true", help="include revoked keys")
     revoke = actions.add_parser("revoke", help="revoke a key by its id")
@@ -94,6 +96,7 @@ async def _create(ledger: Ledger, args: argparse.Namespace) -> int:
             ledger, args.name, daily_budget_usd=args.daily_budget,
             monthly_budget_usd=args.monthly_budget, rpm=args.rpm, tpm=args.tpm,
             local_only=args.local_only, tags=dict(args.tag),
+            cache_namespace=args.cache_namespace,
         )  # fmt: skip
     except ValueError as exc:
         print(f"spillgate keys: {exc}", file=sys.stderr)

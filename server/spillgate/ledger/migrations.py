@@ -69,6 +69,25 @@ def _cascade_arms_feedback(conn: Connection) -> None:
                           f"{default.get(name, '')}"))
 
 
+def _response_cache(conn: Connection) -> None:
+    """requests: cache, saved_tokens, avoided_usd; api_keys: cache_namespace (a database
+    created by this version's step 1 has them already)."""
+    _add_missing(conn, schema.requests, {"cache": "''", "saved_tokens": "0",
+                                         "avoided_usd": "0"})
+    _add_missing(conn, schema.api_keys, {"cache_namespace": None})
+
+
+def _add_missing(conn: Connection, table: Any, columns: dict[str, str | None]) -> None:
+    """ALTER TABLE … ADD COLUMN for each column the table lacks (None: nullable)."""
+    have = {c["name"] for c in inspect(conn).get_columns(table.name)}
+    for name, default in columns.items():
+        if name in have:
+            continue
+        kind = table.c[name].type.compile(dialect=conn.dialect)
+        tail = "" if default is None else f" NOT NULL DEFAULT {default}"
+        conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {name} {kind}{tail}"))
+
+
 def _cache_write_tokens(conn: Connection) -> None:
     """requests.cache_write_tokens: prompt tokens written to a provider's prompt cache."""
     have = {c["name"] for c in inspect(conn).get_columns("requests")}
@@ -83,6 +102,7 @@ MIGRATIONS: list[tuple[int, Step]] = [
     (3, rollup.backfill),  # hourly request_rollup for reports, filled from existing rows
     (4, _rate_events),  # RPM/TPM windows shared by the replicas of a PostgreSQL ledger
     (6, _cascade_arms_feedback),  # issue 15: canary arm, cascade draft cost, feedback
+    (7, _response_cache),  # response-cache hits on request rows; key cache namespaces
     (11, _cache_write_tokens),  # provider prompt-cache writes, priced at their own rate
 ]
 

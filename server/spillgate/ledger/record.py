@@ -64,3 +64,8 @@ class RequestRecord:
     arm: str = ""
     draft_usd: Decimal = Decimal(0)
     confidence: float | None = None
+    # a response-cache hit: its kind ('exact' | 'semantic'), what the original answer cost
+    # and the tokens it processed (this request processed none)
+    cache: str = ""
+    avoided_usd: Decimal = Decimal(0)
+    saved_tokens: int = 0

@@ -134,6 +134,11 @@ requests = Table(
     Column("confidence", Float()),  # cascade: the draft's confidence signal
     Column("feedback", Float()),  # the client's score in [0, 1]; null = not rated
     Column("feedback_at", UTCDateTime()),
+    # added in migration 7: a response-cache hit ('exact' | 'semantic', "" = not a hit), the
+    # tokens it saved and the cost it avoided (the original answer's cost)
+    Column("cache", String(16), nullable=False, default=""),
+    Column("saved_tokens", Integer(), nullable=False, default=0),
+    Column("avoided_usd", Money(), nullable=False, default=Decimal(0)),
     Index("ix_requests_started_at", "started_at"),
     Index("ix_requests_key_id", "key_id"),
     Index("ix_requests_state", "state"),
@@ -174,6 +179,8 @@ api_keys = Table(
     Column("tpm", Integer()),
     Column("local_only", Boolean(), nullable=False, default=False),
     Column("tags", JSON(), nullable=False, default=dict),
+    # added in migration 7: keys sharing a namespace share response-cache entries
+    Column("cache_namespace", String(128)),
 )
 
 budget_counters = Table(
@@ -252,7 +259,7 @@ class RequestStart:
             route=record.route,
             reason=record.reason,
             backend=record.backend,
-            tier=record.tier,
+            tier="cache" if record.cache else record.tier,  # a hit reached no tier
             model=record.model,
             stream=record.stream,
             sensitivity=",".join(sorted(record.sensitivity)),
@@ -291,6 +298,9 @@ class RequestOutcome:
     usage_source: str = "measured"  # 'estimated' when the upstream sent no usage
     draft_usd: Decimal = ZERO  # cascade: the local draft's hardware cost
     confidence: float | None = None
+    cache: str = ""  # a response-cache hit: 'exact' | 'semantic'
+    saved_tokens: int = 0
+    avoided_usd: Decimal = ZERO
 
     @classmethod
     def from_record(cls, record: RequestRecord,
@@ -311,6 +321,7 @@ class RequestOutcome:
             usage_source="measured" if usage.measured else "estimated",
             draft_usd=record.draft_usd,
             confidence=record.confidence,
+            cache=record.cache, saved_tokens=record.saved_tokens, avoided_usd=record.avoided_usd,
         )
 
     @property
@@ -329,5 +340,6 @@ class RequestOutcome:
             cost_kind="api" if self.start.tier == "api" else "local",
             counterfactual_usd=self.counterfactual_usd, usage_source=self.usage_source,
             state=self.state, draft_usd=self.draft_usd, confidence=self.confidence,
+            cache=self.cache, saved_tokens=self.saved_tokens, avoided_usd=self.avoided_usd,
         )  # fmt: skip
         return row

@@ -94,6 +94,7 @@ class Sums:
 
     requests: int = 0
     local_requests: int = 0
+    cache_requests: int = 0  # answered by the response cache: neither tier served them
     local_prompt: int = 0
     local_cached: int = 0
     local_completion: int = 0
@@ -120,7 +121,9 @@ class Sums:
     def add_group(self, key: GroupKey, g: GroupSums) -> None:
         tokens = g.prompt_tokens + g.completion_tokens
         self.requests += g.requests
-        if key.tier == "local":
+        if key.tier == "cache":
+            self.cache_requests += g.requests
+        elif key.tier == "local":
             self.local_requests += g.requests
             self.local_prompt += g.prompt_tokens
             self.local_cached += g.cached_tokens
@@ -306,7 +309,8 @@ def figures(s: Sums, ctx: ReportInputs) -> dict[str, Any]:
     return {
         "requests": s.requests,
         "local_requests": s.local_requests,
-        "api_requests": s.requests - s.local_requests,
+        "api_requests": s.requests - s.local_requests - s.cache_requests,
+        "cache_requests": s.cache_requests,
         "local_tokens": s.local_tokens,
         "local_cached_tokens": s.local_cached,
         "api_tokens": s.api_tokens,

@@ -18,6 +18,7 @@ from spillgate.catalog import Catalog
 from spillgate.costing.hardware import HardwareProfile, get_profile, load_profiles
 from spillgate.costing.pricing import PriceBook
 from spillgate.ledger.rollup import Views
+from spillgate.reports.cache_savings import savings_off_loop
 from spillgate.reports.figures import Bucket, Period, as_utc, report_from_views
 from spillgate.reports.query import report_off_loop
 from spillgate.settings import Settings
@@ -91,12 +92,15 @@ def gather_report(dsn: str, window: Window, book: PriceBook, sources: ReportSour
     Blocking (own event loop and connections): the node calls it through
     `asyncio.to_thread`, the CLI directly."""
 
-    def build(views: Views, periods: list[Period]) -> T:
-        report = report_from_views(
+    def build(views: Views, periods: list[Period]) -> dict[str, Any]:
+        return report_from_views(
             views, periods, since=window.since, until=window.until, bucket=window.bucket,
             price_book=book, reference_model=sources.reference_model,
             hardware_profile=sources.hardware_profile, units=sources.units,
         )  # fmt: skip
-        return render(report)
 
-    return report_off_loop(dsn, window.since, window.until, build)
+    report = report_off_loop(dsn, window.since, window.until, build)
+    saved = savings_off_loop(dsn, window.since, window.until)
+    if saved["totals"]["hits"]:  # "saved by cache", in a report of a window with hits
+        report["cache"] = saved
+    return render(report)

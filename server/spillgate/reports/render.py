@@ -163,6 +163,24 @@ def series_rows(report: dict[str, Any]) -> list[list[str]]:
     ]  # fmt: skip
 
 
+CACHE_HEADERS = ("", "hits", "tokens saved", "cost avoided")
+
+
+def cache_rows(part: dict[str, Any]) -> list[list[str]]:
+    return [[name, str(v["hits"]), f"{v['saved_tokens']:,}", usd(v["avoided_usd"])]
+            for name, v in part.items()]
+
+
+def cache_sections(report: dict[str, Any]) -> list[tuple[str, list[list[str]]]]:
+    """'Saved by cache' (total, per key, tag, route); none for a report without it."""
+    cache = report.get("cache")
+    if not cache:
+        return []
+    return [("Saved by cache", cache_rows({"total": cache["totals"]})),
+            *((f"Saved by cache per {view}", cache_rows(cache[f"by_{view}"]))
+              for view in ("key", "tag", "route"))]
+
+
 def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
@@ -186,6 +204,8 @@ def report_md(report: dict[str, Any]) -> str:
         f"## Per {report['window']['bucket']}",
         _md_table(SERIES_HEADERS, series_rows(report)),
     ]
+    for title, rows in cache_sections(report):
+        parts += [f"## {title}", _md_table(CACHE_HEADERS, rows)]
     return "\n\n".join(parts) + "\n"
 
 
@@ -273,6 +293,8 @@ def report_html(report: dict[str, Any]) -> str:
         svgchart.table(BREAKDOWN_HEADERS, breakdown_rows(report["by_tag"])),
         f"<h2>Per {escape(report['window']['bucket'])}</h2>",
         svgchart.table(SERIES_HEADERS, series_rows(report)),
+        *(f"<h2>{escape(title)}</h2>" + svgchart.table(CACHE_HEADERS, rows)
+          for title, rows in cache_sections(report)),
         '<p class="note">Formulas and assumptions: docs/cost-model.md. Local busy cost is the '
         "hardware cost attributed to requests while they ran; idle cost is the rest.</p>",
     ]

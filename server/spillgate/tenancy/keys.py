@@ -46,10 +46,11 @@ class KeyInfo:
     tpm: int | None = None
     local_only: bool = False  # every request of this key is treated as sensitive
     tags: Mapping[str, str] = field(default_factory=dict)
+    cache_namespace: str | None = None  # keys sharing one share response-cache entries
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> KeyInfo:
-        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
+        return cls(**{name: row[name] for name in cls.__dataclass_fields__ if name in row})
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready: money as exact decimal strings, times as ISO 8601."""
@@ -63,7 +64,7 @@ class KeyInfo:
             "daily_budget_usd": money(self.daily_budget_usd),
             "monthly_budget_usd": money(self.monthly_budget_usd),
             "rpm": self.rpm, "tpm": self.tpm, "local_only": self.local_only,
-            "tags": dict(self.tags),
+            "tags": dict(self.tags), "cache_namespace": self.cache_namespace,
         }  # fmt: skip
 
 
@@ -86,6 +87,7 @@ async def create_key(
     tpm: int | None = None,
     local_only: bool = False,
     tags: Mapping[str, str] | None = None,
+    cache_namespace: str | None = None,
     now: datetime | None = None,
 ) -> tuple[KeyInfo, str]:
     """Store a new key; returns it and its secret (the only time the secret is available)."""
@@ -100,7 +102,7 @@ async def create_key(
         key_id="key-" + secrets.token_hex(6), name=name.strip(), prefix=secret[:10],
         created_at=now or ledger.now(), daily_budget_usd=daily_budget_usd,
         monthly_budget_usd=monthly_budget_usd, rpm=rpm, tpm=tpm, local_only=local_only,
-        tags=dict(tags or {}),
+        tags=dict(tags or {}), cache_namespace=(cache_namespace or "").strip() or None,
     )
     values = {name: getattr(info, name) for name in KeyInfo.__dataclass_fields__}
     values["tags"] = dict(info.tags)
