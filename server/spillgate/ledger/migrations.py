@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from spillgate.ledger import rollup, schema
+from spillgate.ledger.batch_tables import create_batch_tables
 
 Step = Callable[[Connection], None]
 _ADVISORY_LOCK_ID = 0x5B16A7E  # any constant unique to spillgate's migrations
@@ -60,6 +61,7 @@ MIGRATIONS: list[tuple[int, Step]] = [
     (2, _hardware_power_source),
     (3, rollup.backfill),  # hourly request_rollup for reports, filled from existing rows
     (4, _rate_events),  # RPM/TPM windows shared by the replicas of a PostgreSQL ledger
+    (8, create_batch_tables),  # Batch API: files, batches, lines (ledger/batch_tables.py)
 ]
 
 
