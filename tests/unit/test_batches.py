@@ -1,0 +1,281 @@
+"""The Batch API in process: lifecycle, output and error files, cancel, ownership, preemption,
+exactly-once billing across a restart. Real routing, ledger (SQLite file) and scheduler; the
+engines are in-process fakes (tests/batch_support.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from spillgate.batches.store import BatchStore
+from spillgate.errors import ServiceUnavailable
+from spillgate.fakes.backend import Script
+from spillgate.ledger.batch_tables import batch_lines
+from spillgate.tenancy.keys import create_key
+from tests.batch_support import (
+    auth,
+    batch_harness,
+    batch_rows,
+    chat_line,
+    jsonl,
+    line_states,
+    read_jsonl,
+    start_batch,
+    upload,
+    wait_status,
+)
+
+
+async def test_a_batch_runs_every_line_once_and_writes_the_output_file(tmp_path: Path) -> None:
+    async with batch_harness(tmp_path) as h:
+        lines = [chat_line(f"r{i}") for i in range(6)]
+        batch = await start_batch(h.client, lines, metadata={"job": "nightly"})
+        assert batch["status"] == "in_progress" and batch["request_counts"]["total"] == 6
+        done = await wait_status(h.client, batch["id"])
+        assert done["status"] == "completed", done
+        assert done["request_counts"] == {"total": 6, "completed": 6, "failed": 0}
+        assert done["error_file_id"] is None and done["metadata"] == {"job": "nightly"}
+        assert done["completed_at"] >= done["in_progress_at"] >= done["created_at"]
+        output = await read_jsonl(h.client, done["output_file_id"])
+        # In input order, each answer with its line's id, status and the upstream body.
+        assert [o["custom_id"] for o in output] == [f"r{i}" for i in range(6)]
+        assert {o["response"]["status_code"] for o in output} == {200}
+        assert all(o["response"]["body"]["choices"][0]["message"]["content"] == "ok"
+                   for o in output)
+        assert all(o["error"] is None and o["id"] == o["response"]["request_id"]
+                   for o in output)
+        # One ledger row per line, tagged with the batch, served locally, settled.
+        rows = await batch_rows(h, batch["id"])
+        assert sorted(r["request_id"] for r in rows) == sorted(
+            o["response"]["request_id"] for o in output)
+        assert {(r["tier"], r["state"], r["status"]) for r in rows} == {("local", "settled",
+                                                                          200)}
+        assert len(h.local.calls) == 6 and not h.paid.calls
+        assert all(call["stream"] is False for call in h.local.calls)
+
+
+async def test_a_bad_line_goes_to_the_error_file_and_the_rest_complete(tmp_path: Path) -> None:
+    async with batch_harness(tmp_path) as h:
+        bad = chat_line("bad", max_tokens=-3)  # the request path refuses it: 400
+        lines = [chat_line("a"), bad, chat_line("b"), chat_line("nomodel", model="nosuch")]
+        batch = await start_batch(h.client, lines)
+        done = await wait_status(h.client, batch["id"])
+        assert done["status"] == "completed"
+        assert done["request_counts"] == {"total": 4, "completed": 2, "failed": 2}
+        output = await read_jsonl(h.client, done["output_file_id"])
+        errors = await read_jsonl(h.client, done["error_file_id"])
+        assert [o["custom_id"] for o in output] == ["a", "b"]
+        assert [e["custom_id"] for e in errors] == ["bad", "nomodel"]
+        assert [e["response"]["status_code"] for e in errors] == [400, 404]
+        assert all("error" in e["response"]["body"] for e in errors)
+        assert len(h.local.calls) == 2  # the refused lines never reached the engine
+
+
+async def test_malformed_input_files_are_refused_on_upload(tmp_path: Path) -> None:
+    async with batch_harness(tmp_path) as h:
+        good = chat_line("x")
+        cases = [
+            b"not json\n",
+            jsonl([good, good]),  # custom_id twice
+            jsonl([{**good, "method": "GET"}]),
+            jsonl([{**good, "url": "/v1/other"}]),
+            jsonl([{**good, "body": "text"}]),
+            jsonl([{**good, "custom_id": ""}]),
+            b"\n\n",
+        ]
+        for content in cases:
+            got = await upload(h.client, content)
+            assert got.status_code == 400, content
+            assert got.json()["error"]["param"] == "file"
+        wrong_purpose = await h.client.post(
+            "/v1/files", data={"purpose": "fine-tune"},
+            files={"file": ("in.jsonl", jsonl([good]))})
+        assert wrong_purpose.status_code == 400
+        # A file of embeddings lines cannot start a chat batch.
+        emb = {"custom_id": "e", "method": "POST", "url": "/v1/embeddings",
+               "body": {"model": "local", "input": "x"}}
+        file_id = (await upload(h.client, jsonl([emb]))).json()["id"]
+        mismatch = await h.client.post("/v1/batches", json={
+            "input_file_id": file_id, "endpoint": "/v1/chat/completions",
+            "completion_window": "24h"})
+        assert mismatch.status_code == 400
+        assert mismatch.json()["error"]["code"] == "mismatched_endpoint"
+
+
+async def test_an_oversized_file_is_413(tmp_path: Path) -> None:
+    async with batch_harness(tmp_path, max_file_bytes=200) as h:
+        got = await upload(h.client, jsonl([chat_line(f"r{i}") for i in range(5)]))
+        assert got.status_code == 413
+
+
+async def test_cancel_keeps_finished_lines_and_stops_the_rest(tmp_path: Path) -> None:
+    async with batch_harness(tmp_path) as h:
+        h.local.then(Script(), Script(), Script(hang=True))  # the third line hangs
+        batch = await start_batch(h.client, [chat_line(f"r{i}") for i in range(6)])
+        for _ in range(500):
+            if h.local.active:
+                break
+            await asyncio.sleep(0.01)
+        assert h.local.active == 1
+        cancelling = (await h.client.post(f"/v1/batches/{batch['id']}/cancel")).json()
+        assert cancelling["status"] == "cancelling" and cancelling["cancelling_at"]
+        done = await wait_status(h.client, batch["id"])
+        assert done["status"] == "cancelled" and done["cancelled_at"]
+        assert h.local.cancelled == 1 and h.local.active == 0  # the running line stopped
+        assert done["request_counts"]["completed"] == 2
+        output = await read_jsonl(h.client, done["output_file_id"])
+        errors = await read_jsonl(h.client, done["error_file_id"])
+        assert [o["custom_id"] for o in output] == ["r0", "r1"]
+        assert [e["custom_id"] for e in errors] == ["r2", "r3", "r4", "r5"]
+        assert {e["error"]["code"] for e in errors} == {"batch_cancelled"}
+        assert all(e["response"] is None for e in errors)
+        # Lines that never ran left no settled row; the finished ones one each.
+        settled = [r for r in await batch_rows(h, batch["id"]) if r["status"] == 200]
+        assert len(settled) == 2
+        assert len(h.local.calls) == 3
+
+
+async def test_files_and_batches_belong_to_their_key(tmp_path: Path) -> None:
+    async with batch_harness(tmp_path) as h:
+        _, alice = await create_key(h.ledger, "alice")
+        _, bob = await create_key(h.ledger, "bob")
+        batch = await start_batch(h.client, [chat_line("a")], key=alice)
+        done = await wait_status(h.client, batch["id"], key=alice)
+        file_id, out_id = batch["input_file_id"], done["output_file_id"]
+        for path in (f"/v1/files/{file_id}", f"/v1/files/{file_id}/content",
+                     f"/v1/files/{out_id}", f"/v1/files/{out_id}/content",
+                     f"/v1/batches/{batch['id']}"):
+            assert (await h.client.get(path, headers=auth(bob))).status_code == 404, path
+            assert (await h.client.get(path, headers=auth(alice))).status_code == 200, path
+        cancel = await h.client.post(f"/v1/batches/{batch['id']}/cancel", headers=auth(bob))
+        assert cancel.status_code == 404
+        steal = await h.client.post("/v1/batches", headers=auth(bob), json={
+            "input_file_id": file_id, "endpoint": "/v1/chat/completions",
+            "completion_window": "24h"})
+        assert steal.status_code == 404
+        listed = (await h.client.get("/v1/batches", headers=auth(bob))).json()
+        assert listed["data"] == [] and listed["has_more"] is False
+        assert (await h.client.get("/v1/batches")).status_code == 401  # no key, keys exist
+        # The ledger rows are the owner's.
+        assert {r["key_id"] for r in await batch_rows(h, batch["id"])} != {None}
+
+
+async def test_list_pages_newest_first(tmp_path: Path) -> None:
+    async with batch_harness(tmp_path) as h:
+        ids = [(await start_batch(h.client, [chat_line("a")]))["id"] for _ in range(5)]
+        seen, after = [], None
+        while True:
+            params = {"limit": 2, **({"after": after} if after else {})}
+            page = (await h.client.get("/v1/batches", params=params)).json()
+            seen += [b["id"] for b in page["data"]]
+            if not page["has_more"]:
+                break
+            after = page["last_id"]
+        assert seen == ids[::-1]
+        assert (await h.client.get("/v1/batches", params={"limit": 0})).status_code == 400
+
+
+async def test_live_traffic_preempts_a_running_line_which_is_billed_once(
+        tmp_path: Path) -> None:
+    async with batch_harness(tmp_path, resume_after_s=0.2) as h:
+        # The batch's first line holds the engine; then a live request that takes long.
+        h.local.then(Script(hang=True), Script(hang=True))
+        batch = await start_batch(h.client, [chat_line("a"), chat_line("b")])
+        await asyncio.wait_for(h.local.started.wait(), 5)
+        live = asyncio.create_task(h.chat("local"))
+        for _ in range(500):  # within a poll or two the batch line steps aside
+            if h.local.cancelled:
+                break
+            await asyncio.sleep(0.01)
+        assert h.local.cancelled == 1 and h.local.active == 1  # only the live call runs
+        for _ in range(100):  # the preempted line goes back to pending (retried later)
+            if (await line_states(h, batch["id"]))["a"] == "pending":
+                break
+            await asyncio.sleep(0.01)
+        assert await line_states(h, batch["id"]) == {"a": "pending", "b": "pending"}
+        live.cancel()  # the live client leaves; the batch resumes once load is gone
+        done = await wait_status(h.client, batch["id"])
+        assert done["status"] == "completed"
+        assert done["request_counts"] == {"total": 2, "completed": 2, "failed": 0}
+        rows = await batch_rows(h, batch["id"])
+        # The preempted attempt and its retry share one ledger row: the retry's.
+        assert len(rows) == 2 and {r["status"] for r in rows} == {200}
+        assert h.app.state.batches.scheduler.preempted >= 1
+
+
+async def test_retryable_failures_are_retried_then_reported(tmp_path: Path) -> None:
+    async with batch_harness(tmp_path, max_failures=2) as h:
+        busy = ServiceUnavailable("engine restarting")
+        h.local.then(Script(error=busy), Script(), Script(error=busy), Script(error=busy))
+        batch = await start_batch(h.client, [chat_line("a"), chat_line("b")])
+        done = await wait_status(h.client, batch["id"])
+        assert done["request_counts"] == {"total": 2, "completed": 1, "failed": 1}
+        errors = await read_jsonl(h.client, done["error_file_id"])
+        assert [(e["custom_id"], e["response"]["status_code"]) for e in errors] == [("b", 503)]
+
+
+async def test_a_batch_never_spills_to_a_paid_api_unless_it_asked(tmp_path: Path) -> None:
+    async with batch_harness(tmp_path) as h:
+        # The auto route would spill when local fails; a batch line is pinned to local.
+        h.local.then(*[Script(error=ServiceUnavailable("busy"))] * 5)
+        batch = await start_batch(h.client, [chat_line("a", model="auto")])
+        done = await wait_status(h.client, batch["id"])
+        assert done["request_counts"]["failed"] == 1
+        assert not h.paid.calls and not h.fallback.calls
+
+
+async def test_an_expiring_batch_that_allows_it_spills_its_clean_lines(tmp_path: Path) -> None:
+    # spill_margin_s covers the whole window: the batch may spill from its first line.
+    async with batch_harness(tmp_path, spill_margin_s=86_400) as h:
+        h.local.then(Script(hang=True))  # live traffic fills the local engine (one slot)
+        live = asyncio.create_task(h.chat("local"))
+        await asyncio.wait_for(h.local.started.wait(), 5)
+        lines = [chat_line("clean", model="auto"),
+                 chat_line("secret", model="auto",
+                           messages=[{"role": "user", "content": "write to jane.doe@example.org"}])]
+        batch = await start_batch(h.client, lines, metadata={"spillgate_spill": "allow"})
+        done = await wait_status(h.client, batch["id"], timeout_s=5)
+        rows = {r["request_id"].rsplit("_", 1)[1]: r for r in await batch_rows(h, batch["id"])}
+        assert done["status"] == "completed", done
+        # Local is full: the clean line went to the paid API, the sensitive one stayed local.
+        assert rows["0"]["tier"] == "api" and rows["1"]["tier"] == "local"
+        assert len(h.paid.calls) == 1 and "jane.doe" not in str(h.paid.calls)
+        live.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await live
+
+
+async def test_lines_running_at_a_crash_are_retried_under_the_same_ledger_row(
+        tmp_path: Path) -> None:
+    async with batch_harness(tmp_path, concurrency=1) as h:
+        h.local.then(Script(hang=True))
+        batch = await start_batch(h.client, [chat_line("a"), chat_line("b")])
+        await asyncio.wait_for(h.local.started.wait(), 5)
+        await h.ledger.flush()
+        # What a kill -9 leaves: the line `running`, its ledger row open.
+        async with h.ledger.transaction() as conn:
+            await conn.execute(update(batch_lines).values(claimed_by=h.ledger.node_id))
+        frozen = await line_states(h, batch["id"])
+    assert frozen["a"] in ("running", "pending")
+    # Mark it running again as the crashed process had it (the clean stop released it).
+    async with batch_harness(tmp_path, concurrency=1) as h2:
+        store: BatchStore = h2.app.state.batches.store
+        assert store is not None
+        done = await wait_status(h2.client, batch["id"])
+        assert done["request_counts"] == {"total": 2, "completed": 2, "failed": 0}
+        rows = await batch_rows(h2, batch["id"])
+        assert len(rows) == 2 and {r["state"] for r in rows} == {"settled"}
+
+
+@pytest.mark.parametrize("window", ["0h", "8d", "1 day", "24"])
+async def test_completion_window_is_checked(tmp_path: Path, window: str) -> None:
+    async with batch_harness(tmp_path) as h:
+        file_id = (await upload(h.client, jsonl([chat_line("a")]))).json()["id"]
+        got = await h.client.post("/v1/batches", json={
+            "input_file_id": file_id, "endpoint": "/v1/chat/completions",
+            "completion_window": window})
+        assert got.status_code == 400
