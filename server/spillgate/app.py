@@ -139,6 +139,7 @@ def create_app(
     if settings.batch.enabled:
         app.include_router(files.router)
         app.include_router(batches.router)
+        app.include_router(batches.admin_router)
     app.include_router(health.router)
     app.include_router(admin.build_router())
     return app

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import update
 
-from spillgate.batches.store import BatchStore
 from spillgate.errors import ServiceUnavailable
 from spillgate.fakes.backend import Script
-from spillgate.ledger.batch_tables import batch_lines
+from spillgate.reports.batches import batch_figures
 from spillgate.tenancy.keys import create_key
 from tests.batch_support import (
     auth,
@@ -255,20 +256,22 @@ async def test_lines_running_at_a_crash_are_retried_under_the_same_ledger_row(
         h.local.then(Script(hang=True))
         batch = await start_batch(h.client, [chat_line("a"), chat_line("b")])
         await asyncio.wait_for(h.local.started.wait(), 5)
-        await h.ledger.flush()
-        # What a kill -9 leaves: the line `running`, its ledger row open.
-        async with h.ledger.transaction() as conn:
-            await conn.execute(update(batch_lines).values(claimed_by=h.ledger.node_id))
-        frozen = await line_states(h, batch["id"])
-    assert frozen["a"] in ("running", "pending")
-    # Mark it running again as the crashed process had it (the clean stop released it).
+        node_id = h.ledger.node_id
+    # A clean stop released the line; put back what a kill -9 leaves: the line `running`
+    # for this node, its ledger row open.
+    with sqlite3.connect(tmp_path / "ledger.db") as db:
+        (rid,) = db.execute("SELECT request_id FROM batch_lines WHERE custom_id = 'a'").fetchone()
+        db.execute("UPDATE batch_lines SET state = 'running', claimed_by = ? "
+                   "WHERE custom_id = 'a'", (node_id,))
+        db.execute("UPDATE requests SET state = 'open', status = NULL WHERE request_id = ?",
+                   (rid,))
     async with batch_harness(tmp_path, concurrency=1) as h2:
-        store: BatchStore = h2.app.state.batches.store
-        assert store is not None
         done = await wait_status(h2.client, batch["id"])
         assert done["request_counts"] == {"total": 2, "completed": 2, "failed": 0}
         rows = await batch_rows(h2, batch["id"])
-        assert len(rows) == 2 and {r["state"] for r in rows} == {"settled"}
+        assert sorted(r["request_id"] for r in rows) == sorted(
+            [rid, rid.removesuffix("_0") + "_1"])
+        assert {(r["state"], r["status"]) for r in rows} == {("settled", 200)}
 
 
 @pytest.mark.parametrize("window", ["0h", "8d", "1 day", "24"])
@@ -279,3 +282,50 @@ async def test_completion_window_is_checked(tmp_path: Path, window: str) -> None
             "input_file_id": file_id, "endpoint": "/v1/chat/completions",
             "completion_window": window})
         assert got.status_code == 400
+
+
+async def test_the_batch_report_shows_tokens_cost_and_idle_absorbed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    admin = "admin-key-for-the-batch-report-test"
+    monkeypatch.setenv("SPILLGATE_ADMIN_KEY", admin)
+    async with batch_harness(tmp_path) as h:
+        batch = await start_batch(h.client, [chat_line(f"r{i}") for i in range(3)])
+        assert (await wait_status(h.client, batch["id"]))["status"] == "completed"
+        await h.chat("local")  # live traffic: not a batch figure
+        rows = await batch_rows(h, batch["id"])
+        got = await h.client.get("/admin/report/batches", params={"since": "1h"},
+                                 headers=auth(admin))
+        assert got.status_code == 200, got.text
+        report = got.json()
+        assert (await h.client.get("/admin/report/batches")).status_code == 401
+    # Recomputed from the rows themselves: 3 lines of 5 prompt + 3 completion tokens.
+    assert report["batches"] == 1 and report["requests"] == 3
+    assert report["local_tokens"] == sum(r["prompt_tokens"] + r["completion_tokens"]
+                                         for r in rows) == 24
+    local_usd = sum(r["cost_usd"] for r in rows)
+    assert Decimal(report["local_cost_usd"]) == local_usd
+    assert Decimal(report["idle_cost_absorbed_usd"]) == local_usd
+    assert report["per_batch"][batch["id"]]["requests"] == 3
+
+
+def test_batch_figures_by_hand() -> None:
+    def row(batch: str | None, tier: str, tokens: tuple[int, int], usd: str) -> dict[str, Any]:
+        return {"tags": {"batch": batch} if batch else {}, "tier": tier,
+                "prompt_tokens": tokens[0], "completion_tokens": tokens[1],
+                "cost_usd": Decimal(usd)}
+
+    rows = [row("b1", "local", (100, 300), "0.02"), row("b1", "local", (50, 50), "0.01"),
+            row("b2", "api", (10, 10), "0.5"), row(None, "local", (1000, 1000), "0.07")]
+    # One hour: 1,800 s busy costing $0.10, 1,800 s idle costing $0.10.
+    periods = [{"busy_s": 900.0, "idle_s": 900.0, "busy_usd": Decimal("0.05"),
+                "idle_usd": Decimal("0.05")}] * 2
+    got = batch_figures(rows, periods)
+    assert got["batches"] == 2 and got["requests"] == 3
+    assert (got["local_tokens"], got["api_tokens"]) == (500, 20)
+    assert Decimal(got["local_cost_usd"]) == Decimal("0.03")
+    assert got["local_usd_per_million_tokens"] == pytest.approx(0.03 / 500 * 1e6)
+    # The batch's $0.03 of the $0.10 busy cost is 30% of busy time, which was half the hour.
+    assert got["utilization_added"] == pytest.approx(0.3 * 0.5)
+    assert got["absorbed_share"] == pytest.approx(0.03 / (0.03 + 0.10))
+    assert Decimal(got["idle_cost_left_usd"]) == Decimal("0.1")
+    assert batch_figures([], [])["utilization_added"] is None

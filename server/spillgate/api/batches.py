@@ -6,18 +6,24 @@ that created it; any other key gets 404.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field, ValidationError
 
+from spillgate.api.admin import require_admin
+from spillgate.api.admin_reports import report_window
 from spillgate.api.deps import read_body
 from spillgate.api.files import batch_service, owner_of
 from spillgate.batches.jsonl import parse_input
 from spillgate.batches.lifecycle import batch_object
 from spillgate.batches.store import NewBatch
 from spillgate.errors import InvalidRequest
+from spillgate.reports.batches import batch_report
 from spillgate.web import JSONResponse
 
 router = APIRouter(prefix="/v1")
+admin_router = APIRouter(dependencies=[Depends(require_admin)])
 MAX_BODY_BYTES = 64 * 1024
 MAX_PAGE = 100
 
@@ -82,3 +88,12 @@ async def cancel_batch(request: Request, batch_id: str) -> Response:
     row = await batches.store.cancel(owner, batch_id)
     batches.scheduler.wake()
     return JSONResponse(batch_object(row))
+
+
+@admin_router.get("/admin/report/batches")
+async def batch_cost_report(request: Request, since: str = "7d",
+                            until: str | None = None) -> Response:
+    """Batch tokens, their amortized cost, utilization added, idle cost absorbed (JSON)."""
+    start, end, _ = report_window(since, until, None, datetime.now(UTC))
+    ledger = batch_service(request).store.ledger
+    return JSONResponse(await batch_report(ledger, start, end))
