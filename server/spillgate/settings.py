@@ -248,7 +248,7 @@ class BatchSettings(_Strict):
         "flight on the local engines are at most this many.",
     )
     poll_s: float = Field(
-        0.05, gt=0, description="How often the scheduler looks at live load (backs off "
+        0.02, gt=0, description="How often the scheduler looks at live load (backs off "
         "within this time)."
     )
     resume_after_s: float = Field(

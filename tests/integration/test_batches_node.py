@@ -86,27 +86,29 @@ def _batch_rows(db: Path, batch_id: str) -> list[tuple[str, str, int | None]]:
             "WHERE json_extract(tags, '$.batch') = ?", (batch_id,)).fetchall()
 
 
+@pytest.mark.timeout(900)  # a few short generations, but a loaded CI machine is slow
 def test_kill_9_mid_batch_bills_every_line_once(engine: Proc, paid_fake: Proc,
                                                 tmp_path: Path) -> None:
-    lines = 12
+    lines = 6
     config = {**node_config(engine.base_url, paid_fake.base_url, tmp_path),
               "batch": {**BATCH, "concurrency": 2}}
     with run_node(config, tmp_path) as node:
         wait_http(node.base_url.removesuffix("/v1") + "/readyz")
         client = OpenAI(base_url=node.base_url, api_key="unused-on-loopback", max_retries=0)
-        uploaded = client.files.create(file=("in.jsonl", _lines(lines, 24)), purpose="batch")
+        uploaded = client.files.create(file=("in.jsonl", _lines(lines, 8)), purpose="batch")
         batch = client.batches.create(input_file_id=uploaded.id,
                                       endpoint="/v1/chat/completions", completion_window="24h")
-        part = _wait(client, batch.id, lambda b: b.request_counts.completed >= 3)
+        part = _wait(client, batch.id, lambda b: b.request_counts.completed >= 1, 600)
         assert part.status == "in_progress" and part.request_counts.completed < lines
         node.popen.send_signal(signal.SIGKILL)  # lines are running and done: kill -9
         node.popen.wait(10)
-    before = _batch_rows(tmp_path / "ledger.db", batch.id)
-    assert any(state == "open" for _, state, _ in before)  # caught with lines in flight
+    with sqlite3.connect(tmp_path / "ledger.db") as db:
+        states = dict(db.execute("SELECT state, count(*) FROM batch_lines GROUP BY state"))
+    assert states.get("running") and states.get("done")  # killed with lines in flight
     with run_node({**config, "server": {"port": config["server"]["port"]}}, tmp_path) as node:
         wait_http(node.base_url.removesuffix("/v1") + "/readyz")
         client = OpenAI(base_url=node.base_url, api_key="unused-on-loopback", max_retries=0)
-        done = _wait(client, batch.id, _ended, timeout_s=120)
+        done = _wait(client, batch.id, _ended, 600)
         assert done.status == "completed", done
         assert done.request_counts is not None and done.request_counts.completed == lines
         output = client.files.content(done.output_file_id or "").text.splitlines()
