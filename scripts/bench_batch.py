@@ -9,7 +9,8 @@
     traffic: wall time, lines/s, tokens/s, and a check that the ledger holds exactly one
     settled row per line.
 
-    .venv/bin/python scripts/bench_batch.py [--live 60] [--lines 1000] [--out var/bench_batch.json]
+    .venv/bin/python scripts/bench_batch.py [--live 60] [--lines 1000] [--max-tokens 8]
+        [--concurrency 2] [--out var/bench_batch.json]
 """
 
 from __future__ import annotations
@@ -134,11 +135,14 @@ def main() -> None:
     parser.add_argument("--live", type=int, default=60, help="live requests per phase of (a)")
     parser.add_argument("--lines", type=int, default=1000, help="lines of the batch in (b)")
     parser.add_argument("--max-tokens", type=int, default=8, help="max_tokens of (b)'s lines")
+    parser.add_argument("--concurrency", type=int, default=2,
+                        help="batch.concurrency of the node (lines in flight)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--skip-live", action="store_true", help="skip part (a)")
     parser.add_argument("--out", type=Path, default=Path("var/bench_batch.json"))
     args = parser.parse_args()
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"settings": {"concurrency": args.concurrency,
+                                            "live": args.live, "seed": args.seed}}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         engine_port, node_port = free_port(), free_port()
@@ -151,6 +155,7 @@ def main() -> None:
             "routes": [{"name": "local", "policy": "local", "local": "smollm2"}],
             "ledger": {"dsn": f"sqlite+aiosqlite:///{tmp}/ledger.db"},
             "telemetry": {"nvml": False},
+            "batch": {"concurrency": args.concurrency},
         })
         url = f"http://127.0.0.1:{node_port}/v1"
         with spawn(engine, tmp / "engine.log", engine_url,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from spillgate.errors import ServiceUnavailable
+from spillgate.errors import ServiceUnavailable, UpstreamError
 from spillgate.fakes.backend import Script
 from spillgate.reports.batches import batch_figures
 from spillgate.tenancy.keys import create_key
@@ -208,21 +208,32 @@ async def test_live_traffic_preempts_a_running_line_which_is_billed_once(
         assert h.app.state.batches.scheduler.preempted >= 1
 
 
-async def test_retryable_failures_are_retried_then_reported(tmp_path: Path) -> None:
+async def test_upstream_failures_are_retried_then_reported(tmp_path: Path) -> None:
     async with batch_harness(tmp_path, max_failures=2) as h:
-        busy = ServiceUnavailable("engine restarting")
-        h.local.then(Script(error=busy), Script(), Script(error=busy), Script(error=busy))
+        broken = UpstreamError("engine answered garbage")
+        h.local.then(Script(error=broken), Script(), Script(error=broken),
+                     Script(error=broken))
         batch = await start_batch(h.client, [chat_line("a"), chat_line("b")])
         done = await wait_status(h.client, batch["id"])
         assert done["request_counts"] == {"total": 2, "completed": 1, "failed": 1}
         errors = await read_jsonl(h.client, done["error_file_id"])
-        assert [(e["custom_id"], e["response"]["status_code"]) for e in errors] == [("b", 503)]
+        assert [(e["custom_id"], e["response"]["status_code"]) for e in errors] == [("b", 502)]
+        assert len(h.local.calls) == 4  # a: failed once, then done; b: failed twice
+
+
+async def test_a_busy_node_delays_lines_without_failing_them(tmp_path: Path) -> None:
+    async with batch_harness(tmp_path, max_failures=1) as h:
+        h.local.then(*[Script(error=ServiceUnavailable("engine restarting"))] * 2)
+        batch = await start_batch(h.client, [chat_line("a")])
+        done = await wait_status(h.client, batch["id"])
+        assert done["request_counts"] == {"total": 1, "completed": 1, "failed": 0}
+        assert len(h.local.calls) == 3
 
 
 async def test_a_batch_never_spills_to_a_paid_api_unless_it_asked(tmp_path: Path) -> None:
     async with batch_harness(tmp_path) as h:
         # The auto route would spill when local fails; a batch line is pinned to local.
-        h.local.then(*[Script(error=ServiceUnavailable("busy"))] * 5)
+        h.local.then(*[Script(error=UpstreamError("broken"))] * 5)
         batch = await start_batch(h.client, [chat_line("a", model="auto")])
         done = await wait_status(h.client, batch["id"])
         assert done["request_counts"]["failed"] == 1

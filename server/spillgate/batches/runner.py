@@ -17,8 +17,12 @@ from spillgate.classify import TAGS_HEADER, TIER_HEADER
 from spillgate.errors import ApiError
 from spillgate.types import JSON, Client
 
-# Worth another attempt later: rate limited, local engine busy or restarting, upstream hiccup.
-RETRYABLE = frozenset({408, 409, 429, 500, 502, 503, 504})
+# The node cannot take the line now (the key's rate limit, the engine restarting or full):
+# wait and retry, without counting it against the line.
+NOT_NOW = frozenset({429, 503})
+# The upstream failed: another attempt may succeed, up to batch.max_failures of them.
+RETRYABLE = frozenset({408, 409, 500, 502, 504})
+DEFAULT_WAIT_S = 1.0
 BATCH_TAG = "batch"
 
 
@@ -26,6 +30,7 @@ BATCH_TAG = "batch"
 class LineResult:
     status_code: int
     body: JSON
+    retry_after_s: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -34,6 +39,13 @@ class LineResult:
     @property
     def retryable(self) -> bool:
         return self.status_code in RETRYABLE
+
+    @property
+    def wait_s(self) -> float | None:
+        """How long to hold off before claiming more lines; None: no need to."""
+        if self.status_code not in NOT_NOW:
+            return None
+        return max(DEFAULT_WAIT_S, self.retry_after_s or 0.0)
 
 
 def line_headers(line: ClaimedLine) -> dict[str, str]:
@@ -52,7 +64,7 @@ async def run_line(node: service.Node, line: ClaimedLine, local_only: bool) -> L
         reply = await service.serve(node, line.endpoint, orjson.dumps(body),
                                     line_headers(line), client, line.request_id)
     except ApiError as exc:
-        return LineResult(exc.status, exc.body())
+        return LineResult(exc.status, exc.body(), exc.retry_after_s)
     if isinstance(reply, service.StreamReply):  # not reachable with stream false
         raise TypeError("a batch line was answered as a stream")
     return LineResult(200, reply.body)

@@ -33,7 +33,7 @@ from sqlalchemy import select
 
 from spillgate import service
 from spillgate.batches import lifecycle
-from spillgate.batches.runner import run_line
+from spillgate.batches.runner import LineResult, run_line
 from spillgate.batches.store import BatchStore, ClaimedLine
 from spillgate.errors import describe
 from spillgate.ledger.schema import api_keys
@@ -155,19 +155,21 @@ class BatchScheduler:
             await asyncio.shield(self._store.release(line, failed=True))
             return
         # Shielded: a preemption arriving now must not leave a served line `running`.
-        await asyncio.shield(self._settle(line, result.status_code, result.body, result.ok,
-                                          result.retryable))
+        await asyncio.shield(self._settle(line, result))
 
-    async def _settle(self, line: ClaimedLine, status: int, body: object, ok: bool,
-                      retryable: bool) -> None:
-        if not ok and retryable and line.failures + 1 < self._config.max_failures:
+    async def _settle(self, line: ClaimedLine, result: LineResult) -> None:
+        if result.wait_s is not None:  # rate limited or no local engine: later, uncounted
+            self._next_claim = self._clock() + result.wait_s
+            await self._store.release(line, failed=False)
+            return
+        if result.retryable and line.failures + 1 < self._config.max_failures:
             await self._store.release(line, failed=True)
             return
         # The ledger row is in the database before the line says done: a crash in between
         # retries the line, which rewrites the same row.
         await self._store.ledger.flush()
-        response = body if isinstance(body, dict) else None
-        if not await self._store.finish(line, "done" if ok else "failed", status, response):
+        state = "done" if result.ok else "failed"
+        if not await self._store.finish(line, state, result.status_code, result.body):
             log.warning("batch line %s was finished by another attempt", line.request_id)
         self._next_advance = 0.0
 
