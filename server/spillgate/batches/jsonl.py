@@ -44,7 +44,9 @@ def parse_input(content: bytes, max_lines: int) -> list[InputLine]:
         raise InvalidRequest("the file is not UTF-8 text", param="file") from None
     lines: list[InputLine] = []
     seen: set[str] = set()
-    for number, raw in enumerate(text.splitlines(), start=1):
+    # Lines end at \n (or \r\n) only: str.splitlines would also split inside JSON strings
+    # holding U+0085, U+2028 and the like, which JSON leaves unescaped.
+    for number, raw in enumerate(text.split("\n"), start=1):
         if not raw.strip():
             continue
         line = _parse_line(raw, number)
