@@ -132,13 +132,14 @@ def part_b(client: OpenAI, db: Path, lines: int, max_tokens: int) -> dict[str, A
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--live", type=int, default=60, help="live requests per phase of (a)")
-    parser.add_argument("--lines", type=int, default=1000, help="lines of the batch in (b)")
+    parser.add_argument("--live", type=int, default=60,
+                        help="live requests per phase of (a); 0 skips (a)")
+    parser.add_argument("--lines", type=int, default=1000,
+                        help="lines of the batch in (b); 0 skips (b)")
     parser.add_argument("--max-tokens", type=int, default=8, help="max_tokens of (b)'s lines")
     parser.add_argument("--concurrency", type=int, default=2,
                         help="batch.concurrency of the node (lines in flight)")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--skip-live", action="store_true", help="skip part (a)")
     parser.add_argument("--out", type=Path, default=Path("var/bench_batch.json"))
     args = parser.parse_args()
     results: dict[str, Any] = {"settings": {"concurrency": args.concurrency,
@@ -163,11 +164,12 @@ def main() -> None:
                 spawn(["-m", "spillgate", "serve", "--config", str(config)], tmp / "node.log",
                       url, f"http://127.0.0.1:{node_port}/readyz"):
             client = OpenAI(base_url=url, api_key="unused-on-loopback", max_retries=2)
-            if not args.skip_live:
+            if args.live:
                 results["live_latency"] = part_a(client, url, tmp / "ledger.db", args.live,
                                                  args.seed)
-            results["end_to_end"] = part_b(client, tmp / "ledger.db", args.lines,
-                                           args.max_tokens)
+            if args.lines:
+                results["end_to_end"] = part_b(client, tmp / "ledger.db", args.lines,
+                                               args.max_tokens)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(render(results))

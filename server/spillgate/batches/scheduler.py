@@ -56,6 +56,7 @@ class BatchScheduler:
         self._busy_at = float("-inf")  # when live load was last over the limit
         self._next_claim = 0.0
         self._next_advance = 0.0
+        self._had_room = False
         self._task: asyncio.Task[None] | None = None
         self.preempted = 0  # lines cancelled because live traffic came back
 
@@ -95,6 +96,9 @@ class BatchScheduler:
     async def _tick(self) -> None:
         now = self._clock()
         room = self._room(now)
+        if room and not self._had_room:
+            self._next_claim = 0.0  # idle again: claim now, not at the next idle look
+        self._had_room = room
         if not room and self._config.preempt and self._local_running():
             await self._cancel_running(local_only=True)
         if now >= self._next_advance:
