@@ -158,8 +158,11 @@ class BatchStore:
             query = query.where(spillable)
         claimed = []
         async with self.ledger.transaction() as conn:
+            # PostgreSQL: replicas claiming at once each skip the lines another one holds
+            # (SQLite has one writer at a time and no FOR UPDATE).
             rows = (await conn.execute(
-                query.order_by(B.created_at, L.batch_id, L.line_no).limit(limit))).all()
+                query.order_by(B.created_at, L.batch_id, L.line_no).limit(limit)
+                .with_for_update(skip_locked=True, of=batch_lines))).all()
             for r in rows:
                 took = await conn.execute(update(batch_lines).where(
                     L.batch_id == r.batch_id, L.line_no == r.line_no, L.state == "pending")
