@@ -10,7 +10,7 @@
     settled row per line.
 
     .venv/bin/python scripts/bench_batch.py [--live 60] [--lines 1000] [--max-tokens 8]
-        [--concurrency 2] [--out var/bench_batch.json]
+        [--concurrency 2] [--fake-engine] [--out var/bench_batch.json]
 """
 
 from __future__ import annotations
@@ -140,16 +140,23 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2,
                         help="batch.concurrency of the node (lines in flight)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--fake-engine", action="store_true",
+                        help="a loopback fake engine (20 ms answers) instead of the model")
     parser.add_argument("--out", type=Path, default=Path("var/bench_batch.json"))
     args = parser.parse_args()
-    results: dict[str, Any] = {"settings": {"concurrency": args.concurrency,
-                                            "live": args.live, "seed": args.seed}}
+    results: dict[str, Any] = {"settings": {
+        "concurrency": args.concurrency, "live": args.live, "seed": args.seed,
+        "engine": "fake (20 ms)" if args.fake_engine else "llama.cpp SmolLM2-135M"}}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         engine_port, node_port = free_port(), free_port()
         engine_url = f"http://127.0.0.1:{engine_port}/v1"
         engine = ["-m", "spillgate.engines.llamacpp", "--model-path", bundled_gguf(),
                   "--served-name", "smollm2", "--port", str(engine_port), "--max-batch", "4"]
+        health = f"http://127.0.0.1:{engine_port}/health"
+        if args.fake_engine:  # the batch machinery alone: an engine answering in 20 ms
+            engine = ["-m", "spillgate.fakes.provider", "--port", str(engine_port),
+                      "--latency-ms", "20"]
         config = write_config(tmp / "node.yaml", {
             "server": {"port": node_port},
             "local": [{"name": "local-cpu", "model": "smollm2", "base_urls": [engine_url]}],
@@ -159,8 +166,7 @@ def main() -> None:
             "batch": {"concurrency": args.concurrency},
         })
         url = f"http://127.0.0.1:{node_port}/v1"
-        with spawn(engine, tmp / "engine.log", engine_url,
-                   f"http://127.0.0.1:{engine_port}/health"), \
+        with spawn(engine, tmp / "engine.log", engine_url, health), \
                 spawn(["-m", "spillgate", "serve", "--config", str(config)], tmp / "node.log",
                       url, f"http://127.0.0.1:{node_port}/readyz"):
             client = OpenAI(base_url=url, api_key="unused-on-loopback", max_retries=2)
