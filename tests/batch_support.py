@@ -93,7 +93,7 @@ async def start_batch(client: httpx.AsyncClient, lines: list[dict[str, Any]],
 
 
 async def wait_status(client: httpx.AsyncClient, batch_id: str, key: str | None = None,
-                      statuses: tuple[str, ...] = ENDING, timeout_s: float = 20.0,
+                      statuses: tuple[str, ...] = ENDING, timeout_s: float = 90.0,
                       ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while True:

@@ -117,7 +117,7 @@ async def test_cancel_keeps_finished_lines_and_stops_the_rest(tmp_path: Path) ->
     async with batch_harness(tmp_path) as h:
         h.local.then(Script(), Script(), Script(hang=True))  # the third line hangs
         batch = await start_batch(h.client, [chat_line(f"r{i}") for i in range(6)])
-        for _ in range(500):
+        for _ in range(3000):
             if h.local.active:
                 break
             await asyncio.sleep(0.01)
@@ -186,14 +186,14 @@ async def test_live_traffic_preempts_a_running_line_which_is_billed_once(
         # The batch's first line holds the engine; then a live request that takes long.
         h.local.then(Script(hang=True), Script(hang=True))
         batch = await start_batch(h.client, [chat_line("a"), chat_line("b")])
-        await asyncio.wait_for(h.local.started.wait(), 5)
+        await asyncio.wait_for(h.local.started.wait(), 30)
         live = asyncio.create_task(h.chat("local"))
-        for _ in range(500):  # within a poll or two the batch line steps aside
+        for _ in range(3000):  # within a poll or two the batch line steps aside
             if h.local.cancelled:
                 break
             await asyncio.sleep(0.01)
         assert h.local.cancelled == 1 and h.local.active == 1  # only the live call runs
-        for _ in range(100):  # the preempted line goes back to pending (retried later)
+        for _ in range(3000):  # the preempted line goes back to pending (retried later)
             if (await line_states(h, batch["id"]))["a"] == "pending":
                 break
             await asyncio.sleep(0.01)
@@ -245,12 +245,12 @@ async def test_an_expiring_batch_that_allows_it_spills_its_clean_lines(tmp_path:
     async with batch_harness(tmp_path, spill_margin_s=86_400) as h:
         h.local.then(Script(hang=True))  # live traffic fills the local engine (one slot)
         live = asyncio.create_task(h.chat("local"))
-        await asyncio.wait_for(h.local.started.wait(), 5)
+        await asyncio.wait_for(h.local.started.wait(), 30)
         lines = [chat_line("clean", model="auto"),
                  chat_line("secret", model="auto",
                            messages=[{"role": "user", "content": "write to jane.doe@example.org"}])]
         batch = await start_batch(h.client, lines, metadata={"spillgate_spill": "allow"})
-        done = await wait_status(h.client, batch["id"], timeout_s=5)
+        done = await wait_status(h.client, batch["id"])
         rows = {r["request_id"].rsplit("_", 1)[1]: r for r in await batch_rows(h, batch["id"])}
         assert done["status"] == "completed", done
         # Local is full: the clean line went to the paid API, the sensitive one stayed local.
@@ -266,7 +266,7 @@ async def test_lines_running_at_a_crash_are_retried_under_the_same_ledger_row(
     async with batch_harness(tmp_path, concurrency=1) as h:
         h.local.then(Script(hang=True))
         batch = await start_batch(h.client, [chat_line("a"), chat_line("b")])
-        await asyncio.wait_for(h.local.started.wait(), 5)
+        await asyncio.wait_for(h.local.started.wait(), 30)
         node_id = h.ledger.node_id
     # A clean stop released the line; put back what a kill -9 leaves: the line `running`
     # for this node, its ledger row open.
