@@ -65,6 +65,7 @@ def _epoch(moment: datetime | None) -> int | None:
 class Advanced:
     ended: list[str]  # batches finalized now
     cancelling: frozenset[str]  # batches still cancelling: their running lines may stop
+    active: int = 0  # batches still in progress or cancelling
 
 
 async def advance(ledger: Ledger) -> Advanced:
@@ -93,7 +94,7 @@ async def advance(ledger: Ledger) -> Advanced:
                 await _finalize(conn, batch, ends_as, now)
                 ended.append(batch["batch_id"])
                 cancelling.discard(batch["batch_id"])
-    return Advanced(ended, frozenset(cancelling))
+    return Advanced(ended, frozenset(cancelling), len(active) - len(ended))
 
 
 async def _finalize(conn: AsyncConnection, batch: dict[str, Any], status: str,

@@ -41,6 +41,9 @@ from spillgate.settings import BatchSettings
 
 log = logging.getLogger(__name__)
 IDLE_CLAIM_S = 1.0  # with nothing to claim, look again this often (or when woken)
+# With no batch in progress anywhere, look this seldom: a batch created through this node
+# wakes the scheduler at once; one created through another replica waits at most this long.
+IDLE_LOOK_S = 30.0
 ADVANCE_S = 1.0  # expire / finalize batches at least this often
 RECOVER_GRACE_S = 600.0  # a line running this long on another replica is taken over
 
@@ -57,6 +60,7 @@ class BatchScheduler:
         self._next_claim = 0.0
         self._next_advance = 0.0
         self._had_room = False
+        self._resting = False  # no batch in progress: see _rest
         self._task: asyncio.Task[None] | None = None
         self.preempted = 0  # lines cancelled because live traffic came back
 
@@ -66,7 +70,15 @@ class BatchScheduler:
         if recovered:
             log.warning("%d batch lines left running by a previous process will be retried",
                         recovered)
+        advanced = await lifecycle.advance(self._store.ledger)
+        if not advanced.active:
+            self._rest(self._clock())
         self._task = asyncio.create_task(self._loop(), name="batch-scheduler")
+
+    def _rest(self, now: float) -> None:
+        """No batch in progress: no database work until woken or IDLE_LOOK_S from now."""
+        self._resting = True
+        self._next_claim = self._next_advance = now + IDLE_LOOK_S
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -78,6 +90,7 @@ class BatchScheduler:
 
     def wake(self) -> None:
         """New work (a batch was created or cancelled): look now, not in IDLE_CLAIM_S."""
+        self._resting = False
         self._next_claim = self._next_advance = 0.0
 
     @property
@@ -96,7 +109,7 @@ class BatchScheduler:
     async def _tick(self) -> None:
         now = self._clock()
         room = self._room(now)
-        if room and not self._had_room:
+        if room and not self._had_room and not self._resting:
             self._next_claim = 0.0  # idle again: claim now, not at the next idle look
         self._had_room = room
         if not room and self._config.preempt and self._local_running():
@@ -108,6 +121,10 @@ class BatchScheduler:
                 self._next_claim = 0.0
             if await self._cancel_batches(advanced.cancelling):
                 self._next_advance = 0.0  # finalize them on the next round
+            if not advanced.active and not self._running:
+                self._rest(now)
+                return
+            self._resting = False
         free = self._config.concurrency - len(self._running)
         if free <= 0 or now < self._next_claim:
             return
