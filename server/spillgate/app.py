@@ -20,9 +20,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from spillgate import dispatch
 from spillgate.accountant import Accountant, build_accountant
-from spillgate.api import admin, console, feedback, health, openai
+from spillgate.api import admin, batches, console, feedback, files, health, openai
 from spillgate.api.deps import Authenticator
 from spillgate.backends.registry import Backends, build_backends
+from spillgate.batches import BatchService
 from spillgate.cache.step import CacheStep
 from spillgate.capacity import CapacityMonitor
 from spillgate.catalog import Catalog
@@ -103,6 +104,7 @@ def create_app(
         cache=CacheStep.from_settings(settings),
     )
     parts = Parts(backends, capacity)
+    batch_service = BatchService(node, settings.batch)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -110,10 +112,13 @@ def create_app(
         for supervisor in backends.supervisors.values():
             await supervisor.start()
         await capacity.start()
+        if settings.batch.enabled:
+            await batch_service.start(accountant.ledger)
         _quiet_gc()
         try:
             yield
         finally:
+            await batch_service.stop()
             await capacity.stop()
             await parts.backends.aclose()
             await accountant.aclose()
@@ -127,6 +132,7 @@ def create_app(
     app.state.settings = settings
     app.state.accountant = accountant
     app.state.capacity = capacity  # the latest telemetry sample, for /admin/live
+    app.state.batches = batch_service
     anonymous = settings.server.allow_anonymous_loopback
     app.state.authenticate = Authenticator(
         settings.client_keys(), accountant.lookup_key,
@@ -137,6 +143,10 @@ def create_app(
     install_error_handlers(app)
     app.include_router(openai.router)
     app.include_router(feedback.router)
+    if settings.batch.enabled:
+        app.include_router(files.router)
+        app.include_router(batches.router)
+        app.include_router(batches.admin_router)
     app.include_router(health.router)
     app.include_router(admin.build_router())
     app.include_router(console.build_router())

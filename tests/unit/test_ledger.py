@@ -213,7 +213,7 @@ async def test_migration_2_adds_the_power_columns_to_a_version_1_database(dsn: s
 
     from spillgate.costing.costclock import HardwarePeriod
     from spillgate.ledger import schema
-    from spillgate.ledger.migrations import open_engine
+    from spillgate.ledger.migrations import MIGRATIONS, open_engine
 
     engine = open_engine(dsn)
     try:

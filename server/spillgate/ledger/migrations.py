@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from spillgate.ledger import rollup, schema
+from spillgate.ledger.batch_tables import create_batch_tables
 
 Step = Callable[[Connection], None]
 _ADVISORY_LOCK_ID = 0x5B16A7E  # any constant unique to spillgate's migrations
@@ -103,6 +104,7 @@ MIGRATIONS: list[tuple[int, Step]] = [
     (4, _rate_events),  # RPM/TPM windows shared by the replicas of a PostgreSQL ledger
     (6, _cascade_arms_feedback),  # issue 15: canary arm, cascade draft cost, feedback
     (7, _response_cache),  # response-cache hits on request rows; key cache namespaces
+    (8, create_batch_tables),  # Batch API: files, batches, lines (ledger/batch_tables.py)
     (11, _cache_write_tokens),  # provider prompt-cache writes, priced at their own rate
 ]
 

@@ -117,7 +117,8 @@ requests = Table(
     Column("prompt_tokens", Integer(), nullable=False, default=0),
     Column("cached_tokens", Integer(), nullable=False, default=0),
     Column("completion_tokens", Integer(), nullable=False, default=0),
-    Column("cache_write_tokens", Integer(), nullable=False, default=0),  # of prompt_tokens
+    Column("cache_write_tokens", Integer(), nullable=False, default=0,
+           server_default="0"),  # of prompt_tokens
     Column("ttft_ms", Float()),
     Column("latency_ms", Float()),
     Column("status", Integer()),  # HTTP status; null while open
@@ -129,16 +130,19 @@ requests = Table(
     Column("reserved_usd", Money(), nullable=False, default=Decimal(0)),
     Column("state", String(16), nullable=False, default="open"),
     # added in migration 6: canary arm, cascade draft, client feedback (issue 15)
-    Column("arm", String(64), nullable=False, default=""),  # "" = the route is not split
-    Column("draft_usd", Money(), nullable=False, default=Decimal(0)),  # cascade: local draft
+    # server defaults too, so rows written by an older node's INSERT still fit
+    Column("arm", String(64), nullable=False, default="",
+           server_default=""),  # "" = the route is not split
+    Column("draft_usd", Money(), nullable=False, default=Decimal(0),
+           server_default="0"),  # cascade: the local draft
     Column("confidence", Float()),  # cascade: the draft's confidence signal
     Column("feedback", Float()),  # the client's score in [0, 1]; null = not rated
     Column("feedback_at", UTCDateTime()),
     # added in migration 7: a response-cache hit ('exact' | 'semantic', "" = not a hit), the
     # tokens it saved and the cost it avoided (the original answer's cost)
-    Column("cache", String(16), nullable=False, default=""),
-    Column("saved_tokens", Integer(), nullable=False, default=0),
-    Column("avoided_usd", Money(), nullable=False, default=Decimal(0)),
+    Column("cache", String(16), nullable=False, default="", server_default=""),
+    Column("saved_tokens", Integer(), nullable=False, default=0, server_default="0"),
+    Column("avoided_usd", Money(), nullable=False, default=Decimal(0), server_default="0"),
     Index("ix_requests_started_at", "started_at"),
     Index("ix_requests_key_id", "key_id"),
     Index("ix_requests_state", "state"),

@@ -1,0 +1,96 @@
+"""What batches did to the node's cost: their tokens, their amortized cost, the utilization
+they added and the idle cost they absorbed. `batch_figures` is pure; `batch_report` reads
+the window's rows and hardware periods from the ledger.
+
+Every figure is a sum or a ratio of sums of ledger columns (rows tagged `batch=<id>`, the
+tag the scheduler puts on each line; hardware_periods of the window):
+- tokens = prompt_tokens + completion_tokens of the batch rows, local and API apart.
+- local cost = sum(cost_usd) of local batch rows: the cost clock's share of busy hardware
+  time given to the batch lines (amortized hardware and energy).
+- $/1M local = local cost / local batch tokens * 1e6.
+- idle cost absorbed = the local cost: the scheduler runs lines only while live traffic
+  leaves the engine idle, so without the batch that hardware time would have been idle
+  and its cost would have sat in idle_usd. `absorbed_share` = absorbed / (absorbed +
+  idle_usd left in the window).
+- utilization added = (local cost / busy_usd of the periods) * busy_s / (busy_s + idle_s):
+  the batch's share of busy time, as a share of all the window's time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from spillgate.costing.pricing import MILLION, decimal_text
+from spillgate.ledger.store import Ledger
+
+BATCH_TAG = "batch"
+ZERO = Decimal(0)
+
+
+def batch_id_of(row: Mapping[str, Any]) -> str | None:
+    tags = row.get("tags") or {}
+    value = tags.get(BATCH_TAG) if isinstance(tags, dict) else None
+    return str(value) if value else None
+
+
+def _sums(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"requests": 0, "local_tokens": 0, "api_tokens": 0,
+                           "local_usd": ZERO, "api_usd": ZERO}
+    for row in rows:
+        tokens = int(row["prompt_tokens"]) + int(row["completion_tokens"])
+        tier = "api" if row["tier"] == "api" else "local"
+        out["requests"] += 1
+        out[f"{tier}_tokens"] += tokens
+        out[f"{tier}_usd"] += Decimal(row["cost_usd"])
+    return out
+
+
+def _ratio(part: Decimal | float, whole: Decimal | float) -> float | None:
+    return float(part) / float(whole) if whole else None
+
+
+def batch_figures(rows: Iterable[Mapping[str, Any]],
+                  periods: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The batch figures of a window (module docstring), JSON-ready."""
+    mine = [r for r in rows if batch_id_of(r)]
+    by_batch: dict[str, list[Mapping[str, Any]]] = {}
+    for row in mine:
+        by_batch.setdefault(batch_id_of(row) or "", []).append(row)
+    hardware = list(periods)
+    busy_s = sum(float(p["busy_s"]) for p in hardware)
+    idle_s = sum(float(p["idle_s"]) for p in hardware)
+    busy_usd = sum((Decimal(p["busy_usd"]) for p in hardware), ZERO)
+    idle_usd = sum((Decimal(p["idle_usd"]) for p in hardware), ZERO)
+    total = _sums(mine)
+    local_usd: Decimal = total["local_usd"]
+    busy_share = min(1.0, _ratio(local_usd, busy_usd) or 0.0)
+    time_share = _ratio(busy_s, busy_s + idle_s)
+    per_million = _ratio(local_usd * MILLION, total["local_tokens"])
+    return {
+        "batches": len(by_batch),
+        "requests": total["requests"],
+        "local_tokens": total["local_tokens"],
+        "api_tokens": total["api_tokens"],
+        "local_cost_usd": decimal_text(local_usd),
+        "api_cost_usd": decimal_text(total["api_usd"]),
+        "local_usd_per_million_tokens": per_million,
+        "idle_cost_absorbed_usd": decimal_text(local_usd),
+        "idle_cost_left_usd": decimal_text(idle_usd),
+        "absorbed_share": _ratio(local_usd, local_usd + idle_usd),
+        "utilization_added": None if time_share is None else busy_share * time_share,
+        "per_batch": {
+            batch_id: {k: decimal_text(v) if isinstance(v, Decimal) else v
+                       for k, v in _sums(batch_rows).items()}
+            for batch_id, batch_rows in sorted(by_batch.items())
+        },
+    }
+
+
+async def batch_report(ledger: Ledger, since: datetime, until: datetime) -> dict[str, Any]:
+    rows = await ledger.rows_between(since, until)
+    periods = await ledger.hardware_between(since, until)
+    return {"since": since.isoformat(), "until": until.isoformat(),
+            **batch_figures(rows, periods)}
