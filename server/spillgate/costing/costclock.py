@@ -27,6 +27,7 @@ The clock is driven from one event loop and holds no lock.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,7 +72,7 @@ class _InFlight:
     order: int
     opaque: bool = False  # progress unknown until it settles: an even share of each interval
     tokens: int = 0  # processed during the current interval
-    accrued: Decimal = Decimal(0)
+    accrued: int = 0  # in quanta: integer arithmetic per interval, Decimal only at finish
 
 
 @dataclass(slots=True)
@@ -126,6 +127,7 @@ class CostClock:
     ) -> CostClock:
         """A clock whose rate is `cost_rate_usd_per_s(profile, units, power)`."""
 
+        @functools.lru_cache(maxsize=256)  # nominal (None) or a few recent readings
         def rate(watts: float | None) -> Decimal:
             return cost_rate_usd_per_s(profile, units, watts)
 
@@ -156,7 +158,7 @@ class CostClock:
         """Close the interval so far and return the request's attributed busy cost."""
         self.tick()
         entry = self._inflight.pop(request_id, None)
-        return Decimal(0) if entry is None else entry.accrued
+        return Decimal(0) if entry is None else entry.accrued * self._quantum
 
     def abandon(self, request_id: str) -> None:
         """The request left the engine for a paid API: its share so far stays busy cost
@@ -218,12 +220,12 @@ class CostClock:
         weights = _weights(entries, external, units)
         given = 0
         for entry, weight in zip(entries, weights, strict=True):
-            entry.accrued += weight * self._quantum
+            entry.accrued += weight
             given += weight
         kept = units * external // (len(entries) + external)  # other clients' even shares
         # Largest share wins the remainder; max() keeps the earliest begun on ties.
         heir = max(range(len(entries)), key=lambda i: (weights[i], -entries[i].order))
-        entries[heir].accrued += (units - kept - given) * self._quantum
+        entries[heir].accrued += units - kept - given
         for entry in entries:
             entry.tokens = 0
         return kept * self._quantum
