@@ -22,6 +22,7 @@ from spillgate import dispatch
 from spillgate.accountant import Accountant, build_accountant
 from spillgate.api import admin, health, openai
 from spillgate.api.deps import Authenticator
+from spillgate.api.hot import Gateway
 from spillgate.backends.registry import Backends, build_backends
 from spillgate.capacity import CapacityMonitor
 from spillgate.catalog import Catalog
@@ -115,7 +116,7 @@ def create_app(
 
     # FastAPI's native OpenTelemetry is off: the node exports Prometheus metrics, and the
     # per-request spans cost measurable latency with no provider configured to receive them.
-    app = FastAPI(title="Spillgate", version="0.1.0", lifespan=lifespan,
+    app = Gateway(title="Spillgate", version="0.1.0", lifespan=lifespan,
                   default_response_class=JSONResponse, docs_url=None, redoc_url=None,
                   openapi_url=None, telemetry=_NO_OTEL)
     app.state.node = node
@@ -129,6 +130,7 @@ def create_app(
         keys_exist=None if anonymous else _live_keys_probe(accountant),
     )
     install_error_handlers(app)
+    app.serve_hot(node, app.state.authenticate)  # chat, completions, embeddings: api/hot.py
     app.include_router(openai.router)
     app.include_router(health.router)
     app.include_router(admin.build_router())

@@ -90,11 +90,16 @@ def _bearer(header: str | None) -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
-def request_id_of(request: Request) -> str:
-    """A fresh id for this request: the ledger row's key, so never taken from the client (a
+def new_request_id() -> str:
+    """A fresh id for a request: the ledger row's key, so never taken from the client (a
     reused id would overwrite another request's row). 128 random bits from the process's
     seeded generator: unique in practice, and without a urandom syscall per request."""
-    rid = f"{random.getrandbits(128):032x}"
+    return f"{random.getrandbits(128):032x}"
+
+
+def request_id_of(request: Request) -> str:
+    """A fresh id for this request, kept on request.state for the error handler."""
+    rid = new_request_id()
     request.state.request_id = rid
     return rid
 
