@@ -13,7 +13,9 @@ Direct and proxied runs alternate so drift on this shared 2-core machine hits bo
     .venv/bin/python scripts/bench_gateway.py --cpu-only [--profile var/gateway.prof]
 
 --profile runs the gateway under cProfile and prints its top functions (cProfile slows the
-gateway several-fold: use it to see where the time goes, not for the CPU figure).
+gateway several-fold and misreads time across greenlet and coroutine switches: use it to see
+where the time goes, not for the CPU figure; `py-spy record --gil --pid <gateway>` samples a
+running gateway with less distortion).
 """
 
 from __future__ import annotations
