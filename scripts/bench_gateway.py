@@ -3,10 +3,19 @@
 (a) latency the gateway adds over calling a loopback fake upstream directly (the upstream
     answers after 20 ms): p50/p99 at concurrency 1, 16, 64, throughput as a share of direct;
 (b) generated tokens/s through the gateway vs straight to the llama.cpp engine, c = 1 and 4;
-(c) gateway RSS idle and while holding 64 concurrent streams.
+(c) gateway RSS idle and while holding 64 concurrent streams;
+(d) gateway CPU time per request (user + system of the gateway process, from psutil, over a
+    fixed number of requests at c = 1 and 16): the figure that stays honest on a loaded machine,
+    where wall-clock latency is mostly other processes' noise.
 Direct and proxied runs alternate so drift on this shared 2-core machine hits both alike.
 
     .venv/bin/python scripts/bench_gateway.py [--quick] [--out var/bench_gateway.json]
+    .venv/bin/python scripts/bench_gateway.py --cpu-only [--profile var/gateway.prof]
+
+--profile runs the gateway under cProfile and prints its top functions (cProfile slows the
+gateway several-fold and misreads time across greenlet and coroutine switches: use it to see
+where the time goes, not for the CPU figure; `py-spy record --gil --pid <gateway>` samples a
+running gateway with less distortion).
 """
 
 from __future__ import annotations
@@ -14,6 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import pstats
+import signal
 import statistics
 import sys
 import tempfile
@@ -105,23 +116,60 @@ def _gateway_config(tmp: Path, upstream: str, port: int) -> Path:
     })
 
 
-def _start_gateway(tmp: Path, upstream: str) -> Any:
+def _start_gateway(tmp: Path, upstream: str, profile: Path | None = None) -> Any:
     port = free_port()
     argv = ["-m", "spillgate", "serve", "--config", str(_gateway_config(tmp, upstream, port))]
+    if profile is not None:
+        argv = ["-m", "cProfile", "-o", str(profile), *argv]
     return spawn(argv, tmp / f"gw-{port}.log", f"http://127.0.0.1:{port}/v1",
                  f"http://127.0.0.1:{port}/readyz")
 
 
-def part_a_and_c(tmp: Path, quick: bool) -> dict[str, Any]:
+def _cpu_s(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+def part_d(proxied: str, pid: int, quick: bool) -> dict[str, Any]:
+    """Gateway CPU per request: the process's CPU seconds over a fixed request count."""
+    out: dict[str, Any] = {}
+    for c in (1, 16):
+        total = (300 if quick else 1000) * (1 if c == 1 else 2)
+        before = _cpu_s(pid)
+        asyncio.run(_load(proxied, CHAT, c, total))
+        out[str(c)] = {"requests": total, "cpu_us_per_request": 1e6 * (_cpu_s(pid) - before)
+                       / total}
+    return out
+
+
+def _upstream(tmp: Path) -> tuple[Any, str]:
     up_port = free_port()
     upstream = f"http://127.0.0.1:{up_port}/v1"
     up_argv = [str(REPO / "scripts" / "fake_upstream.py"), "--port", str(up_port),
                "--delay-ms", "20", "--chunks", "50", "--chunk-ms", "20"]
+    return spawn(up_argv, tmp / "upstream.log", upstream,
+                 f"http://127.0.0.1:{up_port}/health"), upstream
+
+
+def cpu_only(tmp: Path, quick: bool, profile: Path | None) -> dict[str, Any]:
+    up, upstream = _upstream(tmp)
+    with up, _start_gateway(tmp, upstream, profile) as gw:
+        proxied = gw.base_url + "/chat/completions"
+        asyncio.run(_load(proxied, CHAT, 4, 200))  # warm-up: connections, caches
+        result = {"cpu": part_d(proxied, gw.popen.pid, quick)}
+        # uvicorn re-raises the signal it stopped on: SIGINT's KeyboardInterrupt lets
+        # cProfile write its file on the way out (SIGTERM would kill it first).
+        gw.stop(signal.SIGINT)
+        return result
+
+
+def part_a_and_c(tmp: Path, quick: bool) -> dict[str, Any]:
+    up, upstream = _upstream(tmp)
     results: dict[str, Any] = {"latency": {}}
-    with spawn(up_argv, tmp / "upstream.log", upstream, f"http://127.0.0.1:{up_port}/health"), \
-            _start_gateway(tmp, upstream) as gw:
+    with up, _start_gateway(tmp, upstream) as gw:
         direct, proxied = upstream + "/chat/completions", gw.base_url + "/chat/completions"
         asyncio.run(_load(proxied, CHAT, 4, 200))  # warm-up: connections, caches
+        results["cpu"] = part_d(proxied, gw.popen.pid, quick)
         idle_rss = psutil.Process(gw.popen.pid).memory_info().rss / 2**20
         for c in (1, 16, 64):
             total = (150 if quick else 400) if c == 1 else (c * (15 if quick else 40))
@@ -174,21 +222,35 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer requests (smoke run)")
     parser.add_argument("--out", type=Path, default=REPO / "var" / "bench_gateway.json")
     parser.add_argument("--skip-engine", action="store_true", help="skip part (b)")
+    parser.add_argument("--cpu-only", action="store_true", help="part (d) alone")
+    parser.add_argument("--profile", type=Path, help="with --cpu-only: cProfile output file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        results = part_a_and_c(tmp, args.quick)
-        if not args.skip_engine:
-            results["tokens_per_s"] = part_b(tmp, args.quick)
+        if args.cpu_only:
+            results = cpu_only(tmp, args.quick, args.profile)
+        else:
+            results = part_a_and_c(tmp, args.quick)
+            if not args.skip_engine:
+                results["tokens_per_s"] = part_b(tmp, args.quick)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(render(results))
+    if args.profile is not None:
+        stats = pstats.Stats(str(args.profile))
+        stats.sort_stats("tottime").print_stats(30)
+        stats.sort_stats("cumulative").print_stats(40)
     print(f"\nwritten to {args.out}")
 
 
 def render(results: dict[str, Any]) -> str:
-    lines = ["| concurrency | direct p50 / p99 ms | gateway p50 / p99 ms | added p50 / p99 ms "
-             "| throughput vs direct |", "|---|---|---|---|---|"]
+    lines = ["| concurrency | gateway CPU µs/request |", "|---|---|"]
+    for c, r in results["cpu"].items():
+        lines.append(f"| {c} | {r['cpu_us_per_request']:.0f} |")
+    if "latency" not in results:
+        return "\n".join(lines)
+    lines += ["", "| concurrency | direct p50 / p99 ms | gateway p50 / p99 ms "
+              "| added p50 / p99 ms | throughput vs direct |", "|---|---|---|---|---|"]
     for c, r in results["latency"].items():
         lines.append(
             f"| {c} | {r['direct_p50_ms']:.2f} / {r['direct_p99_ms']:.2f} | "

@@ -22,6 +22,7 @@ from spillgate import dispatch
 from spillgate.accountant import Accountant, build_accountant
 from spillgate.api import admin, batches, console, feedback, files, health, openai
 from spillgate.api.deps import Authenticator
+from spillgate.api.hot import Gateway
 from spillgate.backends.registry import Backends, build_backends
 from spillgate.batches import BatchService
 from spillgate.cache.step import CacheStep
@@ -125,7 +126,7 @@ def create_app(
 
     # FastAPI's native OpenTelemetry is off: the node exports Prometheus metrics, and the
     # per-request spans cost measurable latency with no provider configured to receive them.
-    app = FastAPI(title="Spillgate", version="0.1.0", lifespan=lifespan,
+    app = Gateway(title="Spillgate", version="0.1.0", lifespan=lifespan,
                   default_response_class=JSONResponse, docs_url=None, redoc_url=None,
                   openapi_url=None, telemetry=_NO_OTEL)
     app.state.node = node
@@ -141,6 +142,7 @@ def create_app(
         keys_exist=None if anonymous else _live_keys_probe(accountant),
     )
     install_error_handlers(app)
+    app.serve_hot(node, app.state.authenticate)  # chat, completions, embeddings: api/hot.py
     app.include_router(openai.router)
     app.include_router(feedback.router)
     if settings.batch.enabled:

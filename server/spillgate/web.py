@@ -29,9 +29,11 @@ class JSONResponse(Response):
         return orjson.dumps(content)
 
 
-def error_response(exc: ApiError, request: Request) -> JSONResponse:
+def error_response(exc: ApiError, request: Request | str | None) -> JSONResponse:
+    """The OpenAI error body; `request` (or its id) names the request in x-request-id."""
     headers = dict(exc.headers)
-    request_id = getattr(request.state, "request_id", None)
+    request_id = request if not isinstance(request, Request) else getattr(
+        request.state, "request_id", None)
     if request_id:
         headers[REQUEST_ID] = request_id
     if exc.retry_after_s is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import random
 import time
@@ -39,6 +40,7 @@ class Authenticator:
         self._keys_exist = keys_exist
         self._clock = clock
         self._keys_known: tuple[float, bool] = (float("-inf"), True)
+        self._probe: asyncio.Future[bool] | None = None
 
     async def __call__(self, authorization: str | None) -> Client:
         secret = _bearer(authorization)
@@ -59,10 +61,20 @@ class Authenticator:
         if self._keys_exist is None:
             return False
         checked_at, exist = self._keys_known
-        if self._clock() - checked_at >= KEYS_EXIST_TTL_S:
-            exist = await self._keys_exist()
+        if self._clock() - checked_at < KEYS_EXIST_TTL_S:
+            return exist
+        if self._probe is None:  # one question at a time: concurrent requests share it
+            self._probe = asyncio.ensure_future(self._ask(self._keys_exist))
+        # Shielded: a client that leaves must not cancel the answer others wait for.
+        return await asyncio.shield(self._probe)
+
+    async def _ask(self, keys_exist: Callable[[], Awaitable[bool]]) -> bool:
+        try:
+            exist = await keys_exist()
             self._keys_known = (self._clock(), exist)
-        return exist
+            return exist
+        finally:
+            self._probe = None
 
 
 def bearer_matches(header: str | None, expected: str) -> bool:
@@ -78,11 +90,16 @@ def _bearer(header: str | None) -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
-def request_id_of(request: Request) -> str:
-    """A fresh id for this request: the ledger row's key, so never taken from the client (a
+def new_request_id() -> str:
+    """A fresh id for a request: the ledger row's key, so never taken from the client (a
     reused id would overwrite another request's row). 128 random bits from the process's
     seeded generator: unique in practice, and without a urandom syscall per request."""
-    rid = f"{random.getrandbits(128):032x}"
+    return f"{random.getrandbits(128):032x}"
+
+
+def request_id_of(request: Request) -> str:
+    """A fresh id for this request, kept on request.state for the error handler."""
+    rid = new_request_id()
     request.state.request_id = rid
     return rid
 

@@ -6,8 +6,8 @@ the upstream call — and the engine generating for it — would run to the end 
 `cancelled_on_disconnect` watches the ASGI channel while the request is being served and
 cancels the serving task when the client disconnects: the upstream connection is closed (the
 engine drops the sequence) and the request's life settles as 499. Either way, and for a client
-gone while its body was being read, the route ends with `ClientClosed` (499): counted as such,
-never logged as a fault.
+gone while its body was being read (api/hot.py's `read_body`), the route ends with
+`ClientClosed` (499): counted as such, never logged as a fault.
 """
 
 from __future__ import annotations
@@ -16,23 +16,13 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from fastapi import Request
-from starlette.requests import ClientDisconnect
+from starlette.types import Receive
 
 from spillgate.errors import ClientClosed
 
 
 @contextlib.asynccontextmanager
-async def gone_is_499() -> AsyncIterator[None]:
-    """Starlette's ClientDisconnect (the body was cut short) as the 499 it is."""
-    try:
-        yield
-    except ClientDisconnect:
-        raise ClientClosed("the client closed the connection") from None
-
-
-@contextlib.asynccontextmanager
-async def cancelled_on_disconnect(request: Request) -> AsyncIterator[None]:
+async def cancelled_on_disconnect(receive: Receive) -> AsyncIterator[None]:
     """Run the block; cancel it and raise ClientClosed if the client leaves first.
     Call it once the body has been read: the next ASGI message is then the disconnect."""
     current = asyncio.current_task()
@@ -43,7 +33,7 @@ async def cancelled_on_disconnect(request: Request) -> AsyncIterator[None]:
 
     async def watch() -> None:
         nonlocal gone
-        while (await request.receive())["type"] != "http.disconnect":
+        while (await receive())["type"] != "http.disconnect":
             pass
         gone = True
         current.cancel()

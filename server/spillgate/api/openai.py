@@ -1,49 +1,14 @@
-"""The OpenAI-compatible routes. Each one: authenticate, read, hand to the service, answer."""
+"""The OpenAI-compatible routes FastAPI serves. The hot ones (chat/completions, completions,
+embeddings) are plain ASGI handlers: api/hot.py."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import StreamingResponse
 
-from spillgate import service
-from spillgate.api.deps import client_of, node_of, read_body, request_id_of
-from spillgate.api.disconnect import cancelled_on_disconnect, gone_is_499
-from spillgate.life import RequestLife
-from spillgate.types import Endpoint
+from spillgate.api.deps import client_of, node_of, request_id_of
 from spillgate.web import JSONResponse
 
 router = APIRouter(prefix="/v1")
-
-
-async def _handle(request: Request, endpoint: Endpoint) -> Response:
-    rid = request_id_of(request)
-    node = node_of(request)
-    # A refusal here (401, 413, a client gone mid-body) is counted like any other exit.
-    async with RequestLife(node, rid), gone_is_499():
-        client = await client_of(request)
-        raw = await read_body(request, node.limits.max_body_bytes)
-    async with cancelled_on_disconnect(request):  # a client gone: upstream cancelled, 499
-        reply = await service.serve(node, endpoint, raw, request.headers, client, rid)
-    headers = {**reply.headers, "x-request-id": rid}
-    if isinstance(reply, service.StreamReply):
-        headers["cache-control"] = "no-cache"
-        return StreamingResponse(reply.chunks, media_type="text/event-stream", headers=headers)
-    return JSONResponse(reply.body, headers=headers)
-
-
-@router.post("/chat/completions")
-async def chat_completions(request: Request) -> Response:
-    return await _handle(request, "chat/completions")
-
-
-@router.post("/completions")
-async def completions(request: Request) -> Response:
-    return await _handle(request, "completions")
-
-
-@router.post("/embeddings")
-async def embeddings(request: Request) -> Response:
-    return await _handle(request, "embeddings")
 
 
 @router.get("/models")

@@ -28,6 +28,7 @@ The clock is driven from one event loop and holds no lock.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -127,6 +128,7 @@ class CostClock:
     ) -> CostClock:
         """A clock whose rate is `cost_rate_usd_per_s(profile, units, power)`."""
 
+        @functools.lru_cache(maxsize=256)  # nominal (None) or a few recent readings
         def rate(watts: float | None) -> Decimal:
             return cost_rate_usd_per_s(profile, units, watts)
 

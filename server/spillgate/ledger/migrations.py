@@ -120,13 +120,13 @@ def open_engine(dsn: str) -> AsyncEngine:
     # No pool-level ROLLBACK on check-in: every use is a SQLAlchemy transaction, ended by
     # commit or by the connection's own rollback on close (saves a thread hop per use).
     engine = create_async_engine(dsn, pool_reset_on_return=None)
-    event.listen(engine.sync_engine, "connect", _sqlite_connect)
-    event.listen(engine.sync_engine, "begin", _sqlite_begin)
+    event.listen(engine.sync_engine, "connect", sqlite_connect)
+    event.listen(engine.sync_engine, "begin", sqlite_begin)
     return engine
 
 
-def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
-    # Take transaction control from the driver so `_sqlite_begin` decides how to begin.
+def sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Take transaction control from the driver so `sqlite_begin` decides how to begin.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     for pragma in ("journal_mode=WAL", "synchronous=NORMAL",
@@ -135,7 +135,7 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _sqlite_begin(conn: Connection) -> None:
+def sqlite_begin(conn: Connection) -> None:
     # Writers take the write lock up front: a deferred transaction that reads and then writes
     # can fail with SQLITE_BUSY without waiting when another process wrote in between.
     readonly = conn.get_execution_options().get(READONLY, False)

@@ -19,6 +19,7 @@ SQLite, numeric on PostgreSQL).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     case,
     cast,
     func,
@@ -218,13 +220,23 @@ def _money(value: Any) -> Decimal:
 
 
 # --- the batcher's and recovery's updates --------------------------------------------------
+_IDS: Any = bindparam("ids", expanding=True)  # statements built once: only the ids change
 _LOOKUP = (requests.c.request_id, requests.c.started_at, requests.c.key_id, requests.c.tags,
            requests.c.tier, requests.c.sensitivity, requests.c.reason, requests.c.state,
            requests.c.prompt_tokens, requests.c.cached_tokens, requests.c.completion_tokens,
            requests.c.cost_usd, requests.c.counterfactual_usd)  # fmt: skip
+_STORED = select(*_LOOKUP).where(requests.c.request_id.in_(_IDS),
+                                 requests.c.state.not_in(NOT_FINAL))
+_LOCK_ROWS = (select(requests.c.request_id).where(requests.c.request_id.in_(_IDS))
+              .order_by(requests.c.request_id).with_for_update())
 
 
 async def stored_final_rows(conn: AsyncConnection, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """`stored_final_rows_sync` on an async connection."""
+    return await conn.run_sync(stored_final_rows_sync, ids)
+
+
+def stored_final_rows_sync(conn: Connection, ids: list[str]) -> dict[str, dict[str, Any]]:
     """The final rows already stored under these ids, as the rollup reads them. Usually none:
     a request's stored row is its open one, which counts for nothing and has the final row's
     started_at (the node writes both from one record); a final row is there only when a row
@@ -235,13 +247,9 @@ async def stored_final_rows(conn: AsyncConnection, ids: list[str]) -> dict[str, 
     have its contribution counted twice (SQLite: the write transaction is already alone)."""
     if not ids:
         return {}
-    r = requests.c
     if conn.dialect.name == "postgresql":
-        await conn.execute(select(r.request_id).where(r.request_id.in_(ids))
-                           .order_by(r.request_id).with_for_update())  # fmt: skip
-    query = select(*_LOOKUP).where(r.request_id.in_(ids), r.state.not_in(NOT_FINAL))
-    result = await conn.execute(query)
-    return {row.request_id: dict(row._mapping) for row in result}
+        conn.execute(_LOCK_ROWS, {"ids": ids})
+    return {row.request_id: dict(row._mapping) for row in conn.execute(_STORED, {"ids": ids})}
 
 
 def deltas(stored: Mapping[str, Mapping[str, Any]], final: Iterable[dict[str, Any]]) -> Groups:
@@ -258,19 +266,30 @@ def deltas(stored: Mapping[str, Mapping[str, Any]], final: Iterable[dict[str, An
 
 
 async def apply_in(conn: AsyncConnection, groups: Groups) -> None:
+    """`apply_sync` on an async connection."""
+    await conn.run_sync(apply_sync, groups)
+
+
+def apply_sync(conn: Connection, groups: Groups) -> None:
     """Add the groups' sums to the rollup (an upsert per group, in key order so concurrent
     replicas lock rows in the same order)."""
     changed = [(k, v) for k, v in sorted(groups.items()) if v != GroupSums()]
     if not changed:
         return
-    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
+    params = [{**_key_columns(k), **v.columns()} for k, v in changed]
+    conn.execute(_rollup_upsert(conn.dialect.name), params)
+
+
+@functools.cache
+def _rollup_upsert(dialect_name: str) -> Any:
+    """The rollup's upsert, built once per dialect (building it, `excluded` included, costs
+    more than executing it for a small batch)."""
+    dialect = sqlite if dialect_name == "sqlite" else postgresql
     stmt = dialect.insert(request_rollup)
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=list(GROUP_COLUMNS),
         set_={c: request_rollup.c[c] + stmt.excluded[c] for c in SUM_COLUMNS},
     )
-    params = [{**_key_columns(k), **v.columns()} for k, v in changed]
-    await conn.execute(stmt, params)
 
 
 def _key_columns(key: GroupKey) -> dict[str, Any]:

@@ -10,12 +10,14 @@ A request's open and final rows carry the same started_at (both come from one re
 final upsert keeps the stored one): the hourly report rollup (rollup.py), which the batcher
 updates in the same transaction, counts a final row in its start hour.
 
-A write-behind batcher (one background task) group-commits queued rows every
-BATCH_INTERVAL_S or BATCH_MAX items in one transaction, so an open row is durable within
-~20-50 ms of `begin`. A failed write keeps the rows queued and retries; `flush()` (tests,
-shutdown) writes everything queued before it returns. On SQLite all writes of this process
-pass one asyncio lock (the database has one writer anyway; waiting in-process is cheaper than
-SQLite's busy-sleep); other processes are waited for through busy_timeout.
+A write-behind batcher (writer.py: a plain thread with its own connection on a SQLite file,
+an asyncio task on PostgreSQL) group-commits queued rows every BATCH_INTERVAL_S or BATCH_MAX
+items in one transaction, so an open row is durable within ~20-50 ms of `begin`. A failed
+write keeps the rows queued and retries; `flush()` (tests, shutdown) writes everything queued
+before it returns. On SQLite the async writes of this process (budgets, keys) pass one
+asyncio lock (the database has one writer anyway; waiting in-process is cheaper than
+SQLite's busy-sleep); the row writer thread and other processes are waited for through
+busy_timeout.
 
 Crash recovery (`recover`, at start-up): rows left 'open' by this node (`node_id`, default
 the host name, stable across restarts of a container) or older than the grace period (any
@@ -36,16 +38,13 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from cachetools import TTLCache
 from sqlalchemy import and_, bindparam, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from spillgate.costing.costclock import HardwarePeriod
@@ -71,14 +70,11 @@ from spillgate.ledger.schema import (
     hardware_periods,
     requests,
 )
+from spillgate.ledger.writer import LoopWriter, RowOp, RowWriter, ThreadedWriter, sync_sqlite_engine
 
 __all__ = ["BudgetSnapshot", "Ledger", "RequestOutcome", "RequestStart", "ReserveResult"]
 
 log = logging.getLogger(__name__)
-BATCH_INTERVAL_S = 0.02
-BATCH_MAX = 200  # wake the batcher early at this many queued rows
-WRITE_MAX = 2000  # rows per transaction when catching up
-RETRY_S = 1.0
 DEFAULT_GRACE_S = 600.0
 KEY_CACHE_TTL_S = 5.0
 SNAPSHOT_TTL_S = 1.0
@@ -87,13 +83,6 @@ CACHE_MAX = 10_000  # entries per cache: bounded memory whatever the number of k
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class _Op:
-    request_id: str
-    row: dict[str, Any]
-    final: bool
 
 
 class Ledger:
@@ -108,22 +97,9 @@ class Ledger:
         self._snapshots: TTLCache[str, BudgetSnapshot] = TTLCache(CACHE_MAX, SNAPSHOT_TTL_S)
         self._limits: TTLCache[str, tuple[bool, bool]] = TTLCache(CACHE_MAX, KEY_CACHE_TTL_S)
         self._counters: TTLCache[tuple[str, str, str], bool] = TTLCache(CACHE_MAX, 86_400.0)
-        self._queue: deque[_Op] = deque()
-        self._wake = asyncio.Event()
-        self._closing = False
-        self._flush_lock = asyncio.Lock()
         sqlite_db = engine.dialect.name == "sqlite"
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if sqlite_db else None
-        dialect = sqlite if sqlite_db else postgresql
-        self._insert_open = dialect.insert(requests).on_conflict_do_nothing(
-            index_elements=["request_id"])
-        final = dialect.insert(requests)
-        kept = ("request_id", "node_id", "started_at", "feedback", "feedback_at")
-        self._upsert_final = final.on_conflict_do_update(
-            index_elements=["request_id"],
-            set_={c.name: final.excluded[c.name] for c in requests.c if c.name not in kept},
-        )
-        self._task: asyncio.Task[None] | None = None
+        self._rows: RowWriter = LoopWriter(engine, self._write_lock)  # open() starts one
 
     @classmethod
     async def open(cls, dsn: str, *, node_id: str | None = None,
@@ -138,18 +114,21 @@ class Ledger:
             raise
         ledger = cls(engine, node_id=node_id or socket.gethostname(), clock=clock,
                      grace_s=recover_grace_s)
-        ledger._task = asyncio.create_task(ledger._run_batcher(), name="ledger-batcher")
+        ledger._rows = ledger._start_writer(dsn)
         return ledger
+
+    def _start_writer(self, dsn: str) -> RowWriter:
+        sync_engine = sync_sqlite_engine(dsn)
+        if sync_engine is not None:
+            return ThreadedWriter(sync_engine)
+        writer = LoopWriter(self.engine, self._write_lock)
+        writer.start()
+        return writer
 
     async def aclose(self) -> None:
         """Write everything queued, stop the batcher, close the connections."""
-        self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
         try:
-            await self.flush()
+            await self._rows.aclose()
         finally:
             await self.engine.dispose()
 
@@ -176,79 +155,22 @@ class Ledger:
         """Queue the request's 'open' row; committed by the batcher within ~20-50 ms."""
         row = start.columns()
         row["node_id"] = self.node_id
-        self._enqueue(_Op(start.request_id, row, final=False))
+        self._rows.put(RowOp(start.request_id, row, final=False))
 
     def finish(self, outcome: RequestOutcome) -> None:
         """Queue the request's final row (written as an upsert: it need not have begun)."""
         row = outcome.columns()
         row["node_id"] = self.node_id
-        self._enqueue(_Op(outcome.start.request_id, row, final=True))
+        self._rows.put(RowOp(outcome.start.request_id, row, final=True))
 
     @property
     def pending(self) -> int:
         """Rows queued and not yet committed."""
-        return len(self._queue)
-
-    def _enqueue(self, op: _Op) -> None:
-        if self._closing:
-            raise RuntimeError("ledger is closed")
-        self._queue.append(op)
-        if len(self._queue) in (1, BATCH_MAX):
-            self._wake.set()
+        return self._rows.pending
 
     async def flush(self) -> None:
         """Commit every row queued before this call (raises if the database refuses)."""
-        async with self._flush_lock:
-            while self._queue:
-                batch = [self._queue.popleft() for _ in range(min(WRITE_MAX, len(self._queue)))]
-                try:
-                    await self._write(batch)
-                except BaseException:
-                    self._queue.extendleft(reversed(batch))
-                    raise
-
-    async def _run_batcher(self) -> None:
-        while not (self._closing and not self._queue):
-            await self._wake.wait()
-            await self._gather()
-            self._wake.clear()
-            try:
-                await self.flush()
-            except Exception:  # keep the rows queued; the request path must not notice
-                log.exception("ledger write failed; %d rows stay queued", len(self._queue))
-                if self._closing:
-                    return
-                await asyncio.sleep(RETRY_S)
-                self._wake.set()
-
-    async def _gather(self) -> None:
-        """Let a batch build up for BATCH_INTERVAL_S, or until BATCH_MAX rows are queued."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + BATCH_INTERVAL_S
-        while len(self._queue) < BATCH_MAX and not self._closing:
-            left = deadline - loop.time()
-            if left <= 0:
-                return
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), left)
-
-    async def _write(self, batch: list[_Op]) -> None:
-        opened: dict[str, dict[str, Any]] = {}
-        final: dict[str, dict[str, Any]] = {}
-        for op in batch:  # begin+finish in one batch collapse into the final upsert
-            if op.final:
-                final[op.request_id] = op.row
-                opened.pop(op.request_id, None)
-            elif op.request_id not in final:
-                opened[op.request_id] = op.row
-        async with self.transaction() as conn:
-            if opened:
-                await conn.execute(self._insert_open, list(opened.values()))
-            if final:  # the rollup follows the final rows in the same transaction
-                stored = await rollup.stored_final_rows(conn, list(final))
-                await conn.execute(self._upsert_final, list(final.values()))
-                await rollup.apply_in(conn, rollup.deltas(stored, final.values()))
+        await self._rows.flush()
 
     # --- budgets ---------------------------------------------------------------------------
     async def reserve(self, key_id: str, request_id: str, amount: Decimal,

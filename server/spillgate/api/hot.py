@@ -1,0 +1,132 @@
+"""The hot routes (POST /v1/chat/completions, /v1/completions, /v1/embeddings) as plain ASGI.
+
+FastAPI's middleware stack, router and request/dependency machinery cost a request more CPU
+than the gateway's own work on the way to the upstream (scripts/bench_gateway.py, part d).
+`Gateway` (the app `create_app` builds) hands these three routes straight to a `HotRoute`
+and everything else (admin, health, metrics, /v1/models) to FastAPI. Each HotRoute is also
+registered as a FastAPI route, so a request FastAPI does route (under a root_path, a trailing
+slash's redirect) is served by the same handler, and a GET still gets FastAPI's 405.
+
+What the route does, as the FastAPI route did: a fresh request id; authentication; the body
+read against the size cap (413 before reading when the declared length exceeds it); a client
+gone while its body arrives, or while a non-stream answer is prepared, ends as 499 and cancels
+the upstream call; every refusal in the OpenAI error shape with x-request-id (and Retry-After);
+a stream answered as `text/event-stream` through Starlette's StreamingResponse (which stops
+the relay when the client disconnects).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import orjson
+from fastapi import FastAPI
+from starlette.datastructures import Headers
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from spillgate import service
+from spillgate.api.deps import new_request_id
+from spillgate.api.disconnect import cancelled_on_disconnect
+from spillgate.errors import ApiError, ClientClosed, InternalError, PayloadTooLarge, describe
+from spillgate.life import RequestLife
+from spillgate.types import Client, Endpoint
+from spillgate.web import REQUEST_ID, error_response
+
+log = logging.getLogger(__name__)
+
+HOT_ROUTES: Final[dict[str, Endpoint]] = {
+    "/v1/chat/completions": "chat/completions",
+    "/v1/completions": "completions",
+    "/v1/embeddings": "embeddings",
+}
+Authenticate = Callable[[str | None], Awaitable[Client]]
+_JSON_TYPE: Final = (b"content-type", b"application/json")
+
+
+class HotRoute:
+    """One hot route, as an ASGI app."""
+
+    def __init__(self, node: service.Node, authenticate: Authenticate,
+                 endpoint: Endpoint) -> None:
+        self.node = node
+        self.authenticate = authenticate
+        self.endpoint: Endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rid = new_request_id()
+        scope.setdefault("state", {})["request_id"] = rid
+        try:
+            reply = await self._serve(scope, receive, rid)
+        except ApiError as exc:
+            await error_response(exc, rid)(scope, receive, send)
+            return
+        except Exception as exc:  # one line, type and place only: never request content
+            log.error("unhandled error on request %s: %s", rid, describe(exc))
+            await error_response(InternalError("internal error"), rid)(scope, receive, send)
+            return
+        headers = {**reply.headers, REQUEST_ID: rid}
+        if isinstance(reply, service.StreamReply):
+            headers["cache-control"] = "no-cache"
+            await StreamingResponse(reply.chunks, media_type="text/event-stream",
+                                    headers=headers)(scope, receive, send)
+            return
+        body = orjson.dumps(reply.body)
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        raw += [(b"content-length", b"%d" % len(body)), _JSON_TYPE]
+        await send({"type": "http.response.start", "status": 200, "headers": raw})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _serve(self, scope: Scope, receive: Receive,
+                     rid: str) -> service.Reply | service.StreamReply:
+        node = self.node
+        headers = Headers(scope=scope)
+        # A refusal here (401, 413, a client gone mid-body) is counted like any other exit.
+        async with RequestLife(node, rid):
+            client = await self.authenticate(headers.get("authorization"))
+            raw = await read_body(receive, headers, node.limits.max_body_bytes)
+        async with cancelled_on_disconnect(receive):  # a client gone: upstream cancelled, 499
+            return await service.serve(node, self.endpoint, raw, headers, client, rid)
+
+
+async def read_body(receive: Receive, headers: Headers, cap: int) -> bytes:
+    """The body, refused with 413 before reading when its declared length exceeds the cap,
+    or as soon as what arrived does; 499 if the client leaves before it is complete."""
+    declared = headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > cap:
+        raise PayloadTooLarge(f"request body exceeds the {cap}-byte limit")
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientClosed("the client closed the connection")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > cap:
+            raise PayloadTooLarge(f"request body exceeds the {cap}-byte limit")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class Gateway(FastAPI):
+    """FastAPI, with the hot routes served before its middleware and router."""
+
+    hot: dict[str, HotRoute]
+
+    def serve_hot(self, node: service.Node, authenticate: Authenticate) -> None:
+        self.hot = {path: HotRoute(node, authenticate, ep) for path, ep in HOT_ROUTES.items()}
+        for path, route in self.hot.items():
+            # An ASGI object (not a function) as a route's endpoint is called as ASGI.
+            self.router.add_route(path, route, methods=["POST"])  # type: ignore[arg-type]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            route = getattr(self, "hot", {}).get(scope["path"])
+            if route is not None:
+                scope["app"] = self
+                await route(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
