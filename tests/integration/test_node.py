@@ -123,7 +123,8 @@ def test_health_ready_and_metrics(node: Proc) -> None:
     root = node.base_url.removesuffix("/v1")
     assert httpx.get(root + "/healthz").json() == {"status": "ok"}
     ready = httpx.get(root + "/readyz")
-    assert ready.status_code == 200 and ready.json()["local"] == {"local-cpu": True}
+    assert ready.status_code == 200
+    assert ready.json()["local"] == {"local-cpu": True, "local-embed": True}
     metrics = httpx.get(root + "/metrics").text
     assert "spillgate_requests_total" in metrics
     assert all(line.startswith(("#", "spillgate_")) for line in metrics.splitlines() if line)
