@@ -13,14 +13,16 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 
 from spillgate.errors import ConfigError
 from spillgate.reports.cascade_eval import Graded, evaluate, grade, render
 from spillgate.routing.cascade import token_logprobs
+
+if TYPE_CHECKING:
+    import aiohttp
 
 SYSTEM = "Answer the question briefly."
 log = logging.getLogger(__name__)
@@ -87,6 +89,8 @@ async def run_all(args: argparse.Namespace, rows: list[dict[str, str]],
                   ) -> list[tuple[Graded, str] | None]:  # fmt: skip
     """Each row's graded draft, or None where the model did not answer in time (left out
     of the figures and counted)."""
+    import aiohttp  # the HTTP client only when a run needs it, not for `spillgate --help`
+
     headers = {"content-type": "application/json"}
     if args.api_key_env:
         headers["authorization"] = f"Bearer {os.environ.get(args.api_key_env, '')}"

@@ -9,10 +9,11 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from spillgate.learned_file import Rows, load_router, read_rows, save_router, select_half
-from spillgate.routing.learned import Embed, LearnedRouter
+if TYPE_CHECKING:  # numpy comes with these: imported by the commands, not by `--help`
+    from spillgate.learned_file import Rows
+    from spillgate.routing.learned import Embed, LearnedRouter
 
 
 def add_router_commands(subparsers: Any) -> None:
@@ -56,6 +57,8 @@ def _split_args(parser: argparse.ArgumentParser, with_pinned_default: bool) -> N
 
 
 def _rows(args: argparse.Namespace) -> Rows:
+    from spillgate.learned_file import read_rows, select_half
+
     rows = read_rows(args.data)
     if args.split_seed is None:
         return rows
@@ -71,6 +74,7 @@ def _embedder() -> tuple[Embed, str]:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from spillgate.learned_file import save_router
     from spillgate.routing.learned_train import TrainOptions, train
 
     rows = _rows(args)
@@ -95,6 +99,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval_routing(args: argparse.Namespace) -> int:
+    from spillgate.learned_file import load_router
     from spillgate.reports.routing_eval import evaluate, render
 
     rows = _rows(args)

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from spillgate.backends.base import Backend, UpstreamCall
-from spillgate.backends.registry import build_backends
 from spillgate.catalog import Catalog
 from spillgate.errors import ConfigError
 from spillgate.settings import LocalBackendSettings, Settings, load_settings
@@ -93,6 +92,8 @@ def _pick(settings: Settings, name: str | None) -> LocalBackendSettings:
 async def run_bench(settings: Settings, args: argparse.Namespace) -> BenchResult:
     local = _pick(settings, args.backend)
     only = settings.model_copy(update={"local": [local], "providers": [], "routes": []})
+    from spillgate.backends.registry import build_backends  # aiohttp: not for `--help`
+
     backends = build_backends(only, Catalog.load(settings.models_dir / "catalog.yaml"))
     supervisor = backends.supervisors[local.name]
     try:
