@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -270,16 +269,9 @@ async def test_concurrent_extensions_never_exceed_the_budget(ledger: Ledger) -> 
 def bpe() -> Callable[[str], int]:
     """A real BPE tokenizer: the bundled SmolLM2's, through llama.cpp (vocabulary only)."""
     llama_cpp = pytest.importorskip("llama_cpp")
-    # llama.cpp's loader failed once inside a full run (40 of 40 loads pass alone; cause not
-    # found): a second try keeps a loader hiccup from hiding the property below.
-    for attempt in range(3):
-        try:
-            vocab = llama_cpp.Llama(model_path=bundled_gguf(), vocab_only=True, verbose=False)
-            break
-        except ValueError:
-            if attempt == 2:
-                raise
-            time.sleep(1)
+    # Loaded before anything imports usearch (see spillgate.cache.index: loaded first, it
+    # breaks llama.cpp's vocabulary loader in the same process).
+    vocab = llama_cpp.Llama(model_path=bundled_gguf(), vocab_only=True, verbose=False)
     return lambda text: len(vocab.tokenize(text.encode(), add_bos=False, special=False))
 
 

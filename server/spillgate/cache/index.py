@@ -17,7 +17,6 @@ from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
-from usearch.index import Index
 
 Vector = npt.NDArray[np.float32]
 _INITIAL_ROWS = 16
@@ -92,6 +91,13 @@ class GraphIndex:
     key, never reused; the graph reuses the storage of removed entries itself."""
 
     def __init__(self, dims: int) -> None:
+        # Imported only when a scope first outgrows the exact scan. usearch's compiled module
+        # loaded before llama.cpp in one process makes llama.cpp's vocabulary loader fail
+        # (std::bad_cast, measured with the bundled GGUF); the gateway never loads llama.cpp
+        # (engines are separate processes), but tools and tests that use both must not
+        # import usearch at start-up.
+        from usearch.index import Index
+
         self._graph = Index(ndim=dims, metric="ip", dtype="f32", connectivity=16,
                             expansion_add=128, expansion_search=_EF_SEARCH)
         self._keys: dict[int, str] = {}
