@@ -120,7 +120,8 @@ class LocalBackendSettings(_Strict):
     )
     n_ctx: int = Field(2048, ge=256, description="Context window given to a llama.cpp engine.")
     n_threads: int | None = Field(
-        None, ge=1, description="CPU threads (default: all cores but one).")
+        None, ge=1, description="CPU threads (default: every core; fewer on a box shared "
+        "with busy processes).")
     max_batch: int = Field(4, ge=1, description="Sequences decoded together (llama.cpp).")
     max_queue: int = Field(32, ge=1, description="Waiting requests before the engine says 429.")
     max_connections: int = Field(256, ge=1, description="HTTP connection pool size.")

@@ -125,10 +125,11 @@ def test_template_refusal_is_a_400() -> None:
     assert "roles must alternate" in caught.value.message
 
 
-def test_engine_threads_leave_a_core_and_the_handoff_wait_follows() -> None:
+def test_engine_threads_take_every_core_and_the_handoff_wait_follows() -> None:
     cores = os.cpu_count() or 1
     base = ["--model-path", "m.gguf", "--served-name", "m"]
-    assert parse_args(base).n_threads == max(1, cores - 1)
+    assert parse_args(base).n_threads == cores
+    assert parse_args(base).handoff_wait_ms == HANDOFF_WAIT_MS
     assert parse_args([*base, "--n-threads", str(cores)]).handoff_wait_ms == HANDOFF_WAIT_MS
     assert parse_args([*base, "--n-threads", str(cores + 1)]).handoff_wait_ms == HANDOFF_WAIT_MS
     if cores > 1:

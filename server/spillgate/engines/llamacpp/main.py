@@ -24,11 +24,12 @@ HANDOFF_WAIT_MS = 2.0
 
 
 def default_threads() -> int:
-    """All cores but one: the engine's HTTP thread and the gateway need a core too. llama.cpp's
-    threads meet at spinning barriers hundreds of times per decode, so when they hold every
-    core, any other runnable thread stalls them all (measured on 2 busy cores: 0.5-1.1 tokens/s
-    with 2 threads, 7-8 with 1; see README, Performance)."""
-    return max(1, (os.cpu_count() or 1) - 1)
+    """Every core, with the decode/HTTP hand-off on (see `--handoff-wait-ms`). Measured on the
+    2-core machine, quiet: 59.7 tokens/s at concurrency 1 with 2 threads vs 39.1 with 1. On
+    cores shared with other busy processes llama.cpp's spinning barriers make fewer threads
+    far better (0.5 vs 7.0 tokens/s there): set `--n-threads` lower on a shared box (README,
+    Performance)."""
+    return os.cpu_count() or 1
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -45,7 +46,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--n-ctx", type=int, default=2048,
                         help="Context window of each sequence (prompt + completion tokens).")
     parser.add_argument("--n-threads", type=int, default=default_threads(),
-                        help="CPU threads for llama.cpp (default: all cores but one).")
+                        help="CPU threads for llama.cpp (default: every core).")
     parser.add_argument("--max-batch", type=int, default=4,
                         help="Sequences decoded together (each gets its own KV cache).")
     parser.add_argument("--max-queue", type=int, default=32,
