@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -141,12 +142,14 @@ def test_histogram_delta_mean_and_quantile() -> None:
 class FakeGpus:
     """A GPU reader: one board, or an exception to raise."""
 
-    def __init__(self, available: bool = True) -> None:
+    def __init__(self, available: bool = True, read_s: float = 0.0) -> None:
         self.available = available
         self.fail: Exception | None = None
         self.reads = 0
+        self.read_s = read_s
 
     def read(self) -> tuple[GpuReading, ...]:
+        time.sleep(self.read_s)  # a slow board: stop() may come while a read is in its thread
         self.reads += 1
         if self.fail:
             raise self.fail
@@ -203,7 +206,7 @@ async def test_hung_scrape_times_out_as_failed_reading() -> None:
 
 async def test_loop_survives_failures_and_stops() -> None:
     url = "http://127.0.0.1:9/metrics"
-    gpus = FakeGpus()
+    gpus = FakeGpus(read_s=0.02)
     calls = itertools.count()
 
     def inflight() -> dict[str, int]:

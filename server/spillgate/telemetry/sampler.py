@@ -67,6 +67,9 @@ class TelemetrySampler:
             nvml_available=gpu_reader.available, taken_at=clock()
         )
         self._task: asyncio.Task[None] | None = None
+        # The GPU read in its thread: cancelling the task that awaits it does not stop the
+        # thread, so stop() waits for it (NVML is shut down right after stop()).
+        self._gpu_read: asyncio.Future[tuple[GpuReading, ...]] | None = None
 
     def snapshot(self) -> CapacitySnapshot:
         return self._snapshot
@@ -86,6 +89,9 @@ class TelemetrySampler:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._gpu_read is not None:
+            with contextlib.suppress(Exception):
+                await self._gpu_read
 
     async def _loop(self) -> None:
         while True:
@@ -128,7 +134,9 @@ class TelemetrySampler:
         if not self._gpu_reader.available:
             return ()
         try:
-            return await asyncio.to_thread(self._gpu_reader.read)
+            self._gpu_read = asyncio.get_running_loop().run_in_executor(
+                None, self._gpu_reader.read)
+            return await asyncio.shield(self._gpu_read)
         except Exception:
             log.exception("GPU read failed; keeping the previous (ageing) readings")
             return self._gpus
