@@ -72,3 +72,40 @@ async def test_an_in_memory_ledger_keeps_the_asyncio_batcher() -> None:
         assert [r["request_id"] for r in rows] == ["mem"]
     finally:
         await ledger.aclose()
+
+
+async def test_a_write_cancelled_while_waiting_for_the_lock_does_not_keep_it(
+        tmp_path: Path) -> None:
+    """A request cancelled (client gone, shutdown) while its budget write waits for SQLite's
+    lock must not leave that connection holding the lock once it gets it: every later write
+    of the node would wait out the busy timeout and fail."""
+    db = tmp_path / "ledger.db"
+    ledger = await Ledger.open(f"sqlite+aiosqlite:///{db}", node_id="n")
+    blocker = sqlite3.connect(db, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        waiting = []
+        for _ in range(3):  # a few, so each pooled connection is caught waiting at least once
+
+            async def write() -> None:
+                async with ledger.transaction():
+                    pass
+
+            task = asyncio.ensure_future(write())
+            await asyncio.sleep(0.1)  # its BEGIN IMMEDIATE now waits in the driver's thread
+            task.cancel()
+            waiting.append(task)
+        blocker.execute("ROLLBACK")  # the cancelled BEGINs now get the lock, one by one
+        await asyncio.gather(*waiting, return_exceptions=True)
+        assert all(task.cancelled() for task in waiting)
+        for i in range(3):  # the node can still write: nothing holds the lock
+            async with asyncio.timeout(5):
+                async with ledger.transaction() as conn:
+                    await conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS probe (n INTEGER)")
+                    await conn.exec_driver_sql("INSERT INTO probe VALUES (?)", (i,))
+        with sqlite3.connect(db) as check:
+            assert [n for (n,) in check.execute("SELECT n FROM probe ORDER BY n")] == [0, 1, 2]
+    finally:
+        blocker.close()
+        await ledger.aclose()
+
