@@ -1,10 +1,11 @@
 """The ceiling under the engine: decode steps/s with no HTTP, and with the scheduler alone.
 
-Three layers, each at every concurrency level, in ONE run so the ratios share the machine's
-load of the moment:
+Layers, each at every concurrency level, in ONE run so the ratios share the machine's load of
+the moment:
   bare       LlamaModel only: one llama_decode per step over N sequences + one C sample each
   scheduler  the engine's Scheduler (decode thread + asyncio consumers), no HTTP
-(the third layer, HTTP, is scripts/bench_engine.py). Generation ignores end-of-generation in
+  process    the decode process (`--decoder process`) with asyncio consumers, no HTTP
+(the last layer, HTTP, is scripts/bench_engine.py). Generation ignores end-of-generation in
 `bare` (fixed step count); the scheduler layer uses prompts that ask for long answers.
 
     .venv/bin/python scripts/probe_engine.py --levels 1 4 8 --tokens 64
@@ -27,6 +28,7 @@ sys.path.insert(0, str(REPO / "server"))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from bench_engine import PROMPTS, bundled_gguf  # noqa: E402
+from spillgate.engines.llamacpp.decoder import DecoderProcess, DecoderSpec  # noqa: E402
 from spillgate.engines.llamacpp.metrics import EngineMetrics  # noqa: E402
 from spillgate.engines.llamacpp.model import (  # noqa: E402
     ContextShape,
@@ -75,7 +77,7 @@ def bare(model: LlamaModel, streams: int, tokens: int) -> dict[str, Any]:
             "ttft_p50_s": round(first, 3)}
 
 
-async def scheduled(scheduler: Scheduler, model: LlamaModel, streams: int,
+async def scheduled(scheduler: Scheduler | DecoderProcess, model: LlamaModel, streams: int,
                     tokens: int) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
 
@@ -93,7 +95,8 @@ async def scheduled(scheduler: Scheduler, model: LlamaModel, streams: int,
     results = await asyncio.gather(*(one(i) for i in range(streams)))
     wall = time.perf_counter() - start
     total = sum(n for n, _ in results)
-    return {"layer": "scheduler", "streams": streams, "tokens": total, "wall_s": round(wall, 3),
+    layer = "process" if isinstance(scheduler, DecoderProcess) else "scheduler"
+    return {"layer": layer, "streams": streams, "tokens": total, "wall_s": round(wall, 3),
             "aggregate_tok_s": round(total / wall, 1), "step_ms_p50": None,
             "ttft_p50_s": round(statistics.median(t for _, t in results), 3)}
 
@@ -104,15 +107,19 @@ def main() -> int:
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--tokens", type=int, default=64, help="tokens per stream")
     parser.add_argument("--n-threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--layers", nargs="+", default=["bare", "scheduler"])
+    parser.add_argument("--layers", nargs="+", default=["bare", "scheduler", "process"])
     parser.add_argument("--out", type=Path, default=REPO / "var" / "probe_engine.json")
     args = parser.parse_args()
     top = max(args.levels)
     shape = ContextShape(n_ctx=1024, n_seq=top, n_batch=512 + top, n_threads=args.n_threads)
-    model = LlamaModel(Path(args.model_path or bundled_gguf()), shape)
-    scheduler = Scheduler(model, EngineMetrics(queue_capacity=64, max_batch=top),
-                          SchedulerConfig(max_batch=top, max_queue=64))
+    path = Path(args.model_path or bundled_gguf())
+    model = LlamaModel(path, shape)
+    config = SchedulerConfig(max_batch=top, max_queue=64)
+    scheduler = Scheduler(model, EngineMetrics(queue_capacity=64, max_batch=top), config)
     scheduler.start()
+    decoder = DecoderProcess(DecoderSpec(path, shape, config), handoff=False)
+    if "process" in args.layers:
+        decoder.start()
     rows: list[dict[str, Any]] = []
     try:
         bare(model, 1, 8)  # warm-up
@@ -121,7 +128,10 @@ def main() -> int:
                 rows.append(bare(model, streams, args.tokens))
             if "scheduler" in args.layers:
                 rows.append(asyncio.run(scheduled(scheduler, model, streams, args.tokens)))
+            if "process" in args.layers:
+                rows.append(asyncio.run(scheduled(decoder, model, streams, args.tokens)))
     finally:
+        decoder.stop()
         scheduler.stop()
         model.close()
     print(f"{'layer':>9} {'streams':>7} {'tokens':>6} {'agg tok/s':>9} {'x one':>6} "

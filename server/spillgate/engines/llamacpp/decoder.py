@@ -104,6 +104,10 @@ class _PipeOutlet:
 
 def serve(conn: Connection, spec: DecoderSpec) -> None:
     """The child's entry point: load, report ready, then serve the pipe until it closes."""
+    # A spawned process starts with logging unconfigured: keep llama.cpp's errors only, as the
+    # HTTP process does (its load-time log is very chatty).
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
     try:
         model = LlamaModel(spec.model_path, spec.shape)
     except ConfigError as exc:
