@@ -7,12 +7,13 @@ runs one `llama_decode`, and samples each sequence with its own C sampler chain.
 never waits for, or is interrupted by, another one: it leaves its slot only when it finishes or
 its client goes away, and then its KV cells are dropped at once.
 
-Hand-off to asyncio: once per step the thread hands every `Chunk` of that step to the event
-loop in one `loop.call_soon_threadsafe` (one wake-up per step, not one per token per request);
-cancelling is a flag the thread reads at the top of each step. Before the next `llama_decode`
-the thread waits (at most `handoff_wait_s`) until the loop has run the coroutines those chunks
-woke: on a machine with as many cores as llama.cpp threads, HTTP work running *during* a
-decode pre-empts one of llama.cpp's threads while the others spin at its barriers, so the
+Hand-off: once per step the thread hands every `Chunk` of that step to its `Outlet` in one go
+(one wake-up per step, not one per token per request): in this process `LoopOutlet` (one
+`loop.call_soon_threadsafe`), in a decode process of its own (decoder.py) one pipe message.
+Cancelling is a flag the thread reads at the top of each step. Before the next `llama_decode`
+the thread waits (at most `handoff_wait_s`) until the HTTP side has run the coroutines those
+chunks woke: on a machine with as many cores as llama.cpp threads, HTTP work running *during*
+a decode pre-empts one of llama.cpp's threads while the others spin at its barriers, so the
 whole step waits for it; run between decodes, it costs only its own time.
 """
 
