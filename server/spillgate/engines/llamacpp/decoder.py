@@ -233,8 +233,7 @@ class DecoderProcess:
         """Event-loop thread only. 429 when `max_batch + max_queue` requests are in flight:
         in steady state exactly `max_queue` waiting (every slot is busy before any waits)."""
         if not self.alive:
-            raise ServiceUnavailable("the llama.cpp decode process is not running",
-                                     code="engine_unavailable")
+            raise _stopped()
         config = self._spec.config
         if len(self._tickets) >= config.max_batch + config.max_queue:
             self._send(("rejected",))
@@ -242,11 +241,16 @@ class DecoderProcess:
         ticket = Ticket(job, loop, time.monotonic(), next(self._keys))
         ticket._on_cancel = self._cancel
         self._tickets[ticket.key] = ticket
+        if self._gone:  # the reader saw the pipe close after the check above: nobody answers
+            del self._tickets[ticket.key]
+            raise _stopped()
         self._send(("submit", ticket.key, job, ticket.arrived))
         return ticket
 
     async def metrics_text(self) -> bytes:
         """The child's exposition (event-loop thread)."""
+        if not self.alive:
+            raise _stopped()
         ask = next(self._keys)
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._asks[ask] = future
@@ -318,12 +322,16 @@ class DecoderProcess:
                 future.get_loop().call_soon_threadsafe(_resolve, future, text)
 
     def _fail_everyone(self) -> None:
-        error = ServiceUnavailable("the llama.cpp decode process stopped",
-                                   code="engine_unavailable")
+        error = _stopped()
         for ticket in list(self._tickets.values()):
             with contextlib.suppress(RuntimeError):
                 ticket.loop.call_soon_threadsafe(ticket.deliver, error)
         self._tickets.clear()
+
+
+def _stopped() -> ServiceUnavailable:
+    return ServiceUnavailable("the llama.cpp decode process is not running",
+                              code="engine_unavailable")
 
 
 def _resolve(future: asyncio.Future[bytes], text: bytes) -> None:

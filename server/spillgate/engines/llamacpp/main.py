@@ -138,6 +138,7 @@ def run(argv: list[str]) -> int:
                     # SIGTERM: let short requests end, then cancel the rest (frees their slots)
                     timeout_graceful_shutdown=5)
     finally:
+        scheduler.stop()  # idempotent; also when uvicorn never ran the lifespan's shutdown
         if not scheduler.thread_alive:  # never free the context under a running decode
             engine.model.close()
     return 0
