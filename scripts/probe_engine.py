@@ -59,6 +59,7 @@ def bare(model: LlamaModel, streams: int, tokens: int) -> dict[str, Any]:
         last = [model.sample(samplers[s], ends[s]) for s in range(streams)]
         first = time.perf_counter() - start
         steps: list[float] = []
+        cpu_began = time.process_time()
         for step in range(tokens - 1):
             began = time.perf_counter()
             rows = [(last[s], len(prompts[s]) + step, s, True) for s in range(streams)]
@@ -67,6 +68,7 @@ def bare(model: LlamaModel, streams: int, tokens: int) -> dict[str, Any]:
             last = [model.sample(samplers[s], s) for s in range(streams)]
             steps.append(time.perf_counter() - began)
         wall = time.perf_counter() - start
+        cpu = time.process_time() - cpu_began
     finally:
         for s in range(streams):
             model.free_sampler(samplers[s])
@@ -74,7 +76,10 @@ def bare(model: LlamaModel, streams: int, tokens: int) -> dict[str, Any]:
     return {"layer": "bare", "streams": streams, "tokens": streams * tokens,
             "wall_s": round(wall, 3), "aggregate_tok_s": round(streams * tokens / wall, 1),
             "step_ms_p50": round(statistics.median(steps) * 1000, 2),
-            "ttft_p50_s": round(first, 3)}
+            "ttft_p50_s": round(first, 3),
+            # CPU per decoded token: what batching saves, whatever share of the cores this
+            # process got (exact with --n-threads 1; with more, spinning barriers count too)
+            "cpu_ms_per_token": round(1000 * cpu / (streams * (tokens - 1)), 2)}
 
 
 async def scheduled(scheduler: Scheduler | DecoderProcess, model: LlamaModel, streams: int,
@@ -98,7 +103,8 @@ async def scheduled(scheduler: Scheduler | DecoderProcess, model: LlamaModel, st
     layer = "process" if isinstance(scheduler, DecoderProcess) else "scheduler"
     return {"layer": layer, "streams": streams, "tokens": total, "wall_s": round(wall, 3),
             "aggregate_tok_s": round(total / wall, 1), "step_ms_p50": None,
-            "ttft_p50_s": round(statistics.median(t for _, t in results), 3)}
+            "ttft_p50_s": round(statistics.median(t for _, t in results), 3),
+            "cpu_ms_per_token": None}
 
 
 def main() -> int:
@@ -135,13 +141,14 @@ def main() -> int:
         scheduler.stop()
         model.close()
     print(f"{'layer':>9} {'streams':>7} {'tokens':>6} {'agg tok/s':>9} {'x one':>6} "
-          f"{'step ms':>7} {'ttft p50':>8}")
+          f"{'step ms':>7} {'ttft p50':>8} {'cpu ms/tok':>10}")
     for row in rows:
         one = next(r for r in rows if r["layer"] == row["layer"])
         row["ratio_vs_one"] = round(row["aggregate_tok_s"] / one["aggregate_tok_s"], 2)
         print(f"{row['layer']:>9} {row['streams']:>7} {row['tokens']:>6} "
               f"{row['aggregate_tok_s']:>9} {row['ratio_vs_one']:>6} "
-              f"{row['step_ms_p50'] or '-':>7} {row['ttft_p50_s']:>8}")
+              f"{row['step_ms_p50'] or '-':>7} {row['ttft_p50_s']:>8} "
+              f"{row['cpu_ms_per_token'] or '-':>10}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"n_threads": args.n_threads, "tokens": args.tokens,
                                     "cpu_count": os.cpu_count(), "rows": rows}, indent=2))
