@@ -23,10 +23,12 @@ child exits when the pipe closes (the HTTP process died) or its decode thread fa
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import itertools
 import logging
 import multiprocessing
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -108,6 +110,11 @@ def serve(conn: Connection, spec: DecoderSpec) -> None:
     # HTTP process does (its load-time log is very chatty).
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+    # The supervisor signals the engine's whole process group: the HTTP process then drains
+    # its requests (which needs this process) and stops it by message; a closed pipe (the
+    # HTTP process killed) stops it too.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         model = LlamaModel(spec.model_path, spec.shape)
     except ConfigError as exc:
@@ -197,6 +204,9 @@ class DecoderProcess:
         self._process = context.Process(target=serve, args=(child, self._spec),
                                         name="llama-decode", daemon=True)
         self._process.start()
+        # Before multiprocessing's own exit hook, which would wait forever for a child that
+        # ignores SIGTERM: stop it by message (killed if it does not stop in time).
+        atexit.register(self.stop)
         child.close()
         self._conn = parent
         if not parent.poll(timeout_s):
