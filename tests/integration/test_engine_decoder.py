@@ -4,6 +4,7 @@ says so (503 on /health and on requests) instead of hanging. Real processes, rea
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import signal
@@ -14,7 +15,14 @@ import httpx
 import psutil
 import pytest
 
-from tests.integration.test_engine_llamacpp import MODEL, assert_error, chat, events
+from tests.integration.test_engine_llamacpp import (
+    LONG_PROMPT,
+    MODEL,
+    assert_error,
+    chat,
+    events,
+    gauge,
+)
 from tests.support import Proc, bundled_gguf, free_port, spawn
 
 pytestmark = pytest.mark.integration
@@ -97,3 +105,23 @@ def test_a_dead_decode_process_turns_into_503s(tmp_path: Path) -> None:
         refused = httpx.post(engine.base_url + "/chat/completions", json=chat("Hi"),
                              timeout=10)
         assert_error(refused, 503, "engine_unavailable")
+
+
+def test_sigterm_to_the_group_lets_a_running_request_finish(tmp_path: Path) -> None:
+    """The supervisor signals the engine's whole process group; the decode process must keep
+    decoding while the HTTP process drains, not die with the signal."""
+    with _engine(tmp_path, "drain") as engine, \
+            concurrent.futures.ThreadPoolExecutor(1) as pool:
+        # Within uvicorn's 5 s drain even on a loaded machine; long enough to be seen running.
+        body = {"model": MODEL, "prompt": LONG_PROMPT, "max_tokens": 32, "temperature": 0}
+        reply = pool.submit(httpx.post, engine.base_url + "/completions", json=body,
+                            timeout=120)
+        deadline = time.monotonic() + 60
+        while gauge(engine, "spillgate_engine_requests_running") != 1:
+            assert time.monotonic() < deadline, "the request never started decoding"
+            time.sleep(0.05)
+        os.killpg(engine.popen.pid, signal.SIGTERM)
+        answer = reply.result(timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["usage"]["completion_tokens"] == 32
+        assert engine.popen.wait(timeout=30) in (0, -signal.SIGTERM)
