@@ -13,6 +13,11 @@ everything side by side: `--engine LABEL=ARGS` (repeatable) starts one engine pe
 the "before" of a change), and `--repeat N` cycles through every variant and level N times,
 reporting per (variant, level) the median of the N runs. Prints a table and writes JSON.
 
+`cpu ms/tok` is the CPU time (user + system) the engine's processes (its HTTP process and its
+decode process) spent over the window per generated token: on a machine shared with other
+work, where tokens/s mostly says how much CPU the engine got, it still says how much work a
+token costs (with `--n-threads 1`; llama.cpp's threads spin at barriers when there are more).
+
     .venv/bin/python scripts/bench_engine.py --levels 1 4 8 --max-tokens 96
     .venv/bin/python scripts/bench_engine.py --repeat 3 --engine 'before=--src /tmp/old/server' \
         --engine 'after='
@@ -75,10 +80,10 @@ def split_variant(spec: str) -> tuple[str, list[str], str | None]:
 
 
 @contextlib.contextmanager
-def engine(args: argparse.Namespace, spec: str) -> Iterator[str]:
-    """Base URL (…/v1) of a started engine for this variant (or of --url)."""
+def engine(args: argparse.Namespace, spec: str) -> Iterator[tuple[str, int | None]]:
+    """Base URL (…/v1) and process id of a started engine for this variant (or --url, None)."""
     if args.url:
-        yield args.url
+        yield args.url, None
         return
     _label, flags, src = split_variant(spec)
     port = free_port()
@@ -102,7 +107,7 @@ def engine(args: argparse.Namespace, spec: str) -> Iterator[str]:
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError(f"engine {spec!r} did not start")
             time.sleep(0.2)
-        yield base + "/v1"
+        yield base + "/v1", proc.pid
     finally:
         proc.terminate()
         proc.wait(15)
@@ -152,8 +157,23 @@ async def drained(client: httpx.AsyncClient, limit_s: float = 120.0) -> None:
         await asyncio.sleep(0.2)
 
 
-async def level(base: str, model: str, concurrency: int, args: argparse.Namespace,
-                ) -> dict[str, Any]:
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of a process and its children (the decode process)."""
+    if pid is None:
+        return 0.0
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+async def level(base: str, pid: int | None, model: str, concurrency: int,
+                args: argparse.Namespace) -> dict[str, Any]:
     """`concurrency` clients send request after request (closed loop); after `--warmup` s,
     tokens are counted over a `--window` of seconds in which every client is always busy,
     so no tail of lone stragglers dilutes the figure."""
@@ -170,9 +190,11 @@ async def level(base: str, model: str, concurrency: int, args: argparse.Namespac
 
         workers = [asyncio.create_task(worker(i)) for i in range(concurrency)]
         await asyncio.sleep(args.warmup)
-        first, opened = await generated_tokens(admin), time.perf_counter()
+        first, opened, cpu_first = (await generated_tokens(admin), time.perf_counter(),
+                                    cpu_seconds(pid))
         await asyncio.sleep(args.window)
-        last, closed = await generated_tokens(admin), time.perf_counter()
+        last, closed, cpu_last = (await generated_tokens(admin), time.perf_counter(),
+                                  cpu_seconds(pid))
         for task in workers:  # the engine frees a slot whose client goes away
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
@@ -181,7 +203,9 @@ async def level(base: str, model: str, concurrency: int, args: argparse.Namespac
     ttfts = [t for began, t in samples if opened <= began and began + t <= closed]
     return {"concurrency": concurrency, "first_tokens": len(ttfts), "tokens": int(last - first),
             "wall_s": round(wall, 3), "aggregate_tok_s": round((last - first) / wall, 1),
-            "ttft_p50_s": round(statistics.median(ttfts), 3) if ttfts else None}
+            "ttft_p50_s": round(statistics.median(ttfts), 3) if ttfts else None,
+            "cpu_ms_per_token": (round(1000 * (cpu_last - cpu_first) / (last - first), 2)
+                                 if pid is not None and last > first else None)}
 
 
 def _median(values: list[float | None]) -> float | None:
@@ -199,6 +223,7 @@ def summarize(label: str, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                      "aggregate_tok_s": round(statistics.median(
                          r["aggregate_tok_s"] for r in mine), 1),
                      "ttft_p50_s": _median([r["ttft_p50_s"] for r in mine]),
+                     "cpu_ms_per_token": _median([r["cpu_ms_per_token"] for r in mine]),
                      "samples": [r["aggregate_tok_s"] for r in mine]})
     single = next((r for r in rows if r["concurrency"] == 1), None)
     for row in rows:
@@ -212,13 +237,13 @@ def summarize(label: str, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     print(f"{'variant':>10} {'conc':>4} {'runs':>4} {'tokens':>6} {'agg tok/s':>9} "
-          f"{'x one':>6} {'ttft p50 s':>10} {'ttft x one':>10}")
+          f"{'x one':>6} {'ttft p50 s':>10} {'ttft x one':>10} {'cpu ms/tok':>10}")
     for row in rows:
         shown = {k: "-" if v is None else v for k, v in row.items()}
         print(f"{shown['variant']:>10} {shown['concurrency']:>4} {shown['runs']:>4} "
               f"{shown['tokens']:>6} {shown['aggregate_tok_s']:>9} "
               f"{shown['speedup_vs_single']:>6} {shown['ttft_p50_s']:>10} "
-              f"{shown['ttft_vs_single']:>10}")
+              f"{shown['ttft_vs_single']:>10} {shown['cpu_ms_per_token']:>10}")
 
 
 def main() -> int:
@@ -246,12 +271,13 @@ def main() -> int:
     with contextlib.ExitStack() as stack:
         bases = {split_variant(v)[0]: stack.enter_context(engine(args, v)) for v in variants}
         for cycle in range(args.repeat):
-            for label, base in bases.items():
+            for label in bases:
                 for conc in args.levels:
-                    run = asyncio.run(level(base, model, conc, args))
+                    run = asyncio.run(level(*bases[label], model, conc, args))
                     runs[label].append({**run, "cycle": cycle})
                     print(f"  cycle {cycle} {label} c={conc}: {run['aggregate_tok_s']} tok/s, "
-                          f"ttft p50 {run['ttft_p50_s']} s", flush=True)
+                          f"ttft p50 {run['ttft_p50_s']} s, cpu {run['cpu_ms_per_token']} "
+                          "ms/token", flush=True)
     rows = [row for label, mine in runs.items() for row in summarize(label, mine)]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({

@@ -1,10 +1,11 @@
 """The ceiling under the engine: decode steps/s with no HTTP, and with the scheduler alone.
 
-Three layers, each at every concurrency level, in ONE run so the ratios share the machine's
-load of the moment:
+Layers, each at every concurrency level, in ONE run so the ratios share the machine's load of
+the moment:
   bare       LlamaModel only: one llama_decode per step over N sequences + one C sample each
   scheduler  the engine's Scheduler (decode thread + asyncio consumers), no HTTP
-(the third layer, HTTP, is scripts/bench_engine.py). Generation ignores end-of-generation in
+  process    the decode process (`--decoder process`) with asyncio consumers, no HTTP
+(the last layer, HTTP, is scripts/bench_engine.py). Generation ignores end-of-generation in
 `bare` (fixed step count); the scheduler layer uses prompts that ask for long answers.
 
     .venv/bin/python scripts/probe_engine.py --levels 1 4 8 --tokens 64
@@ -27,6 +28,7 @@ sys.path.insert(0, str(REPO / "server"))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from bench_engine import PROMPTS, bundled_gguf  # noqa: E402
+from spillgate.engines.llamacpp.decoder import DecoderProcess, DecoderSpec  # noqa: E402
 from spillgate.engines.llamacpp.metrics import EngineMetrics  # noqa: E402
 from spillgate.engines.llamacpp.model import (  # noqa: E402
     ContextShape,
@@ -57,6 +59,7 @@ def bare(model: LlamaModel, streams: int, tokens: int) -> dict[str, Any]:
         last = [model.sample(samplers[s], ends[s]) for s in range(streams)]
         first = time.perf_counter() - start
         steps: list[float] = []
+        cpu_began = time.process_time()
         for step in range(tokens - 1):
             began = time.perf_counter()
             rows = [(last[s], len(prompts[s]) + step, s, True) for s in range(streams)]
@@ -65,6 +68,7 @@ def bare(model: LlamaModel, streams: int, tokens: int) -> dict[str, Any]:
             last = [model.sample(samplers[s], s) for s in range(streams)]
             steps.append(time.perf_counter() - began)
         wall = time.perf_counter() - start
+        cpu = time.process_time() - cpu_began
     finally:
         for s in range(streams):
             model.free_sampler(samplers[s])
@@ -72,10 +76,13 @@ def bare(model: LlamaModel, streams: int, tokens: int) -> dict[str, Any]:
     return {"layer": "bare", "streams": streams, "tokens": streams * tokens,
             "wall_s": round(wall, 3), "aggregate_tok_s": round(streams * tokens / wall, 1),
             "step_ms_p50": round(statistics.median(steps) * 1000, 2),
-            "ttft_p50_s": round(first, 3)}
+            "ttft_p50_s": round(first, 3),
+            # CPU per decoded token: what batching saves, whatever share of the cores this
+            # process got (exact with --n-threads 1; with more, spinning barriers count too)
+            "cpu_ms_per_token": round(1000 * cpu / (streams * (tokens - 1)), 2)}
 
 
-async def scheduled(scheduler: Scheduler, model: LlamaModel, streams: int,
+async def scheduled(scheduler: Scheduler | DecoderProcess, model: LlamaModel, streams: int,
                     tokens: int) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
 
@@ -93,9 +100,11 @@ async def scheduled(scheduler: Scheduler, model: LlamaModel, streams: int,
     results = await asyncio.gather(*(one(i) for i in range(streams)))
     wall = time.perf_counter() - start
     total = sum(n for n, _ in results)
-    return {"layer": "scheduler", "streams": streams, "tokens": total, "wall_s": round(wall, 3),
+    layer = "process" if isinstance(scheduler, DecoderProcess) else "scheduler"
+    return {"layer": layer, "streams": streams, "tokens": total, "wall_s": round(wall, 3),
             "aggregate_tok_s": round(total / wall, 1), "step_ms_p50": None,
-            "ttft_p50_s": round(statistics.median(t for _, t in results), 3)}
+            "ttft_p50_s": round(statistics.median(t for _, t in results), 3),
+            "cpu_ms_per_token": None}
 
 
 def main() -> int:
@@ -104,15 +113,19 @@ def main() -> int:
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--tokens", type=int, default=64, help="tokens per stream")
     parser.add_argument("--n-threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--layers", nargs="+", default=["bare", "scheduler"])
+    parser.add_argument("--layers", nargs="+", default=["bare", "scheduler", "process"])
     parser.add_argument("--out", type=Path, default=REPO / "var" / "probe_engine.json")
     args = parser.parse_args()
     top = max(args.levels)
     shape = ContextShape(n_ctx=1024, n_seq=top, n_batch=512 + top, n_threads=args.n_threads)
-    model = LlamaModel(Path(args.model_path or bundled_gguf()), shape)
-    scheduler = Scheduler(model, EngineMetrics(queue_capacity=64, max_batch=top),
-                          SchedulerConfig(max_batch=top, max_queue=64))
+    path = Path(args.model_path or bundled_gguf())
+    model = LlamaModel(path, shape)
+    config = SchedulerConfig(max_batch=top, max_queue=64)
+    scheduler = Scheduler(model, EngineMetrics(queue_capacity=64, max_batch=top), config)
     scheduler.start()
+    decoder = DecoderProcess(DecoderSpec(path, shape, config), handoff=False)
+    if "process" in args.layers:
+        decoder.start()
     rows: list[dict[str, Any]] = []
     try:
         bare(model, 1, 8)  # warm-up
@@ -121,17 +134,21 @@ def main() -> int:
                 rows.append(bare(model, streams, args.tokens))
             if "scheduler" in args.layers:
                 rows.append(asyncio.run(scheduled(scheduler, model, streams, args.tokens)))
+            if "process" in args.layers:
+                rows.append(asyncio.run(scheduled(decoder, model, streams, args.tokens)))
     finally:
+        decoder.stop()
         scheduler.stop()
         model.close()
     print(f"{'layer':>9} {'streams':>7} {'tokens':>6} {'agg tok/s':>9} {'x one':>6} "
-          f"{'step ms':>7} {'ttft p50':>8}")
+          f"{'step ms':>7} {'ttft p50':>8} {'cpu ms/tok':>10}")
     for row in rows:
         one = next(r for r in rows if r["layer"] == row["layer"])
         row["ratio_vs_one"] = round(row["aggregate_tok_s"] / one["aggregate_tok_s"], 2)
         print(f"{row['layer']:>9} {row['streams']:>7} {row['tokens']:>6} "
               f"{row['aggregate_tok_s']:>9} {row['ratio_vs_one']:>6} "
-              f"{row['step_ms_p50'] or '-':>7} {row['ttft_p50_s']:>8}")
+              f"{row['step_ms_p50'] or '-':>7} {row['ttft_p50_s']:>8} "
+              f"{row['cpu_ms_per_token'] or '-':>10}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"n_threads": args.n_threads, "tokens": args.tokens,
                                     "cpu_count": os.cpu_count(), "rows": rows}, indent=2))

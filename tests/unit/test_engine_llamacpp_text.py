@@ -136,3 +136,11 @@ def test_engine_threads_take_every_core_and_the_handoff_wait_follows() -> None:
         assert parse_args([*base, "--n-threads", str(cores - 1)]).handoff_wait_ms == 0
     explicit = [*base, "--n-threads", str(cores), "--handoff-wait-ms", "0"]
     assert parse_args(explicit).handoff_wait_ms == 0
+
+
+def test_decoder_defaults_to_its_own_process_and_rejects_unknown_modes() -> None:
+    base = ["--model-path", "m.gguf", "--served-name", "m"]
+    assert parse_args(base).decoder == "process"
+    assert parse_args([*base, "--decoder", "thread"]).decoder == "thread"
+    with pytest.raises(SystemExit):
+        parse_args([*base, "--decoder", "fork"])

@@ -9,7 +9,12 @@ cancelled because another arrived. A client that disconnects frees its slot at o
 Routes: POST /v1/chat/completions, /v1/completions (plain and SSE), /v1/embeddings (400
 `embeddings_not_supported`), GET /v1/models, /health, /metrics.
 
-Modules: model (C API wrapper), scheduler (decode thread), textstream (UTF-8 + stop strings),
+The decode loop runs in a child process by default (`--decoder process`; decoder.py): the
+HTTP process keeps a vocabulary-only model for tokenizing and exchanges one pipe message per
+decode step with it, so the event loop never competes with decoding for the GIL.
+
+Modules: model (C API wrapper), scheduler (decode thread), tickets (jobs, chunks, hand-off),
+decoder (the decode process and its HTTP-side proxy), textstream (UTF-8 + stop strings),
 logprobs (token log-probabilities and their OpenAI shapes), chat (GGUF chat template), bodies
 (request validation), service (request → job), shapes (OpenAI bodies and SSE), metrics,
 app (routes), main (CLI).

@@ -4,4 +4,5 @@ import sys
 
 from spillgate.engines.llamacpp.main import run
 
-sys.exit(run(sys.argv[1:]))
+if __name__ == "__main__":  # not when a spawned decode process imports this module
+    sys.exit(run(sys.argv[1:]))

@@ -19,8 +19,9 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response, StreamingResponse
 
 from spillgate.engines.llamacpp.bodies import ChatBody, CompletionBody, parse
+from spillgate.engines.llamacpp.decoder import DecoderProcess
 from spillgate.engines.llamacpp.logprobs import TokenLogprob, text_length
-from spillgate.engines.llamacpp.metrics import CONTENT_TYPE, EngineMetrics
+from spillgate.engines.llamacpp.metrics import CONTENT_TYPE
 from spillgate.engines.llamacpp.scheduler import Chunk, Job, Scheduler, Ticket, TicketCancelled
 from spillgate.engines.llamacpp.service import Engine
 from spillgate.engines.llamacpp.shapes import DONE, Kind, Reply, sse, sse_error
@@ -29,10 +30,11 @@ from spillgate.errors import ApiError, InvalidRequest
 from spillgate.web import JSONResponse, install_error_handlers
 
 DISCONNECT_POLL_S = 0.2
+DecodeLoop = Scheduler | DecoderProcess  # a decode thread here, or a decode process
 
 
-def create_app(engine: Engine, scheduler: Scheduler, metrics: EngineMetrics) -> FastAPI:
-    """The ASGI app; the lifespan starts and stops the decode thread."""
+def create_app(engine: Engine, scheduler: DecodeLoop) -> FastAPI:
+    """The ASGI app; the lifespan starts and stops the decode thread (or process)."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -85,12 +87,12 @@ def create_app(engine: Engine, scheduler: Scheduler, metrics: EngineMetrics) -> 
 
     @app.get("/metrics")
     async def prometheus() -> Response:
-        return Response(metrics.render(), media_type=CONTENT_TYPE)
+        return Response(await scheduler.metrics_text(), media_type=CONTENT_TYPE)
 
     return app
 
 
-async def _generate(request: Request, scheduler: Scheduler, job: Job, kind: Kind, model: str,
+async def _generate(request: Request, scheduler: DecodeLoop, job: Job, kind: Kind, model: str,
                     stream: bool, include_usage: bool) -> Response:
     ticket = scheduler.submit(job, asyncio.get_running_loop())
     reply = Reply.new(kind, model)

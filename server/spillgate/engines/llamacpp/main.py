@@ -11,8 +11,9 @@ from pathlib import Path
 import uvicorn
 
 from spillgate.engines.lifeline import ParentGone, bind_to_parent
-from spillgate.engines.llamacpp.app import create_app
+from spillgate.engines.llamacpp.app import DecodeLoop, create_app
 from spillgate.engines.llamacpp.chat import ChatTemplate
+from spillgate.engines.llamacpp.decoder import DecoderProcess, DecoderSpec
 from spillgate.engines.llamacpp.metrics import EngineMetrics
 from spillgate.engines.llamacpp.model import ContextShape, LlamaModel
 from spillgate.engines.llamacpp.scheduler import Scheduler, SchedulerConfig
@@ -60,6 +61,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "previous step's tokens before decoding again (0: never; "
                              f"default: {HANDOFF_WAIT_MS} ms when --n-threads takes every "
                              "core, else 0).")
+    parser.add_argument("--decoder", choices=("process", "thread"), default="process",
+                        help="Where the decode loop runs: a process of its own (default; the "
+                             "HTTP side cannot hold up decoding) or a thread of this one.")
     args = parser.parse_args(argv)
     if args.handoff_wait_ms is None:
         every_core = args.n_threads >= (os.cpu_count() or 1)
@@ -72,27 +76,41 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def build(args: argparse.Namespace) -> tuple[Engine, Scheduler, EngineMetrics]:
-    """Load the model (seconds) and wire engine, scheduler and metrics together."""
+def build(args: argparse.Namespace) -> tuple[Engine, DecodeLoop]:
+    """Load the model (seconds) and wire engine and decode loop together. With `--decoder
+    process` this process keeps only the vocabulary; the child loads the weights."""
     shape = ContextShape(n_ctx=args.n_ctx, n_seq=args.max_batch,
                          n_batch=args.prefill_chunk + args.max_batch, n_threads=args.n_threads)
-    model = LlamaModel(args.model_path, shape)
+    in_process = args.decoder == "thread"
+    model = LlamaModel(args.model_path, shape, context=in_process)
     source = model.metadata("tokenizer.chat_template")
     if args.chat_template_file is not None:
         try:
             source = args.chat_template_file.read_text()
         except OSError as exc:
+            model.close()
             raise ConfigError(f"--chat-template-file: {exc}") from exc
     template = ChatTemplate(source,
                             bos_token=model.token_text(model.bos_token),
                             eos_token=model.token_text(model.eos_token))
-    metrics = EngineMetrics(queue_capacity=args.max_queue, max_batch=args.max_batch)
-    scheduler = Scheduler(model, metrics, SchedulerConfig(
+    config = SchedulerConfig(
         max_batch=args.max_batch, max_queue=args.max_queue, prefill_chunk=args.prefill_chunk,
-        handoff_wait_s=args.handoff_wait_ms / 1000))
+        handoff_wait_s=args.handoff_wait_ms / 1000)
+    scheduler: DecodeLoop
+    if in_process:
+        metrics = EngineMetrics(queue_capacity=args.max_queue, max_batch=args.max_batch)
+        scheduler = Scheduler(model, metrics, config)
+    else:
+        scheduler = DecoderProcess(DecoderSpec(args.model_path, shape, config),
+                                   handoff=args.handoff_wait_ms > 0)
+        try:
+            scheduler.launch()
+        except ConfigError:
+            model.close()
+            raise
     engine = Engine(served_name=args.served_name, model=model, template=template,
                     n_ctx=args.n_ctx)
-    return engine, scheduler, metrics
+    return engine, scheduler
 
 
 def run(argv: list[str]) -> int:
@@ -107,19 +125,20 @@ def run(argv: list[str]) -> int:
         print(f"spillgate engine: {exc}", file=sys.stderr)
         return 1
     try:
-        engine, scheduler, metrics = build(args)
+        engine, scheduler = build(args)
     except ConfigError as exc:
         print(f"spillgate engine: {exc}", file=sys.stderr)
         return 2
-    log.info("serving %s (n_ctx=%d, max_batch=%d, max_queue=%d, threads=%d) on %s:%d",
-             args.served_name, args.n_ctx, args.max_batch, args.max_queue, args.n_threads,
-             args.host, args.port)
+    log.info("serving %s (n_ctx=%d, max_batch=%d, max_queue=%d, threads=%d, decoder=%s) on "
+             "%s:%d", args.served_name, args.n_ctx, args.max_batch, args.max_queue,
+             args.n_threads, args.decoder, args.host, args.port)
     try:
-        uvicorn.run(create_app(engine, scheduler, metrics), host=args.host, port=args.port,
+        uvicorn.run(create_app(engine, scheduler), host=args.host, port=args.port,
                     log_level="warning", access_log=False,
                     # SIGTERM: let short requests end, then cancel the rest (frees their slots)
                     timeout_graceful_shutdown=5)
     finally:
+        scheduler.stop()  # idempotent; also when uvicorn never ran the lifespan's shutdown
         if not scheduler.thread_alive:  # never free the context under a running decode
             engine.model.close()
     return 0

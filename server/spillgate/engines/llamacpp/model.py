@@ -51,11 +51,14 @@ class SamplingParams:
 class LlamaModel:
     """Owns the model weights, the context and a reusable `llama_batch`; free with `close()`."""
 
-    def __init__(self, path: Path, shape: ContextShape) -> None:
+    def __init__(self, path: Path, shape: ContextShape, *, context: bool = True) -> None:
+        """`context=False` loads the vocabulary only (tokenizing, templates, metadata): what
+        the HTTP process needs when a decode process owns the weights and the context."""
         if not path.is_file():
             raise ConfigError(f"--model-path: no GGUF file at {path}")
         llama_cpp.llama_backend_init()
         model_params = llama_cpp.llama_model_default_params()
+        model_params.vocab_only = not context
         model = llama_cpp.llama_model_load_from_file(str(path).encode(), model_params)
         if not model:
             raise ConfigError(f"--model-path: llama.cpp could not load {path}")
@@ -64,9 +67,9 @@ class LlamaModel:
         self.vocab: Any = llama_cpp.llama_model_get_vocab(model)
         self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(model))
         self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
-        self._ctx: Any = self._new_context(shape)
-        self._memory: Any = llama_cpp.llama_get_memory(self._ctx)
-        self._batch: Any = llama_cpp.llama_batch_init(shape.n_batch, 0, 1)
+        self._ctx: Any = self._new_context(shape) if context else None
+        self._memory: Any = llama_cpp.llama_get_memory(self._ctx) if context else None
+        self._batch: Any = llama_cpp.llama_batch_init(shape.n_batch, 0, 1) if context else None
         self._piece = ctypes.create_string_buffer(_PIECE_BUF)
         self._closed = False
 
@@ -221,8 +224,9 @@ class LlamaModel:
         if self._closed:
             return
         self._closed = True
-        llama_cpp.llama_batch_free(self._batch)
-        llama_cpp.llama_free(self._ctx)
+        if self._ctx is not None:
+            llama_cpp.llama_batch_free(self._batch)
+            llama_cpp.llama_free(self._ctx)
         llama_cpp.llama_model_free(self._model)
 
     def __enter__(self) -> LlamaModel:

@@ -7,19 +7,19 @@ runs one `llama_decode`, and samples each sequence with its own C sampler chain.
 never waits for, or is interrupted by, another one: it leaves its slot only when it finishes or
 its client goes away, and then its KV cells are dropped at once.
 
-Hand-off to asyncio: once per step the thread hands every `Chunk` of that step to the event
-loop in one `loop.call_soon_threadsafe` (one wake-up per step, not one per token per request);
-cancelling is a flag the thread reads at the top of each step. Before the next `llama_decode`
-the thread waits (at most `handoff_wait_s`) until the loop has run the coroutines those chunks
-woke: on a machine with as many cores as llama.cpp threads, HTTP work running *during* a
-decode pre-empts one of llama.cpp's threads while the others spin at its barriers, so the
+Hand-off: once per step the thread hands every `Chunk` of that step to its `Outlet` in one go
+(one wake-up per step, not one per token per request): in this process `LoopOutlet` (one
+`loop.call_soon_threadsafe`), in a decode process of its own (decoder.py) one pipe message.
+Cancelling is a flag the thread reads at the top of each step. Before the next `llama_decode`
+the thread waits (at most `handoff_wait_s`) until the HTTP side has run the coroutines those
+chunks woke: on a machine with as many cores as llama.cpp threads, HTTP work running *during*
+a decode pre-empts one of llama.cpp's threads while the others spin at its barriers, so the
 whole step waits for it; run between decodes, it costs only its own time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -30,99 +30,30 @@ from typing import Any
 
 from spillgate.engines.llamacpp.logprobs import TokenLogprob
 from spillgate.engines.llamacpp.metrics import EngineMetrics
-from spillgate.engines.llamacpp.model import LlamaModel, SamplingParams
+from spillgate.engines.llamacpp.model import LlamaModel
 from spillgate.engines.llamacpp.textstream import TextStream
+from spillgate.engines.llamacpp.tickets import (
+    Chunk,
+    Delivery,
+    Job,
+    LoopOutlet,
+    Outlet,
+    Slip,
+    Ticket,
+    TicketCancelled,
+)
 from spillgate.errors import ApiError, RateLimited, ServiceUnavailable
 
+__all__ = ["Chunk", "Job", "Scheduler", "SchedulerConfig", "Ticket", "TicketCancelled"]
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """What to generate: prompt tokens, a token budget, sampling and stop strings."""
-
-    prompt: list[int]
-    max_tokens: int
-    sampling: SamplingParams = field(default_factory=SamplingParams)
-    stops: tuple[str, ...] = ()
-    priority: int = 0  # lower is admitted first; ties keep arrival order
-    logprobs: int | None = None  # None: no logprobs; k: each token's plus the k best
-
-
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    """Text released by one step; the last chunk of a request carries finish and usage.
-
-    `logprobs` covers the tokens sampled since the previous chunk (when the job asked for
-    them); their text may still be held back by a possible stop string.
-    """
-
-    text: str
-    finish_reason: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    logprobs: tuple[TokenLogprob, ...] = ()
-
-
-class TicketCancelled(Exception):
-    """Raised by `Ticket.next()` once the ticket was cancelled (its client went away)."""
-
-
-class Ticket:
-    """The caller's handle on a submitted job: read chunks, or cancel."""
-
-    def __init__(self, job: Job, loop: asyncio.AbstractEventLoop, arrived: float) -> None:
-        self.job = job
-        self.arrived = arrived
-        self.cancelled = False
-        self._loop = loop
-        self._queue: asyncio.Queue[Chunk | ApiError | TicketCancelled] = asyncio.Queue()
-        self._on_cancel: Callable[[Ticket], None] = lambda _t: None
-
-    async def next(self) -> Chunk:
-        """The next chunk; raises the ApiError the engine failed with."""
-        item = await self._queue.get()
-        if isinstance(item, ApiError | TicketCancelled):
-            raise item
-        return item
-
-    def cancel(self) -> None:
-        """Stop generating (idempotent): a waiting job leaves the queue, a running one its slot.
-
-        Event-loop thread only; a coroutine blocked in `next()` is woken with TicketCancelled.
-        """
-        if not self.cancelled:
-            self.cancelled = True
-            self._queue.put_nowait(TicketCancelled())
-            self._on_cancel(self)
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        return self._loop
-
-    def deliver(self, item: Chunk | ApiError) -> None:
-        """Event-loop thread only."""
-        self._queue.put_nowait(item)
-
-    def push(self, item: Chunk | ApiError) -> None:
-        """Thread-safe: deliver to the awaiting coroutine."""
-        # RuntimeError: the loop is closed, nobody is listening any more.
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
-
-
-def _deliver_all(items: list[tuple[Ticket, Chunk]], delivered: threading.Event) -> None:
-    for ticket, chunk in items:
-        ticket.deliver(chunk)
-    # Queued behind the wake-ups of the coroutines just fed: set once they have run.
-    asyncio.get_running_loop().call_soon(delivered.set)
 
 
 @dataclass(slots=True)
 class _Sequence:
     """Decode-thread state of one admitted request."""
 
-    ticket: Ticket
+    ticket: Slip
     slot: int
     sampler: Any
     text: TextStream
@@ -155,18 +86,19 @@ class Scheduler:
     """Owns the decode thread; `submit` from the event loop, `start`/`stop` from the lifespan."""
 
     def __init__(self, model: LlamaModel, metrics: EngineMetrics, config: SchedulerConfig,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, outlet: Outlet | None = None,
+                 ) -> None:
         self._model = model
+        self._outlet: Outlet = outlet or LoopOutlet()
         self._metrics = metrics
         self._config = config
         self._clock = clock
         self._cond = threading.Condition()
-        self._pending: deque[Ticket] = deque()
+        self._pending: deque[Slip] = deque()
         self._active: list[_Sequence] = []
         self._free_slots = list(range(config.max_batch - 1, -1, -1))
         self._stopping = False
-        self._outbox: list[tuple[Ticket, Chunk]] = []
-        self._handed: list[threading.Event] = []  # set as each loop takes the last step's chunks
+        self._outbox: Delivery = []
         self._thread: threading.Thread | None = None
         self.failure: BaseException | None = None
 
@@ -203,16 +135,23 @@ class Scheduler:
         with self._cond:
             if len(self._pending) >= self._config.max_queue:
                 self._metrics.rejected.inc()
-                raise RateLimited(
-                    f"engine queue is full ({self._config.max_queue} waiting); retry later",
-                    code="engine_queue_full", retry_after_s=1.0)
-            ticket._on_cancel = self._cancel_waiting
-            self._enqueue(ticket)
-            self._metrics.waiting.set(len(self._pending))
-            self._cond.notify()
+                raise queue_full(self._config.max_queue)
+        self.enqueue(ticket)
         return ticket
 
-    def _enqueue(self, ticket: Ticket) -> None:
+    def enqueue(self, slip: Slip) -> None:
+        """Queue a slip whatever the queue's length (the decode process: its parent already
+        applied `max_queue`)."""
+        with self._cond:
+            slip._on_cancel = self._cancel_waiting
+            self._enqueue(slip)
+            self._metrics.waiting.set(len(self._pending))
+            self._cond.notify()
+
+    async def metrics_text(self) -> bytes:
+        return self._metrics.render()
+
+    def _enqueue(self, ticket: Slip) -> None:
         """Behind every waiting job of the same or a more urgent priority (caller holds the
         lock). The common case, all priorities equal, is an append."""
         priority = ticket.job.priority
@@ -222,7 +161,7 @@ class Scheduler:
         index = next(i for i, t in enumerate(self._pending) if t.job.priority > priority)
         self._pending.insert(index, ticket)
 
-    def _cancel_waiting(self, ticket: Ticket) -> None:
+    def _cancel_waiting(self, ticket: Slip) -> None:
         with self._cond:
             if ticket in self._pending:
                 self._pending.remove(ticket)
@@ -235,7 +174,7 @@ class Scheduler:
     def _run(self) -> None:
         try:
             while self._wait_for_work():
-                self._await_handoff()
+                self._outlet.settle(self._config.handoff_wait_s)
                 self._step()
         except BaseException as exc:  # a native failure: fail every request, report unhealthy
             self.failure = exc
@@ -254,7 +193,7 @@ class Scheduler:
             self._metrics.waiting.set(len(self._pending))
             return True
 
-    def _admit(self, ticket: Ticket) -> None:
+    def _admit(self, ticket: Slip) -> None:
         job = ticket.job
         seq = _Sequence(ticket=ticket, slot=self._free_slots.pop(),
                         sampler=self._model.new_sampler(job.sampling),
@@ -298,29 +237,10 @@ class Scheduler:
         self._flush_outbox()
 
     def _flush_outbox(self) -> None:
-        """One loop wake-up per step for all sequences, not one per token per sequence."""
-        if not self._outbox:
-            return
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Ticket, Chunk]]] = {}
-        for ticket, chunk in self._outbox:
-            by_loop.setdefault(ticket.loop, []).append((ticket, chunk))
-        self._outbox = []
-        for loop, items in by_loop.items():
-            delivered = threading.Event()
-            with contextlib.suppress(RuntimeError):  # closed loop: nobody listens any more
-                loop.call_soon_threadsafe(_deliver_all, items, delivered)
-                self._handed.append(delivered)
-
-    def _await_handoff(self) -> None:
-        """Let the event loop send the previous step's tokens before decoding again."""
-        if not self._handed:
-            return
-        deadline = time.monotonic() + self._config.handoff_wait_s
-        for delivered in self._handed:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not delivered.wait(remaining):
-                break
-        self._handed = []
+        """One hand-off per step for all sequences, not one per token per sequence."""
+        if self._outbox:
+            outbox, self._outbox = self._outbox, []
+            self._outlet.send(outbox)
 
     def _add_prompt_rows(self, seq: _Sequence, rows: list[tuple[int, int, int, bool]],
                          to_sample: list[tuple[_Sequence, int]], budget: int) -> int:
@@ -369,8 +289,9 @@ class Scheduler:
 
     def _fail_all(self, error: ApiError) -> None:
         for seq in list(self._active):
-            seq.ticket.push(error)
+            self._outbox.append((seq.ticket, error))
             self._release(seq)
+        self._flush_outbox()
 
     def _shutdown(self) -> None:
         error = ServiceUnavailable("the engine is shutting down", code="engine_unavailable")
@@ -378,5 +299,11 @@ class Scheduler:
         self._fail_all(error)
         with self._cond:
             while self._pending:
-                self._pending.popleft().push(error)
+                self._outbox.append((self._pending.popleft(), error))
             self._metrics.waiting.set(0)
+        self._flush_outbox()
+
+
+def queue_full(max_queue: int) -> RateLimited:
+    return RateLimited(f"engine queue is full ({max_queue} waiting); retry later",
+                       code="engine_queue_full", retry_after_s=1.0)
