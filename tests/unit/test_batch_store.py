@@ -57,6 +57,12 @@ async def test_a_stale_attempt_cannot_finish_and_recovery_retries(ledger_dsn: st
         assert second.attempt == 2 and second.request_id == first.request_id
         assert not await store.finish(first, "done", 200, {"late": True})
         assert await store.finish(second, "done", 200, {"ok": True})
+        # Finalizing is a status of its own, committed before the files are written.
+        first_round = await lifecycle.advance(ledger)
+        assert first_round.ended == [] and first_round.finalizing == [batch_id]
+        between = await store.get("k1", batch_id)
+        assert between["status"] == "finalizing" and between["finalizing_at"]
+        assert between["output_file_id"] is None
         ended = await lifecycle.advance(ledger)
         assert ended.ended == [batch_id]
         got = await store.get("k1", batch_id)

@@ -119,8 +119,10 @@ class BatchScheduler:
             advanced = await lifecycle.advance(self._store.ledger)
             if advanced.ended:
                 self._next_claim = 0.0
-            if await self._cancel_batches(advanced.cancelling):
-                self._next_advance = 0.0  # finalize them on the next round
+            # Stopped lines go back to pending, which the next round marks; a batch that
+            # became finalizing gets its files on the next round.
+            if await self._cancel_batches(advanced.stopping) or advanced.finalizing:
+                self._next_advance = 0.0
             if not advanced.active and not self._running:
                 self._rest(now)
                 return
@@ -158,8 +160,8 @@ class BatchScheduler:
         await _cancel(tasks)
 
     async def _cancel_batches(self, batch_ids: frozenset[str]) -> bool:
-        """Stop the running lines of cancelled batches (they go back to pending, which the
-        next round marks cancelled)."""
+        """Stop the running lines of cancelled batches and of revoked keys' batches (they go
+        back to pending, which the next round marks cancelled or aborted)."""
         tasks = [t for t, line in self._running.items() if line.batch_id in batch_ids]
         await _cancel(tasks)
         return bool(tasks)
