@@ -62,6 +62,7 @@ class BatchScheduler:
         self._had_room = False
         self._resting = False  # no batch in progress: see _rest
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self.preempted = 0  # lines cancelled because live traffic came back
 
     # --- lifespan -------------------------------------------------------------------------
@@ -81,11 +82,16 @@ class BatchScheduler:
         self._next_claim = self._next_advance = now + IDLE_LOOK_S
 
     async def stop(self) -> None:
+        """Let the current round finish, then stop the loop and the lines running.
+
+        Not `cancel()` on the loop: a cancellation landing inside a round's transaction made
+        SQLAlchemy drop the aiosqlite connection without a ROLLBACK, and that connection,
+        left open in aiosqlite's thread, kept SQLite's write lock: the next writer waited
+        out busy_timeout and failed with `database is locked` (the flaky batch tests)."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            self._stopping.set()
+            await task
         await self._cancel_running()
 
     def wake(self) -> None:
@@ -99,12 +105,14 @@ class BatchScheduler:
 
     # --- the loop -------------------------------------------------------------------------
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self._tick()
             except Exception as exc:  # the database away a moment: keep going
                 log.error("batch scheduler round failed: %s", describe(exc))
-            await asyncio.sleep(self._config.poll_s)
+            with contextlib.suppress(TimeoutError):  # sleep, or stop at once
+                async with asyncio.timeout(self._config.poll_s):
+                    await self._stopping.wait()
 
     async def _tick(self) -> None:
         now = self._clock()
