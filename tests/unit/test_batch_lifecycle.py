@@ -1,6 +1,5 @@
 """How batches end, in process: `finalizing` seen by clients and finished after a restart,
-a revoked key's batch stopped and failed, the scheduler stopping without leaving SQLite's
-write lock behind, chunked uploads refused while they stream. Real routing, ledger (SQLite
+a revoked key's batch stopped and failed, chunked uploads refused while they stream. Real routing, ledger (SQLite
 file) and scheduler; the engines are in-process fakes."""
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from typing import Any
 from spillgate.fakes.backend import Script
 from spillgate.tenancy.keys import create_key, revoke_key
 from tests.batch_support import (
-    auth,
     batch_harness,
     batch_rows,
     chat_line,
@@ -24,7 +22,6 @@ from tests.batch_support import (
     start_batch,
     wait_status,
 )
-
 
 ENDED = ("completed", "failed", "expired", "cancelled")
 
@@ -118,3 +115,31 @@ async def test_a_revoked_keys_batch_stops_and_fails_keeping_finished_lines(
     # The finished line is billed once; the stopped one settled no answer.
     assert [r["status"] for r in rows if r["status"] == 200] == [200]
     assert {r["key_id"] for r in rows} == {key_id.key_id}
+
+
+async def test_a_chunked_upload_is_refused_once_past_the_cap(tmp_path: Path) -> None:
+    cap, chunk = 1_000, 8 * 1024
+    sent = 0
+
+    async def body() -> Any:
+        nonlocal sent
+        head = (b"--b\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n"
+                b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jsonl\""
+                b"\r\nContent-Type: application/jsonl\r\n\r\n")
+        sent += len(head)
+        yield head
+        line = jsonl([chat_line("x" * 40)])
+        for _ in range(1000):  # 8 MB if read to the end
+            piece = (line * (chunk // len(line) + 1))[:chunk]
+            sent += len(piece)
+            yield piece
+        yield b"\r\n--b--\r\n"
+
+    async with batch_harness(tmp_path, max_file_bytes=cap) as h:
+        got = await h.client.post("/v1/files", content=body(), headers={
+            "content-type": "multipart/form-data; boundary=b"})
+        assert "content-length" not in got.request.headers  # chunked
+    assert got.status_code == 413
+    assert got.json()["error"]["code"] == "payload_too_large"
+    # Read up to the cap (plus the form's allowance), not the whole 8 MB.
+    assert sent <= cap + 64 * 1024 + 2 * chunk
