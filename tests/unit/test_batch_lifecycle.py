@@ -1,6 +1,6 @@
 """How batches end, in process: `finalizing` seen by clients and finished after a restart,
-a revoked key's batch stopped and failed, chunked uploads refused while they stream. Real routing, ledger (SQLite
-file) and scheduler; the engines are in-process fakes."""
+a revoked key's batch stopped and failed; chunked uploads refused while they stream. Real
+routing, ledger (SQLite file) and scheduler; the engines are in-process fakes."""
 
 from __future__ import annotations
 
