@@ -14,6 +14,9 @@ for it in its metadata and its window closes within `spill_margin_s`; those line
 served on the normal route, where sensitive ones stay local and paid calls are reserved
 against the key's budget.
 
+A batch whose key is revoked gets no new line claimed; the lines it has running are stopped
+like a cancelled batch's, and it ends `failed` (lifecycle.py).
+
 Exactly once: a line is claimed in the database before it runs; its ledger row has a fixed
 id, is flushed to the database before the line is marked done, and a crash leaves the line
 `running`, which the next start puts back to pending (store.recover): a retry overwrites
