@@ -8,10 +8,11 @@
   (each through finalizing: batches/lifecycle.py). Times are UTC; the OpenAI object is built
   from this row and the line counts.
 - `batch_lines`: one row per input line. `state`: pending → running → done | failed, or
-  cancelled / expired / aborted (the key was revoked) when never run. A line is claimed (running, attempts + 1, claimed_by)
-  in its own transaction before dispatch; its ledger row's id is `request_id`, fixed per
-  line, so a retry after a crash overwrites that one row instead of adding a second: every
-  line is billed exactly once. `(batch_id, custom_id)` is unique.
+  cancelled / expired / aborted (the key was revoked) when never run. A line is claimed
+  (running, attempts + 1, claimed_by) in its own transaction before dispatch; its ledger
+  row's id is `request_id`, fixed per line, so a retry after a crash overwrites that one
+  row instead of adding a second: every line is billed exactly once. `(batch_id,
+  custom_id)` is unique.
 
 These tables hold the caller's prompts and answers (they are the caller's files, as with
 OpenAI); the `requests` ledger rows still hold none.
