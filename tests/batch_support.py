@@ -12,26 +12,11 @@ from typing import Any
 
 import httpx
 import orjson
-from fastapi import FastAPI
 from sqlalchemy import select
 
-from spillgate.app import create_app
-from spillgate.backends.registry import Backends
-from spillgate.backends.reliability import CircuitBreaker
-from spillgate.fakes.backend import AlwaysReady, FakeBackend
 from spillgate.ledger.batch_tables import batch_lines
 from spillgate.ledger.schema import requests
-from spillgate.settings import BatchSettings
-from tests.harness import (
-    FALLBACK,
-    LOCAL,
-    PAID,
-    Harness,
-    ManualClock,
-    anthropic_wire,
-    harness_settings,
-    openai_wire,
-)
+from tests.harness import Harness, harness
 
 FAST = {"poll_s": 0.01, "resume_after_s": 0.0}
 ENDING = ("completed", "failed", "expired", "cancelled")
@@ -39,25 +24,10 @@ ENDING = ("completed", "failed", "expired", "cancelled")
 
 @contextlib.asynccontextmanager
 async def batch_harness(tmp: Path, **batch: Any) -> AsyncIterator[Harness]:
-    """tests.harness.harness, with the batch scheduler polling every 10 ms."""
-    clock = ManualClock()
-    local, paid, fallback = (FakeBackend(LOCAL, "local", wire=openai_wire),
-                             FakeBackend(PAID, "api", wire=openai_wire),
-                             FakeBackend(FALLBACK, "api", wire=anthropic_wire))
-    backends = Backends(
-        backends={b.name: b for b in (local, paid, fallback)},
-        supervisors={LOCAL: AlwaysReady(LOCAL)},
-        breakers={name: CircuitBreaker(10**9, 1, clock=clock) for name in (LOCAL, PAID,
-                                                                             FALLBACK)},
-        attempts={LOCAL: 1, PAID: 1, FALLBACK: 1},
-    )
-    settings = harness_settings(tmp).model_copy(
-        update={"batch": BatchSettings.model_validate({**FAST, **batch})})
-    app: FastAPI = create_app(settings, backends=backends, clock=clock)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            yield Harness(app, client, local, paid, fallback, backends, clock)
+    """tests.harness.harness, with the batch scheduler polling every 10 ms (and `batch`:
+    other batch settings)."""
+    async with harness(tmp, extra={"batch": {**FAST, **batch}}) as h:
+        yield h
 
 
 def chat_line(custom_id: str, model: str = "local", **body: Any) -> dict[str, Any]:

@@ -7,12 +7,14 @@ import asyncio
 
 import orjson
 import pytest
+from sqlalchemy import func, select
 
 from spillgate.batches import lifecycle
 from spillgate.batches.files import FileStore
 from spillgate.batches.jsonl import InputLine
 from spillgate.batches.store import BatchStore, NewBatch
 from spillgate.errors import NotFound
+from spillgate.ledger.batch_tables import batch_files
 from spillgate.ledger.store import Ledger
 
 pytestmark = pytest.mark.parametrize("ledger_dsn", ["sqlite", "postgres"], indirect=True)
@@ -57,6 +59,12 @@ async def test_a_stale_attempt_cannot_finish_and_recovery_retries(ledger_dsn: st
         assert second.attempt == 2 and second.request_id == first.request_id
         assert not await store.finish(first, "done", 200, {"late": True})
         assert await store.finish(second, "done", 200, {"ok": True})
+        # Finalizing is a status of its own, committed before the files are written.
+        first_round = await lifecycle.advance(ledger)
+        assert first_round.ended == [] and first_round.finalizing == [batch_id]
+        between = await store.get("k1", batch_id)
+        assert between["status"] == "finalizing" and between["finalizing_at"]
+        assert between["output_file_id"] is None
         ended = await lifecycle.advance(ledger)
         assert ended.ended == [batch_id]
         got = await store.get("k1", batch_id)
@@ -82,3 +90,29 @@ async def test_pages_are_newest_first_and_per_owner(ledger_dsn: str) -> None:
         assert all(r["counts"] == {"pending": 1} for r in first + rest)
     finally:
         await ledger.aclose()
+
+
+async def test_two_nodes_finalizing_one_batch_write_its_files_once(ledger_dsn: str) -> None:
+    a = await Ledger.open(ledger_dsn, node_id="node-a")
+    b = await Ledger.open(ledger_dsn, node_id="node-b")
+    try:
+        store = BatchStore(a)
+        batch_id = await _batch(store, 3)
+        for line in await store.claim(3, "node-a", spill_from=a.now()):
+            assert await store.finish(line, "done", 200, {"n": line.line_no})
+        assert (await lifecycle.advance(a)).finalizing == [batch_id]
+        # Both replicas (or a restarted node and its peer) finish the finalizing batch.
+        won = await asyncio.gather(lifecycle.finalize(a, batch_id),
+                                   lifecycle.finalize(b, batch_id))
+        assert sorted(won) == [False, True]
+        got = await store.get("k1", batch_id)
+        assert got["status"] == "completed"
+        content = await FileStore(a).content("k1", got["output_file_id"])
+        assert [orjson.loads(x)["custom_id"] for x in content.splitlines()] == ["c0", "c1", "c2"]
+        async with a.reading() as conn:
+            outputs = (await conn.execute(select(func.count()).select_from(batch_files).where(
+                batch_files.c.filename.startswith(batch_id)))).scalar()
+        assert outputs == 1  # the loser's file was rolled back with its status change
+    finally:
+        await a.aclose()
+        await b.aclose()

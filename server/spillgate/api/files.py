@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from starlette.datastructures import UploadFile
+from starlette.types import Message
 
 from spillgate.api.deps import client_of, request_id_of
 from spillgate.batches import BatchService
@@ -38,7 +39,8 @@ async def create_file(request: Request) -> Response:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > cap + FORM_OVERHEAD_BYTES:
         raise PayloadTooLarge(f"file exceeds the {cap}-byte limit")
-    async with request.form(max_files=1, max_fields=4) as form:
+    async with capped(request, cap + FORM_OVERHEAD_BYTES).form(max_files=1,
+                                                                max_fields=4) as form:
         upload, purpose = form.get("file"), form.get("purpose")
         if purpose != INPUT_PURPOSE:
             raise InvalidRequest("purpose must be `batch`", param="purpose")
@@ -51,6 +53,25 @@ async def create_file(request: Request) -> Response:
     parse_input(content, batches.config.max_lines)
     created = await batches.files.create(owner, INPUT_PURPOSE, filename, content)
     return JSONResponse(created, headers={"x-request-id": request_id_of(request)})
+
+
+def capped(request: Request, limit: int) -> Request:
+    """The request whose body is counted as it arrives: 413 as soon as it passes `limit`
+    bytes, so a body without a content-length (chunked) is refused while it streams, not
+    after the form parser has spooled all of it."""
+    received = 0
+
+    async def receive() -> Message:
+        nonlocal received
+        message = await request.receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise PayloadTooLarge(f"file exceeds the {limit - FORM_OVERHEAD_BYTES}-byte "
+                                      "limit")
+        return message
+
+    return Request(request.scope, receive)
 
 
 @router.get("/files/{file_id}")

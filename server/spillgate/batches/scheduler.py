@@ -14,6 +14,9 @@ for it in its metadata and its window closes within `spill_margin_s`; those line
 served on the normal route, where sensitive ones stay local and paid calls are reserved
 against the key's budget.
 
+A batch whose key is revoked gets no new line claimed; the lines it has running are stopped
+like a cancelled batch's, and it ends `failed` (lifecycle.py).
+
 Exactly once: a line is claimed in the database before it runs; its ledger row has a fixed
 id, is flushed to the database before the line is marked done, and a crash leaves the line
 `running`, which the next start puts back to pending (store.recover): a retry overwrites
@@ -62,6 +65,7 @@ class BatchScheduler:
         self._had_room = False
         self._resting = False  # no batch in progress: see _rest
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self.preempted = 0  # lines cancelled because live traffic came back
 
     # --- lifespan -------------------------------------------------------------------------
@@ -81,11 +85,16 @@ class BatchScheduler:
         self._next_claim = self._next_advance = now + IDLE_LOOK_S
 
     async def stop(self) -> None:
+        """Let the current round finish, then stop the loop and the lines running.
+
+        Not `cancel()` on the loop: a cancellation landing inside a round's transaction made
+        SQLAlchemy drop the aiosqlite connection without a ROLLBACK, and that connection,
+        left open in aiosqlite's thread, kept SQLite's write lock: the next writer waited
+        out busy_timeout and failed with `database is locked` (the flaky batch tests)."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            self._stopping.set()
+            await task
         await self._cancel_running()
 
     def wake(self) -> None:
@@ -99,12 +108,14 @@ class BatchScheduler:
 
     # --- the loop -------------------------------------------------------------------------
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self._tick()
             except Exception as exc:  # the database away a moment: keep going
                 log.error("batch scheduler round failed: %s", describe(exc))
-            await asyncio.sleep(self._config.poll_s)
+            with contextlib.suppress(TimeoutError):  # sleep, or stop at once
+                async with asyncio.timeout(self._config.poll_s):
+                    await self._stopping.wait()
 
     async def _tick(self) -> None:
         now = self._clock()
@@ -119,8 +130,10 @@ class BatchScheduler:
             advanced = await lifecycle.advance(self._store.ledger)
             if advanced.ended:
                 self._next_claim = 0.0
-            if await self._cancel_batches(advanced.cancelling):
-                self._next_advance = 0.0  # finalize them on the next round
+            # Stopped lines go back to pending, which the next round marks; a batch that
+            # became finalizing gets its files on the next round.
+            if await self._cancel_batches(advanced.stopping) or advanced.finalizing:
+                self._next_advance = 0.0
             if not advanced.active and not self._running:
                 self._rest(now)
                 return
@@ -158,8 +171,8 @@ class BatchScheduler:
         await _cancel(tasks)
 
     async def _cancel_batches(self, batch_ids: frozenset[str]) -> bool:
-        """Stop the running lines of cancelled batches (they go back to pending, which the
-        next round marks cancelled)."""
+        """Stop the running lines of cancelled batches and of revoked keys' batches (they go
+        back to pending, which the next round marks cancelled or aborted)."""
         tasks = [t for t, line in self._running.items() if line.batch_id in batch_ids]
         await _cancel(tasks)
         return bool(tasks)

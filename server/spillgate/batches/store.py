@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from spillgate.batches.jsonl import ENDPOINTS, InputLine
 from spillgate.errors import InvalidRequest, NotFound
 from spillgate.ledger.batch_tables import batch_lines, batches
+from spillgate.ledger.schema import api_keys
 from spillgate.ledger.store import Ledger
 from spillgate.types import JSON, Endpoint
 
@@ -29,7 +30,7 @@ ACTIVE = ("in_progress", "cancelling")
 _WINDOW = re.compile(r"^(\d{1,6})([smh])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600}
 MAX_WINDOW_S = 7 * 86400
-B, L = batches.c, batch_lines.c
+B, L, K = batches.c, batch_lines.c, api_keys.c
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +154,10 @@ class BatchStore:
         query = (select(L.batch_id, L.line_no, L.custom_id, L.request_id, L.body, L.attempts,
                         L.failures, B.endpoint, B.owner, spillable.label("spill"))
                  .join(batches, B.batch_id == L.batch_id)
-                 .where(B.status == "in_progress", L.state == "pending"))
+                 .outerjoin(api_keys, K.key_id == B.owner)
+                 # a revoked key's batches start no new line (lifecycle.advance ends them)
+                 .where(B.status == "in_progress", L.state == "pending",
+                        K.revoked_at.is_(None)))
         if spill_only:
             query = query.where(spillable)
         claimed = []
@@ -200,6 +204,16 @@ class BatchStore:
                 L.state == "running", or_(L.claimed_by == node_id, L.claimed_at < cutoff))
                 .values(state="pending", claimed_by=None))
         return int(result.rowcount or 0)
+
+
+async def dead_owners(conn: AsyncConnection, owners: set[str]) -> set[str]:
+    """The owners among `owners` whose key was revoked (keys.py refuses it at the door);
+    "" is the anonymous owner of a node without keys."""
+    named = sorted(owners - {""})
+    if not named:
+        return set()
+    return set((await conn.execute(select(K.key_id).where(
+        K.key_id.in_(named), K.revoked_at.is_not(None)))).scalars())
 
 
 def _this_attempt(line: ClaimedLine) -> tuple[Any, ...]:

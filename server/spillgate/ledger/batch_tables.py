@@ -4,13 +4,15 @@
   (purpose `batch_output`), content in the database with its sha256, so a PostgreSQL ledger
   serves every replica the same files. `owner` is the key that created it ("" anonymous).
 - `batches`: one row per batch; status validating → in_progress → finalizing → completed,
-  or failed / expired / cancelling → cancelled. Times are UTC; the OpenAI object is built
+  or failed (its key was revoked: `errors` says so) / expired / cancelling → cancelled
+  (each through finalizing: batches/lifecycle.py). Times are UTC; the OpenAI object is built
   from this row and the line counts.
 - `batch_lines`: one row per input line. `state`: pending → running → done | failed, or
-  cancelled / expired when never run. A line is claimed (running, attempts + 1, claimed_by)
-  in its own transaction before dispatch; its ledger row's id is `request_id`, fixed per
-  line, so a retry after a crash overwrites that one row instead of adding a second: every
-  line is billed exactly once. `(batch_id, custom_id)` is unique.
+  cancelled / expired / aborted (the key was revoked) when never run. A line is claimed
+  (running, attempts + 1, claimed_by) in its own transaction before dispatch; its ledger
+  row's id is `request_id`, fixed per line, so a retry after a crash overwrites that one
+  row instead of adding a second: every line is billed exactly once. `(batch_id,
+  custom_id)` is unique.
 
 These tables hold the caller's prompts and answers (they are the caller's files, as with
 OpenAI); the `requests` ledger rows still hold none.

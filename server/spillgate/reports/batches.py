@@ -1,6 +1,8 @@
 """What batches did to the node's cost: their tokens, their amortized cost, the utilization
 they added and the idle cost they absorbed. `batch_figures` is pure; `batch_report` reads
-the window's rows and hardware periods from the ledger.
+the window's batch rows and hardware periods from the ledger (the node's endpoint);
+`batches_off_loop` does the same in a worker thread with its own connection (`spillgate
+report`, through gather.py).
 
 Every figure is a sum or a ratio of sums of ledger columns (rows tagged `batch=<id>`, the
 tag the scheduler puts on each line; hardware_periods of the window):
@@ -18,12 +20,18 @@ tag the scheduler puts on each line; hardware_periods of the window):
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import Text, cast, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from spillgate.costing.pricing import MILLION, decimal_text
+from spillgate.ledger.migrations import READONLY, open_engine
+from spillgate.ledger.schema import hardware_periods, requests
 from spillgate.ledger.store import Ledger
 
 BATCH_TAG = "batch"
@@ -89,8 +97,37 @@ def batch_figures(rows: Iterable[Mapping[str, Any]],
     }
 
 
+async def read_batch_figures(conn: AsyncConnection, since: datetime,
+                             until: datetime) -> dict[str, Any]:
+    """`batch_figures` of the settled batch rows and hardware periods started in the window."""
+    r, h = requests.c, hardware_periods.c
+    # The text match only narrows the scan to rows naming the tag; batch_id_of decides.
+    rows = await conn.execute(
+        select(r.tags, r.tier, r.prompt_tokens, r.completion_tokens, r.cost_usd).where(
+            r.started_at >= since, r.started_at < until, r.state != "open",
+            cast(r.tags, Text).like(f'%"{BATCH_TAG}"%')))
+    periods = await conn.execute(
+        select(h.busy_s, h.idle_s, h.busy_usd, h.idle_usd).where(
+            h.started_at >= since, h.started_at < until))
+    return batch_figures([dict(x._mapping) for x in rows],
+                         [dict(x._mapping) for x in periods])
+
+
 async def batch_report(ledger: Ledger, since: datetime, until: datetime) -> dict[str, Any]:
-    rows = await ledger.rows_between(since, until)
-    periods = await ledger.hardware_between(since, until)
-    return {"since": since.isoformat(), "until": until.isoformat(),
-            **batch_figures(rows, periods)}
+    async with ledger.reading() as conn:
+        figures = await read_batch_figures(conn, since, until)
+    return {"since": since.isoformat(), "until": until.isoformat(), **figures}
+
+
+def batches_off_loop(dsn: str, since: datetime, until: datetime) -> dict[str, Any]:
+    """`read_batch_figures` in this (worker) thread with its own event loop and connection."""
+    async def run() -> dict[str, Any]:
+        engine = open_engine(dsn)
+        try:
+            async with engine.connect() as conn:
+                conn = await conn.execution_options(**{READONLY: True})
+                return await read_batch_figures(conn, since, until)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())

@@ -18,6 +18,7 @@ from spillgate.catalog import Catalog
 from spillgate.costing.hardware import HardwareProfile, get_profile, load_profiles
 from spillgate.costing.pricing import PriceBook
 from spillgate.ledger.rollup import Views
+from spillgate.reports.batches import batches_off_loop
 from spillgate.reports.cache_savings import savings_off_loop
 from spillgate.reports.figures import Bucket, Period, as_utc, report_from_views
 from spillgate.reports.query import report_off_loop
@@ -103,4 +104,7 @@ def gather_report(dsn: str, window: Window, book: PriceBook, sources: ReportSour
     saved = savings_off_loop(dsn, window.since, window.until)
     if saved["totals"]["hits"]:  # "saved by cache", in a report of a window with hits
         report["cache"] = saved
+    batches = batches_off_loop(dsn, window.since, window.until)
+    if batches["requests"]:  # batch tokens, cost, utilization added, idle cost absorbed
+        report["batches"] = batches
     return render(report)

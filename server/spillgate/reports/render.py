@@ -181,6 +181,39 @@ def cache_sections(report: dict[str, Any]) -> list[tuple[str, list[list[str]]]]:
               for view in ("key", "tag", "route"))]
 
 
+BATCH_HEADERS = ("batch", "requests", "local tokens", "API tokens", "local cost", "API cost")
+BATCH_CSV_FIELDS = (
+    "batches", "requests", "local_tokens", "api_tokens", "local_cost_usd", "api_cost_usd",
+    "local_usd_per_million_tokens", "utilization_added", "idle_cost_absorbed_usd",
+    "idle_cost_left_usd", "absorbed_share",
+)  # fmt: skip
+
+
+def batch_sections(report: dict[str, Any]) -> list[tuple[str, Sequence[str], list[list[str]]]]:
+    """'Batches' (the figures of GET /admin/report/batches) and one row per batch; none for
+    a report of a window without batch lines."""
+    b = report.get("batches")
+    if not b:
+        return []
+    per_million = b["local_usd_per_million_tokens"]
+    figures = [
+        ["batches / lines", f"{b['batches']} / {b['requests']}"],
+        ["batch tokens (local / API)", f"{b['local_tokens']:,} / {b['api_tokens']:,}"],
+        ["local cost (amortized)", usd(b["local_cost_usd"])],
+        ["local $ per 1M tokens", usd(None if per_million is None else str(per_million))],
+        ["API cost", usd(b["api_cost_usd"])],
+        ["utilization added", pct(b["utilization_added"])],
+        ["idle cost absorbed", f"{usd(b['idle_cost_absorbed_usd'])} "
+                               f"({pct(b['absorbed_share'])} of the idle cost)"],
+        ["idle cost left", usd(b["idle_cost_left_usd"])],
+    ]
+    per_batch = [[batch_id, str(v["requests"]), f"{v['local_tokens']:,}",
+                  f"{v['api_tokens']:,}", usd(v["local_usd"]), usd(v["api_usd"])]
+                 for batch_id, v in b["per_batch"].items()]
+    return [("Batches", ("figure", "value"), figures),
+            ("Per batch", BATCH_HEADERS, per_batch)]
+
+
 def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
@@ -206,17 +239,23 @@ def report_md(report: dict[str, Any]) -> str:
     ]
     for title, rows in cache_sections(report):
         parts += [f"## {title}", _md_table(CACHE_HEADERS, rows)]
+    for title, headers, rows in batch_sections(report):
+        parts += [f"## {title}", _md_table(headers, rows)]
     return "\n\n".join(parts) + "\n"
 
 
 def report_csv(report: dict[str, Any]) -> str:
-    """One row per bucket and a final `total` row; exact values, empty where undefined."""
+    """One row per bucket and a final `total` row; exact values, empty where undefined.
+    A window with batch lines adds, after a blank line, a `batch_figure,value` table."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(("bucket_start", *SERIES_COLUMNS))
     for b in report["series"]:
         writer.writerow((b["start"], *(_cell(b[c]) for c in SERIES_COLUMNS)))
     writer.writerow(("total", *(_cell(report["totals"][c]) for c in SERIES_COLUMNS)))
+    if report.get("batches"):
+        writer.writerows([(), ("batch_figure", "value"),
+                          *((f, _cell(report["batches"][f])) for f in BATCH_CSV_FIELDS)])
     return out.getvalue()
 
 
@@ -295,6 +334,8 @@ def report_html(report: dict[str, Any]) -> str:
         svgchart.table(SERIES_HEADERS, series_rows(report)),
         *(f"<h2>{escape(title)}</h2>" + svgchart.table(CACHE_HEADERS, rows)
           for title, rows in cache_sections(report)),
+        *(f"<h2>{escape(title)}</h2>" + svgchart.table(headers, rows)
+          for title, headers, rows in batch_sections(report)),
         '<p class="note">Formulas and assumptions: docs/cost-model.md. Local busy cost is the '
         "hardware cost attributed to requests while they ran; idle cost is the rest.</p>",
     ]
