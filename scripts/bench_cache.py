@@ -31,7 +31,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Any
 
 import numpy as np

@@ -18,12 +18,13 @@ from typing import Literal
 import numpy as np
 import orjson
 
-from spillgate.cache.guards import Facts, agree
+from spillgate.cache.guards import Facts, disagreement
 from spillgate.cache.index import GRAPH_FROM, SemanticIndex, Vector
 from spillgate.cache.keys import CacheKeys
 from spillgate.types import JSON
 
 HitKind = Literal["exact", "semantic"]
+Eviction = Literal["entries", "bytes", "ttl"]  # why an entry left before being replaced
 _OVERHEAD_BYTES = 512  # bookkeeping per entry, counted against max_bytes
 
 
@@ -57,6 +58,9 @@ class ResponseCache:
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self.index = SemanticIndex(dims, graph_from)
         self.nbytes = 0
+        # Told of each eviction and each candidate a guard refused (the node's metrics).
+        self.on_evict: Callable[[Eviction], None] = _ignore
+        self.on_reject: Callable[[str], None] = _ignore
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -73,6 +77,7 @@ class ResponseCache:
             return None
         if entry.expires_at <= self._clock():
             self._drop(key)
+            self.on_evict("ttl")
             return None
         self._entries.move_to_end(key)
         return entry
@@ -88,9 +93,12 @@ class ResponseCache:
             return None
         for key, similarity in self.index.search(keys.semantic_scope, vector, threshold):
             candidate = self.get(key)
-            if candidate is not None and candidate.facts is not None and agree(
-                    facts, candidate.facts):
+            if candidate is None or candidate.facts is None:
+                continue
+            guard = disagreement(facts, candidate.facts)
+            if guard is None:
                 return Hit(candidate, "semantic", similarity)
+            self.on_reject(guard)
         return None
 
     def put(self, keys: CacheKeys, answer: JSON, *, avoided_usd: Decimal, saved_tokens: int,
@@ -109,8 +117,7 @@ class ResponseCache:
                 self._entries[key].slot = slot
         self._entries[keys.exact] = entry
         self.nbytes += nbytes
-        while len(self._entries) > self.max_entries or self.nbytes > self.max_bytes:
-            self._drop(next(iter(self._entries)))
+        self._evict_over_bounds()
         return True
 
     def put_many(self, items: list[tuple[CacheKeys, JSON, Vector, Facts]], *,
@@ -138,8 +145,14 @@ class ResponseCache:
                 self._entries[key].slot = slot
             for (_, entry, _), slot in zip(rows, slots, strict=True):
                 entry.slot = slot
+        self._evict_over_bounds()
+
+    def _evict_over_bounds(self) -> None:
+        """Least recently used first, until both bounds hold."""
         while len(self._entries) > self.max_entries or self.nbytes > self.max_bytes:
+            reason: Eviction = "entries" if len(self._entries) > self.max_entries else "bytes"
             self._drop(next(iter(self._entries)))
+            self.on_evict(reason)
 
     def _drop(self, key: str) -> None:
         entry = self._entries.pop(key, None)
@@ -148,3 +161,7 @@ class ResponseCache:
         self.nbytes -= entry.nbytes
         if entry.scope is not None:
             self.index.remove(entry.scope, entry.slot)
+
+
+def _ignore(_: str) -> None:
+    pass
