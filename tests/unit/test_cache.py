@@ -10,7 +10,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spillgate.cache.guards import agree, facts_of
+from spillgate.cache.guards import agree, disagreement, facts_of
 from spillgate.cache.index import ScopeIndex
 from spillgate.cache.keys import build_keys, tenant_of
 from spillgate.cache.replay import StreamCollector, sse_events
@@ -133,6 +133,18 @@ def test_guards_tell_swapped_facts_apart_and_let_rewordings_through() -> None:
         assert agree(facts_of(a), facts_of(b)), (a, b)
     for a, b in different:
         assert not agree(facts_of(a), facts_of(b)), (a, b)
+
+
+def test_the_refusing_guard_is_named_for_the_metrics() -> None:
+    cases = {("Is it safe?", "Is it not safe?"): "negation",
+             ("Convert 5 km", "Convert 6 km"): "numbers",
+             ("5 km in miles", "5 kg in miles"): "units",
+             ("Who wrote Dune?", "Who wrote Emma?"): "names",
+             ("largest city in Peru", "smallest city in Peru"): "opposites",
+             ("When did it happen?", "Why did it happen?"): "opposites",
+             ("Who wrote Dune?", "who is the author of dune"): None}
+    for (a, b), guard in cases.items():
+        assert disagreement(facts_of(a), facts_of(b)) == guard, (a, b)
 
 
 @given(st.integers(0, 10**6), st.integers(0, 10**6))
