@@ -101,6 +101,7 @@ def node_lookup(n: int, queries: list[str], threads: int) -> dict[str, Any]:
         items.append((keys, answer, rows[i], facts_of(text)))
     cache.put_many(items, threads=threads)
     build_s = time.perf_counter() - start
+    print(f"{n:>7} entries: node cache filled in {build_s:.1f} s", file=sys.stderr, flush=True)
     del items
     gc.collect()
     grown_mb = rss_mb() - rss_before
@@ -187,7 +188,10 @@ def sqlite_vec_search(rows: np.ndarray, threads: int) -> Searcher | None:
     return lambda q: db.execute(query, (q.tobytes(),)).fetchall()
 
 
-def run(sizes: list[int], n_queries: int, skip: set[str], threads: int) -> dict[str, Any]:
+def run(sizes: list[int], n_queries: int, skip: set[str], threads: int,
+        json_path: str | None = None) -> dict[str, Any]:
+    """Every size's rows; with `json_path` the JSON is rewritten after each size, so a run
+    cut short keeps what it measured."""
     queries = unit_rows(n_queries, seed=1601)
     texts = [QUESTIONS[i % len(QUESTIONS)].replace("What is", "Tell me") for i in
              range(n_queries)]
@@ -219,6 +223,10 @@ def run(sizes: list[int], n_queries: int, skip: set[str], threads: int) -> dict[
         print(f"{n:>7} entries: " + "  ".join(
             f"{k} p50 {v['p50_ms']} / p99 {v['p99_ms']} ms" if isinstance(v, dict) else
             f"{k} {v}" for k, v in row.items()), flush=True)
+        results["load_1m_end"] = round(os.getloadavg()[0], 2)
+        if json_path:
+            with open(json_path, "w") as out:
+                json.dump(results, out, indent=2)
     return results
 
 
@@ -248,11 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sys.path.extend(args.extra_path)
     results = run([int(s) for s in args.sizes.split(",")], args.queries,
-                  set(filter(None, args.skip.split(","))), args.threads)
+                  set(filter(None, args.skip.split(","))), args.threads, args.json)
     print(table(results))
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(results, out, indent=2)
     return 0
 
 
