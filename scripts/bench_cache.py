@@ -9,20 +9,28 @@ guards of the few returned. Entries are random unit vectors plus the embeddings 
 questions, so the guards see real candidates. One scope holding every entry is the worst case
 (real scopes are one tenant x route x conversation prefix).
 
-    python scripts/bench_cache.py [--sizes 1000,10000,100000] [--queries 2000]
-                                  [--json out.json] [--extra-path DIR ...]
+Each index is filled in one batch (`ResponseCache.put_many`, usearch's `Index.add` with every
+key at once on `--threads` threads), so the 100k row builds in a minute or two; the node adds
+entries one at a time as answers arrive, which builds the same graph, only slower. Each row
+reports the build time, lookup p50/p99 and memory: the process's resident-set growth while
+the index was built (the node row: entries, answers, keys and index), and usearch's own count
+of its graph.
+
+    python scripts/bench_cache.py [--sizes 1000,10000,100000] [--queries 2000] [--threads 2]
+                                  [--json out.json] [--skip numpy,hnswlib] [--extra-path DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import os
 import sqlite3
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -53,6 +61,15 @@ def percentiles(samples_s: list[float]) -> dict[str, float]:
             "mean_ms": round(statistics.fmean(ordered) * 1000, 4)}
 
 
+def rss_mb() -> float:
+    """This process's resident set now (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return 0.0
+
+
 def timed(search: Searcher, queries: np.ndarray) -> dict[str, float]:
     for q in queries[:50]:  # warm up
         search(q)
@@ -64,9 +81,9 @@ def timed(search: Searcher, queries: np.ndarray) -> dict[str, float]:
     return percentiles(samples)
 
 
-def node_lookup(n: int, queries: list[str]) -> dict[str, float]:
-    """The node's own path: ResponseCache.find (exact miss, index scan, guards) after
-    embedding, n entries in one scope."""
+def node_lookup(n: int, queries: list[str], threads: int) -> dict[str, Any]:
+    """The node's own path: ResponseCache.find (exact miss, index search, guards) after
+    embedding, n entries in one scope, filled in one batch."""
     embedder = load_local_embedder()
     cache = ResponseCache(ttl_s=3600, max_entries=n + 1, max_bytes=1 << 40, dims=DIMS)
     real = embedder.embed([comparable_text(q) for q in QUESTIONS])
@@ -74,12 +91,20 @@ def node_lookup(n: int, queries: list[str]) -> dict[str, float]:
     rows[: len(real)] = real
     answer = {"choices": [], "usage": {}, "model": "m"}
     scope_body = {"model": "r", "messages": [{"role": "user", "content": ""}]}
+    gc.collect()
+    rss_before, start = rss_mb(), time.perf_counter()
+    items = []
     for i in range(n):
         text = QUESTIONS[i % len(QUESTIONS)] if i < len(real) else f"entry {i}"
         keys = build_keys("t", "r", {**scope_body, "messages": [
             {"role": "user", "content": text}]})
-        cache.put(keys, answer, avoided_usd=Decimal(0), saved_tokens=0, vector=rows[i],
-                  facts=facts_of(text))
+        items.append((keys, answer, rows[i], facts_of(text)))
+    cache.put_many(items, threads=threads)
+    build_s = time.perf_counter() - start
+    print(f"{n:>7} entries: node cache filled in {build_s:.1f} s", file=sys.stderr, flush=True)
+    del items
+    gc.collect()
+    grown_mb = rss_mb() - rss_before
     samples = []
     for text in queries:
         start = time.perf_counter()
@@ -88,26 +113,41 @@ def node_lookup(n: int, queries: list[str]) -> dict[str, float]:
         vector = embedder.embed([comparable_text(text)])[0]
         cache.find(keys, vector, facts_of(text), THRESHOLD)
         samples.append(time.perf_counter() - start)
-    return percentiles(samples)
+    scope = keys.semantic_scope or ""
+    return {**percentiles(samples), "build_s": round(build_s, 3),
+            "memory_mb": round(grown_mb, 1),
+            "index_mb": round(cache.index.memory_bytes() / 2**20, 1),
+            "index": cache.index.kind(scope)}
 
 
-def numpy_search(rows: np.ndarray) -> Searcher:
-    index = ScopeIndex(DIMS)
-    for i, row in enumerate(rows):
-        index.add(str(i), row)
-    return lambda q: index.search(q, THRESHOLD)
+class ScanSearch:
+    """The node's exact scan alone (what a scope below the graph size searches)."""
+
+    def __init__(self, rows: np.ndarray, threads: int) -> None:
+        self.index = ScopeIndex(DIMS)
+        for i, row in enumerate(rows):
+            self.index.add(str(i), row)
+        self.index_mb = self.index.memory_bytes() / 2**20
+
+    def __call__(self, q: np.ndarray) -> object:
+        return self.index.search(q, THRESHOLD)
 
 
-def usearch_search(rows: np.ndarray) -> Searcher:
-    from spillgate.cache.index import GraphIndex
+class GraphSearch:
+    """The node's usearch graph alone, filled in one batch; knows its own memory."""
 
-    index = GraphIndex(DIMS)
-    for i, row in enumerate(rows):
-        index.add(str(i), row)
-    return lambda q: index.search(q, THRESHOLD)
+    def __init__(self, rows: np.ndarray, threads: int) -> None:
+        from spillgate.cache.index import GraphIndex  # usearch only now (see GraphIndex)
+
+        self.index = GraphIndex(DIMS)
+        self.index.add_many([str(i) for i in range(len(rows))], rows, threads)
+        self.index_mb = self.index.memory_bytes() / 2**20
+
+    def __call__(self, q: np.ndarray) -> object:
+        return self.index.search(q, THRESHOLD)
 
 
-def hnswlib_search(rows: np.ndarray) -> Searcher | None:
+def hnswlib_search(rows: np.ndarray, threads: int) -> Searcher | None:
     try:
         import hnswlib  # type: ignore[import-not-found]
     except ImportError:
@@ -120,7 +160,7 @@ def hnswlib_search(rows: np.ndarray) -> Searcher | None:
     return lambda q: index.knn_query(q, k=8)
 
 
-def faiss_search(rows: np.ndarray) -> Searcher | None:
+def faiss_search(rows: np.ndarray, threads: int) -> Searcher | None:
     try:
         import faiss  # type: ignore[import-not-found]
     except ImportError:
@@ -131,7 +171,7 @@ def faiss_search(rows: np.ndarray) -> Searcher | None:
     return lambda q: index.search(q.reshape(1, -1), 8)
 
 
-def sqlite_vec_search(rows: np.ndarray) -> Searcher | None:
+def sqlite_vec_search(rows: np.ndarray, threads: int) -> Searcher | None:
     try:
         import sqlite_vec  # type: ignore[import-not-found]
     except ImportError:
@@ -148,40 +188,57 @@ def sqlite_vec_search(rows: np.ndarray) -> Searcher | None:
     return lambda q: db.execute(query, (q.tobytes(),)).fetchall()
 
 
-def run(sizes: list[int], n_queries: int, skip: set[str]) -> dict[str, Any]:
+def run(sizes: list[int], n_queries: int, skip: set[str], threads: int,
+        json_path: str | None = None) -> dict[str, Any]:
+    """Every size's rows; with `json_path` the JSON is rewritten after each size, so a run
+    cut short keeps what it measured."""
     queries = unit_rows(n_queries, seed=1601)
     texts = [QUESTIONS[i % len(QUESTIONS)].replace("What is", "Tell me") for i in
              range(n_queries)]
-    results: dict[str, Any] = {"dims": DIMS, "queries": n_queries, "sizes": {}}
+    results: dict[str, Any] = {"dims": DIMS, "queries": n_queries, "threads": threads,
+                               "load_1m": round(os.getloadavg()[0], 2), "sizes": {}}
     for n in sizes:
         rows = unit_rows(n)
-        row: dict[str, Any] = {"node_lookup_with_embedding": node_lookup(n, texts)}
-        for name, build in (("numpy", numpy_search), ("usearch", usearch_search),
+        row: dict[str, Any] = {}
+        if "node" not in skip:
+            row["node_lookup_with_embedding"] = node_lookup(n, texts, threads)
+        for name, build in (("numpy", ScanSearch), ("usearch", GraphSearch),
                             ("hnswlib", hnswlib_search),
                             ("faiss_flat", faiss_search), ("sqlite_vec", sqlite_vec_search)):
             if name in skip:
                 continue
-            start = time.perf_counter()
-            search = build(rows)
+            gc.collect()
+            rss_before, start = rss_mb(), time.perf_counter()
+            search = build(rows, threads)
             if search is None:
                 row[name] = "not available"
                 continue
-            row[name] = {**timed(search, queries),
-                         "build_s": round(time.perf_counter() - start, 3)}
+            built = {"build_s": round(time.perf_counter() - start, 3),
+                     "memory_mb": round(rss_mb() - rss_before, 1)}
+            if isinstance(search, ScanSearch | GraphSearch):
+                built["index_mb"] = round(search.index_mb, 1)
+            row[name] = {**timed(search, queries), **built}
+            del search
         results["sizes"][str(n)] = row
         print(f"{n:>7} entries: " + "  ".join(
             f"{k} p50 {v['p50_ms']} / p99 {v['p99_ms']} ms" if isinstance(v, dict) else
             f"{k} {v}" for k, v in row.items()), flush=True)
+        results["load_1m_end"] = round(os.getloadavg()[0], 2)
+        if json_path:
+            with open(json_path, "w") as out:
+                json.dump(results, out, indent=2)
     return results
 
 
 def table(results: dict[str, Any]) -> str:
-    lines = ["| entries | index | p50 ms | p99 ms | build s |", "|---|---|---|---|---|"]
+    lines = ["| entries | index | p50 ms | p99 ms | build s | RSS growth MB | index MB |",
+             "|---|---|---|---|---|---|---|"]
     for n, row in results["sizes"].items():
         for name, r in row.items():
             if isinstance(r, dict):
-                lines.append(f"| {n} | {name} | {r['p50_ms']} | {r['p99_ms']} | "
-                             f"{r.get('build_s', '')} |")
+                label = f"{name} ({r['index']})" if "index" in r else name
+                lines.append(f"| {n} | {label} | {r['p50_ms']} | {r['p99_ms']} | "
+                             f"{r['build_s']} | {r['memory_mb']} | {r.get('index_mb', '')} |")
     return "\n".join(lines)
 
 
@@ -190,17 +247,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--queries", type=int, default=2000)
     parser.add_argument("--json", default=None)
-    parser.add_argument("--skip", default="", help="candidates to leave out, comma-separated")
+    parser.add_argument("--skip", default="", help="rows to leave out, comma-separated: node, "
+                        "numpy, usearch, hnswlib, faiss_flat, sqlite_vec")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="threads that build a graph (lookups use one)")
     parser.add_argument("--extra-path", action="append", default=[],
                         help="a folder holding the optional libraries (pip --target)")
     args = parser.parse_args(argv)
     sys.path.extend(args.extra_path)
     results = run([int(s) for s in args.sizes.split(",")], args.queries,
-                  set(filter(None, args.skip.split(","))))
+                  set(filter(None, args.skip.split(","))), args.threads, args.json)
     print(table(results))
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(results, out, indent=2)
     return 0
 
 

@@ -102,7 +102,7 @@ def create_app(
         accountant=accountant,
         metrics=metrics,
         rules=build_rules(settings.rules, routes),
-        cache=CacheStep.from_settings(settings),
+        cache=CacheStep.from_settings(settings, metrics.registry),
     )
     parts = Parts(backends, capacity)
     batch_service = BatchService(node, settings.batch)

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable
 
 import orjson
 
-from spillgate import dispatch
+from spillgate import dispatch, stream_cost
 from spillgate.backends.base import UpstreamCall
 from spillgate.errors import ApiError
 from spillgate.ledger.record import RequestRecord
@@ -127,8 +127,11 @@ def _count(life: RequestLife, route: Route, outcome: str) -> None:
     life.node.metrics.cascade.labels(route.name, outcome).inc()
 
 
-async def as_stream(answer: JSON, include_usage: bool) -> AsyncIterator[bytes]:
-    """A buffered answer as an OpenAI stream: one chunk per choice, the usage, [DONE]."""
+async def as_stream(answer: JSON, include_usage: bool,
+                    record: RequestRecord) -> AsyncIterator[bytes]:
+    """A buffered answer as an OpenAI stream: one chunk per choice, the usage, [DONE]. The
+    row settled before the first frame, so the frames end as every stream's do
+    (stream_cost): the cost on the usage chunk and in an SSE comment before [DONE]."""
     base = {"id": answer.get("id", ""), "created": answer.get("created", 0),
             "model": answer.get("model", "")}
     chat = answer.get("object") == "chat.completion"
@@ -138,8 +141,10 @@ async def as_stream(answer: JSON, include_usage: bool) -> AsyncIterator[bytes]:
         if chat:
             part["delta"] = part.pop("message", None) or {}
         yield _sse({**base, "object": kind, "choices": [part]})
-    if include_usage and answer.get("usage"):
-        yield _sse({**base, "object": kind, "choices": [], "usage": answer["usage"]})
+    usage_chunk = ({**base, "object": kind, "choices": [], "usage": answer["usage"]}
+                   if include_usage and answer.get("usage") else None)
+    for frame in stream_cost.final_frames(record, usage_chunk):
+        yield frame
     yield b"data: [DONE]\n\n"
 
 

@@ -177,7 +177,7 @@ async def _serve(
             reply = await _complete(life, route, decision, record, body, call_for, before,
                                     ticket, functools.partial(cascade.complete, life, route,
                                                               record))
-            return StreamReply(cascade.as_stream(reply.body, _wants_usage(body)),
+            return StreamReply(cascade.as_stream(reply.body, _wants_usage(body), record),
                                reply.headers) if record.stream else reply
         if record.stream:
             return await _stream(life, route, decision, record, body, call_for, before, ticket)

@@ -10,7 +10,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spillgate.cache.guards import agree, facts_of
+from spillgate.cache.guards import agree, disagreement, facts_of
 from spillgate.cache.index import ScopeIndex
 from spillgate.cache.keys import build_keys, tenant_of
 from spillgate.cache.replay import StreamCollector, sse_events
@@ -135,6 +135,18 @@ def test_guards_tell_swapped_facts_apart_and_let_rewordings_through() -> None:
         assert not agree(facts_of(a), facts_of(b)), (a, b)
 
 
+def test_the_refusing_guard_is_named_for_the_metrics() -> None:
+    cases = {("Is it safe?", "Is it not safe?"): "negation",
+             ("Convert 5 km", "Convert 6 km"): "numbers",
+             ("5 km in miles", "5 kg in miles"): "units",
+             ("Who wrote Dune?", "Who wrote Emma?"): "names",
+             ("largest city in Peru", "smallest city in Peru"): "opposites",
+             ("When did it happen?", "Why did it happen?"): "opposites",
+             ("Who wrote Dune?", "who is the author of dune"): None}
+    for (a, b), guard in cases.items():
+        assert disagreement(facts_of(a), facts_of(b)) == guard, (a, b)
+
+
 @given(st.integers(0, 10**6), st.integers(0, 10**6))
 def test_questions_differing_only_in_a_number_never_agree(a: int, b: int) -> None:
     same = agree(facts_of(f"What is {a} times 3?"), facts_of(f"What is {b} times 3?"))
@@ -245,6 +257,33 @@ def test_a_scope_that_grows_into_a_graph_still_finds_what_a_full_scan_finds() ->
         assert [k for k, _ in found] == [keys[i].exact for i in expected]
         if q in live:  # still cached: its own row is the best match
             assert abs(found[0][1] - 1.0) < 1e-5
+
+
+def test_a_bulk_load_into_a_graph_finds_what_a_full_scan_finds() -> None:
+    """`put_many` (the benchmark's batch fill, on two threads) moves a scope's scanned
+    entries into the graph with the new ones; the bounds still hold and every answer is a
+    scan's by hand."""
+    rng = np.random.default_rng(1601)
+    rows = rng.normal(size=(400, 16)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    cache = ResponseCache(ttl_s=60, max_entries=300, max_bytes=10**8, dims=16, graph_from=64)
+    keys = [build_keys("t", "r", _body(f"question {i}")) for i in range(400)]
+    for k, row in zip(keys[:20], rows[:20], strict=True):  # a small scope: scanned
+        cache.put(k, _answer("a"), avoided_usd=Decimal(0), saved_tokens=0, vector=row,
+                  facts=facts_of("question"))
+    scope = keys[0].semantic_scope
+    assert scope is not None and cache.index.kind(scope) == "scan"
+    cache.put_many([(k, _answer("b"), row, facts_of("question"))
+                    for k, row in zip(keys[20:], rows[20:], strict=True)], threads=2)
+    assert cache.index.kind(scope) == "graph"
+    assert len(cache) == 300 and len(cache.index) == 300  # the 100 oldest left both
+    live = range(100, 400)
+    for q in (5, 50, 150, 399):
+        found = cache.index.search(scope, rows[q], threshold=-1.0)
+        expected = sorted(live, key=lambda i: -float(rows[i] @ rows[q]))[:8]  # by hand
+        assert [k for k, _ in found] == [keys[i].exact for i in expected]
+    hit = cache.find(keys[399], None, None, 0.9)
+    assert hit is not None and hit.kind == "exact"
 
 
 def test_a_chunk_the_collector_cannot_read_only_stops_the_store() -> None:

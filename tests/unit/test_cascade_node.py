@@ -8,6 +8,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
+import openai
 import orjson
 import pytest
 import yaml
@@ -174,3 +176,38 @@ async def test_a_failed_escalation_serves_the_draft(h: Harness) -> None:
     # the draft's engine time was booked when it left for the paid API
     assert row["tier"] == "local" and row["draft_usd"] > 0
     assert h.inflight() == 0 and await h.open_reservations() == 0
+
+
+async def test_a_buffered_stream_carries_its_cost_and_the_openai_sdk_reads_it(
+        h: Harness) -> None:
+    """The in-stream cost frame every stream carries (stream_cost): on the usage chunk as
+    `spillgate.cost_usd`, read through the official SDK, equal to the row and to the list
+    price of the escalation."""
+    h.local.then(UNSURE)
+    sdk = openai.AsyncOpenAI(base_url="http://gateway/v1", api_key="unused", max_retries=0,
+                             http_client=httpx.AsyncClient(transport=h.client._transport))
+    raw = await sdk.chat.completions.with_raw_response.create(
+        model="cascade-buffered", messages=[{"role": "user", "content": "hi"}], stream=True,
+        stream_options={"include_usage": True})
+    chunks = [chunk async for chunk in raw.parse()]
+    await sdk.close()
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "ok"
+    last = chunks[-1]
+    assert last.usage is not None and last.choices == []
+    extra = (last.model_extra or {})["spillgate"]
+    row = await row_of(h, raw.headers["x-request-id"])
+    assert row["reason"] == "cascade_escalated" and extra["backend"] == PAID
+    assert Decimal(extra["cost_usd"]) == row["cost_usd"] == paid_price(
+        row["prompt_tokens"], row["completion_tokens"]) > 0
+
+
+@pytest.mark.parametrize(("script", "backend"), [(CONFIDENT, LOCAL), (UNSURE, PAID)])
+async def test_a_buffered_stream_tells_its_cost_in_a_comment_before_done(
+        h: Harness, script: Script, backend: str) -> None:
+    h.local.then(script)
+    reply = await h.chat("cascade-buffered", stream=True)
+    lines = [line for line in reply.text.splitlines() if line]
+    assert not any('"usage"' in line for line in lines)  # not asked for
+    row = await row_of(h, reply.headers["x-request-id"])
+    assert row["backend"] == backend
+    assert lines[-2:] == [f": x-spillgate-cost-usd={row['cost_usd']:.8f}", "data: [DONE]"]

@@ -162,8 +162,23 @@ def facts_of(text: str) -> Facts:
 
 def agree(a: Facts, b: Facts) -> bool:
     """True when no guard tells the two texts apart."""
-    return (a.numbers == b.numbers and a.negations == b.negations and a.units == b.units
-            and _names_shared(a, b) and not _opposed(a, b))
+    return disagreement(a, b) is None
+
+
+def disagreement(a: Facts, b: Facts) -> str | None:
+    """The first guard that tells the two texts apart (numbers, negation, units, names,
+    opposites — what is asked included), None when none does."""
+    if a.numbers != b.numbers:
+        return "numbers"
+    if a.negations != b.negations:
+        return "negation"
+    if a.units != b.units:
+        return "units"
+    if not _names_shared(a, b):
+        return "names"
+    if _opposed(a, b):
+        return "opposites"
+    return None
 
 
 def _names_shared(a: Facts, b: Facts) -> bool:

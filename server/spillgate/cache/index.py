@@ -30,6 +30,7 @@ class ScopeSearch(Protocol):
 
     def add(self, key: str, vector: Vector) -> int: ...
     def remove(self, slot: int) -> None: ...
+    def memory_bytes(self) -> int: ...
     def search(self, vector: Vector, threshold: float,
                k: int = TOP_K) -> list[tuple[str, float]]: ...
 
@@ -81,6 +82,9 @@ class ScopeIndex:
                 found.append((key, float(scores[slot])))
         return found
 
+    def memory_bytes(self) -> int:
+        return int(self._rows.nbytes)
+
     def live(self) -> list[tuple[str, Vector]]:
         return [(key, self._rows[slot]) for slot, key in enumerate(self._keys)
                 if key is not None]
@@ -110,6 +114,23 @@ class GraphIndex:
         self._keys[label] = key
         self.size += 1
         return label
+
+    def add_many(self, keys: list[str], vectors: Vector, threads: int = 1) -> list[int]:
+        """Add many entries in one call, the graph built on `threads` threads (a bulk load:
+        a restore or a benchmark; the request path adds one entry at a time)."""
+        if not keys:
+            return []
+        labels = np.arange(self._next_label, self._next_label + len(keys), dtype=np.uint64)
+        self._next_label += len(keys)
+        self._graph.add(labels, vectors, threads=threads)
+        for label, key in zip(labels.tolist(), keys, strict=True):
+            self._keys[label] = key
+        self.size += len(keys)
+        return [int(label) for label in labels.tolist()]
+
+    def memory_bytes(self) -> int:
+        """The graph's own memory (vectors and links), as usearch counts it."""
+        return int(self._graph.memory_usage)
 
     def remove(self, slot: int) -> None:
         if self._keys.pop(slot, None) is None:
@@ -148,10 +169,35 @@ class SemanticIndex:
             index = self._scopes[scope] = ScopeIndex(self.dims)
         moved: dict[str, int] = {}
         if isinstance(index, ScopeIndex) and index.size + 1 >= self.graph_from:
-            graph = GraphIndex(self.dims)
-            moved = {old_key: graph.add(old_key, row) for old_key, row in index.live()}
-            index = self._scopes[scope] = graph
+            index, moved = self._to_graph(scope, index)
         return index.add(key, vector), moved
+
+    def add_many(self, scope: str, keys: list[str], vectors: Vector,
+                 threads: int = 1) -> tuple[list[int], dict[str, int]]:
+        """`add` for many entries of one scope; a scope that reaches the graph size is
+        built as a graph in one batch on `threads` threads."""
+        index = self._scopes.get(scope)
+        if index is None:
+            index = self._scopes[scope] = ScopeIndex(self.dims)
+        moved: dict[str, int] = {}
+        if isinstance(index, ScopeIndex) and index.size + len(keys) >= self.graph_from:
+            index, moved = self._to_graph(scope, index, threads)
+        if isinstance(index, GraphIndex):
+            return index.add_many(keys, vectors, threads), moved
+        return [index.add(key, row) for key, row in zip(keys, vectors, strict=True)], moved
+
+    def _to_graph(self, scope: str, index: ScopeIndex,
+                  threads: int = 1) -> tuple[GraphIndex, dict[str, int]]:
+        graph = GraphIndex(self.dims)
+        live = index.live()
+        if live:
+            keys = [key for key, _ in live]
+            slots = graph.add_many(keys, np.stack([row for _, row in live]), threads)
+            moved = dict(zip(keys, slots, strict=True))
+        else:
+            moved = {}
+        self._scopes[scope] = graph
+        return graph, moved
 
     def remove(self, scope: str, slot: int) -> None:
         index = self._scopes.get(scope)
@@ -167,3 +213,12 @@ class SemanticIndex:
 
     def __len__(self) -> int:
         return sum(index.size for index in self._scopes.values())
+
+    def memory_bytes(self) -> int:
+        """The indexes' own memory: matrices and graphs (not the answers)."""
+        return sum(index.memory_bytes() for index in self._scopes.values())
+
+    def kind(self, scope: str) -> str | None:
+        """"scan" or "graph" (what the scope's lookups search), None for no such scope."""
+        index = self._scopes.get(scope)
+        return None if index is None else "graph" if isinstance(index, GraphIndex) else "scan"

@@ -22,9 +22,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
+from prometheus_client import CollectorRegistry
+
 from spillgate.cache.guards import Facts, facts_of
 from spillgate.cache.index import Vector
 from spillgate.cache.keys import CacheKeys, build_keys, comparable_text, temperature_of
+from spillgate.cache.metrics import CacheMetrics
 from spillgate.cache.replay import StreamCollector, answer_of, calls_tools
 from spillgate.cache.store import Hit, ResponseCache
 from spillgate.embeddings import LocalEmbedder, load_local_embedder
@@ -74,14 +77,17 @@ def cache_directives(headers: Mapping[str, str]) -> frozenset[str]:
 
 class CacheStep:
     def __init__(self, cache: ResponseCache, policies: Mapping[str, RoutePolicy],
-                 threshold: float, embedder: LocalEmbedder | None) -> None:
+                 threshold: float, embedder: LocalEmbedder | None,
+                 registry: CollectorRegistry | None = None) -> None:
         self.cache = cache
         self._policies = dict(policies)
         self._threshold = threshold
         self._embedder = embedder
+        self._metrics = None if registry is None else CacheMetrics(registry, cache)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> CacheStep | None:
+    def from_settings(cls, settings: Settings,
+                      registry: CollectorRegistry | None = None) -> CacheStep | None:
         """The step, or None when no route caches (nothing to look up, no model loaded)."""
         policies = {rs.name: RoutePolicy.of(rs) for rs in settings.routes}
         if all(p.mode == "off" for p in policies.values()):
@@ -91,25 +97,28 @@ class CacheStep:
         c = settings.cache
         cache = ResponseCache(ttl_s=c.ttl_s, max_entries=c.max_entries, max_bytes=c.max_bytes,
                               dims=embedder.dims if embedder else 1)
-        return cls(cache, policies, c.threshold, embedder)
+        return cls(cache, policies, c.threshold, embedder, registry)
 
     def lookup(self, endpoint: Endpoint, route: str, body: JSON, headers: Mapping[str, str],
                tenant: str, sensitive: bool) -> Ticket:
         """The request's ticket; a failure of the cache itself is a bypass, never an error."""
-        try:
-            return self._lookup(endpoint, route, body, headers, tenant, sensitive)
-        except Exception as exc:
-            log.error("response cache lookup failed, bypassed: %s", describe(exc))
-            return BYPASS
-
-    def _lookup(self, endpoint: Endpoint, route: str, body: JSON, headers: Mapping[str, str],
-                tenant: str, sensitive: bool) -> Ticket:
         policy = self._policies.get(route, RoutePolicy())
         directives = cache_directives(headers)
-        if (policy.mode == "off" or endpoint != "chat/completions" or sensitive
-                or "no-store" in directives
-                or (temperature_of(body) > 0 and not policy.temperature)):
-            return BYPASS
+        bypass = _bypass_reason(policy, endpoint, body, directives, sensitive)
+        ticket = BYPASS
+        if bypass is None:
+            try:
+                ticket = self._lookup(policy, route, body, directives, tenant)
+            except Exception as exc:
+                log.error("response cache lookup failed, bypassed: %s", describe(exc))
+                bypass = "error"
+        if self._metrics is not None:
+            kind = ticket.hit.kind if ticket.hit is not None else policy.mode
+            self._metrics.looked_up(route, kind, ticket.status, bypass)
+        return ticket
+
+    def _lookup(self, policy: RoutePolicy, route: str, body: JSON, directives: frozenset[str],
+                tenant: str) -> Ticket:
         keys = build_keys(tenant, route, body)
         ticket = Ticket("miss", keys, policy, store=True)
         if policy.mode == "semantic" and keys.query is not None and self._embedder:
@@ -168,3 +177,19 @@ class CacheStep:
                            vector=ticket.vector, facts=ticket.facts)
         except Exception as exc:  # the answer is served already; the cache only misses it
             log.error("response cache store failed: %s", describe(exc))
+
+
+def _bypass_reason(policy: RoutePolicy, endpoint: Endpoint, body: JSON,
+                   directives: frozenset[str], sensitive: bool) -> str | None:
+    """Why this request may not use the cache at all (module docstring), None if it may."""
+    if policy.mode == "off":
+        return "route_off"
+    if endpoint != "chat/completions":
+        return "endpoint"
+    if sensitive:  # never looked up, never stored
+        return "sensitive"
+    if "no-store" in directives:
+        return "no_store"
+    if temperature_of(body) > 0 and not policy.temperature:
+        return "temperature"
+    return None

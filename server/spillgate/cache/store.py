@@ -15,14 +15,16 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
+import numpy as np
 import orjson
 
-from spillgate.cache.guards import Facts, agree
+from spillgate.cache.guards import Facts, disagreement
 from spillgate.cache.index import GRAPH_FROM, SemanticIndex, Vector
 from spillgate.cache.keys import CacheKeys
 from spillgate.types import JSON
 
 HitKind = Literal["exact", "semantic"]
+Eviction = Literal["entries", "bytes", "ttl"]  # why an entry left before being replaced
 _OVERHEAD_BYTES = 512  # bookkeeping per entry, counted against max_bytes
 
 
@@ -56,6 +58,9 @@ class ResponseCache:
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self.index = SemanticIndex(dims, graph_from)
         self.nbytes = 0
+        # Told of each eviction and each candidate a guard refused (the node's metrics).
+        self.on_evict: Callable[[Eviction], None] = _ignore
+        self.on_reject: Callable[[str], None] = _ignore
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -72,6 +77,7 @@ class ResponseCache:
             return None
         if entry.expires_at <= self._clock():
             self._drop(key)
+            self.on_evict("ttl")
             return None
         self._entries.move_to_end(key)
         return entry
@@ -87,9 +93,12 @@ class ResponseCache:
             return None
         for key, similarity in self.index.search(keys.semantic_scope, vector, threshold):
             candidate = self.get(key)
-            if candidate is not None and candidate.facts is not None and agree(
-                    facts, candidate.facts):
+            if candidate is None or candidate.facts is None:
+                continue
+            guard = disagreement(facts, candidate.facts)
+            if guard is None:
                 return Hit(candidate, "semantic", similarity)
+            self.on_reject(guard)
         return None
 
     def put(self, keys: CacheKeys, answer: JSON, *, avoided_usd: Decimal, saved_tokens: int,
@@ -108,9 +117,42 @@ class ResponseCache:
                 self._entries[key].slot = slot
         self._entries[keys.exact] = entry
         self.nbytes += nbytes
-        while len(self._entries) > self.max_entries or self.nbytes > self.max_bytes:
-            self._drop(next(iter(self._entries)))
+        self._evict_over_bounds()
         return True
+
+    def put_many(self, items: list[tuple[CacheKeys, JSON, Vector, Facts]], *,
+                 threads: int = 1) -> None:
+        """Store many semantic answers (cost 0) at once, each scope's index filled in one
+        batch on `threads` threads: a bulk load (the benchmark's 100k entries); answers
+        served on the path are stored one by one by `put`."""
+        by_scope: dict[str, list[tuple[str, Entry, Vector]]] = {}
+        if len({keys.exact for keys, _, _, _ in items}) != len(items):
+            raise ValueError("put_many got one key twice")
+        for keys, answer, vector, facts in items:
+            if keys.semantic_scope is None:
+                raise ValueError("put_many stores semantic entries only")
+            self._drop(keys.exact)
+            nbytes = len(orjson.dumps(answer)) + _OVERHEAD_BYTES + 2 * vector.nbytes
+            entry = Entry(answer, Decimal(0), 0, self._clock() + self.ttl_s, nbytes,
+                          keys.semantic_scope, facts=facts)
+            self._entries[keys.exact] = entry
+            self.nbytes += nbytes
+            by_scope.setdefault(keys.semantic_scope, []).append((keys.exact, entry, vector))
+        for scope, rows in by_scope.items():
+            slots, moved = self.index.add_many(scope, [key for key, _, _ in rows],
+                                               np.stack([v for _, _, v in rows]), threads)
+            for key, slot in moved.items():
+                self._entries[key].slot = slot
+            for (_, entry, _), slot in zip(rows, slots, strict=True):
+                entry.slot = slot
+        self._evict_over_bounds()
+
+    def _evict_over_bounds(self) -> None:
+        """Least recently used first, until both bounds hold."""
+        while len(self._entries) > self.max_entries or self.nbytes > self.max_bytes:
+            reason: Eviction = "entries" if len(self._entries) > self.max_entries else "bytes"
+            self._drop(next(iter(self._entries)))
+            self.on_evict(reason)
 
     def _drop(self, key: str) -> None:
         entry = self._entries.pop(key, None)
@@ -119,3 +161,7 @@ class ResponseCache:
         self.nbytes -= entry.nbytes
         if entry.scope is not None:
             self.index.remove(entry.scope, entry.slot)
+
+
+def _ignore(_: str) -> None:
+    pass

@@ -18,12 +18,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, event, insert, inspect, select, text
+from sqlalchemy import Connection, and_, bindparam, event, insert, inspect, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from spillgate.ledger import rollup, schema
 from spillgate.ledger.batch_tables import create_batch_tables
+from spillgate.ledger.schema import Money
 
 Step = Callable[[Connection], None]
 _ADVISORY_LOCK_ID = 0x5B16A7E  # any constant unique to spillgate's migrations
@@ -97,6 +98,24 @@ def _cache_write_tokens(conn: Connection) -> None:
                           "NOT NULL DEFAULT 0"))
 
 
+def _rollup_draft_usd(conn: Connection) -> None:
+    """Migration step 13: the rollup's draft_usd, summed again from the final rows for the
+    groups that have drafts (a rollup created by this version's step 3 has the column)."""
+    if "draft_usd" not in {c["name"] for c in inspect(conn).get_columns("request_rollup")}:
+        kind = rollup.request_rollup.c.draft_usd.type.compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE request_rollup ADD COLUMN draft_usd {kind} "
+                          "NOT NULL DEFAULT 0"))
+    groups = rollup.merge({}, map(rollup.from_raw_row, conn.execute(rollup.raw_groups_query(
+        conn.dialect.name, None, None))))
+    r = rollup.request_rollup.c
+    match = and_(*(r[c] == bindparam(f"k_{c}") for c in rollup.GROUP_COLUMNS))
+    params = [{**{f"k_{c}": v for c, v in rollup.key_columns(k).items()}, "d": sums.draft_usd}
+              for k, sums in sorted(groups.items()) if sums.draft_usd]
+    if params:
+        new = bindparam("d", type_=Money())
+        conn.execute(update(rollup.request_rollup).where(match).values(draft_usd=new), params)
+
+
 MIGRATIONS: list[tuple[int, Step]] = [
     (1, _create_v1),
     (2, _hardware_power_source),
@@ -106,6 +125,7 @@ MIGRATIONS: list[tuple[int, Step]] = [
     (7, _response_cache),  # response-cache hits on request rows; key cache namespaces
     (8, create_batch_tables),  # Batch API: files, batches, lines (ledger/batch_tables.py)
     (11, _cache_write_tokens),  # provider prompt-cache writes, priced at their own rate
+    (13, _rollup_draft_usd),  # cascade draft cost in the hourly rollup (reports split it)
 ]
 
 

@@ -41,6 +41,7 @@ from sqlalchemy import (
     case,
     cast,
     func,
+    inspect,
     or_,
     select,
 )
@@ -59,7 +60,7 @@ ZERO = Decimal(0)
 rollup_metadata = MetaData()
 GROUP_COLUMNS = ("hour", "key_id", "tags", "tier", "sensitive", "spill")
 SUM_COLUMNS = ("requests", "prompt_tokens", "cached_tokens", "completion_tokens", "cost_usd",
-               "counterfactual_usd")  # fmt: skip
+               "counterfactual_usd", "draft_usd")  # fmt: skip
 request_rollup = Table(
     "request_rollup",
     rollup_metadata,
@@ -75,6 +76,8 @@ request_rollup = Table(
     Column("completion_tokens", BigInteger(), nullable=False, default=0),
     Column("cost_usd", Money(), nullable=False, default=ZERO),
     Column("counterfactual_usd", Money(), nullable=False, default=ZERO),
+    # cascade drafts' hardware share, on whichever row the request ended as (migration 13)
+    Column("draft_usd", Money(), nullable=False, default=ZERO),
 )
 
 
@@ -101,6 +104,7 @@ class GroupSums:
     completion_tokens: int = 0
     cost_usd: Decimal = ZERO
     counterfactual_usd: Decimal = ZERO
+    draft_usd: Decimal = ZERO
 
     def add(self, other: GroupSums, sign: int = 1) -> None:
         self.requests += sign * other.requests
@@ -109,6 +113,7 @@ class GroupSums:
         self.completion_tokens += sign * other.completion_tokens
         self.cost_usd += sign * other.cost_usd
         self.counterfactual_usd += sign * other.counterfactual_usd
+        self.draft_usd += sign * other.draft_usd
 
     def columns(self) -> dict[str, Any]:
         return {c: getattr(self, c) for c in SUM_COLUMNS}
@@ -202,6 +207,7 @@ def contribution(row: Mapping[str, Any]) -> tuple[GroupKey, GroupSums] | None:
         completion_tokens=int(row.get("completion_tokens") or 0),
         cost_usd=_money(row.get("cost_usd")),
         counterfactual_usd=_money(row.get("counterfactual_usd")),
+        draft_usd=_money(row.get("draft_usd")),
     )
 
 
@@ -224,7 +230,8 @@ _IDS: Any = bindparam("ids", expanding=True)  # statements built once: only the 
 _LOOKUP = (requests.c.request_id, requests.c.started_at, requests.c.key_id, requests.c.tags,
            requests.c.tier, requests.c.sensitivity, requests.c.reason, requests.c.state,
            requests.c.prompt_tokens, requests.c.cached_tokens, requests.c.completion_tokens,
-           requests.c.cost_usd, requests.c.counterfactual_usd)  # fmt: skip
+           requests.c.cost_usd, requests.c.counterfactual_usd,
+           requests.c.draft_usd)  # fmt: skip
 _STORED = select(*_LOOKUP).where(requests.c.request_id.in_(_IDS),
                                  requests.c.state.not_in(NOT_FINAL))
 _LOCK_ROWS = (select(requests.c.request_id).where(requests.c.request_id.in_(_IDS))
@@ -276,7 +283,7 @@ def apply_sync(conn: Connection, groups: Groups) -> None:
     changed = [(k, v) for k, v in sorted(groups.items()) if v != GroupSums()]
     if not changed:
         return
-    params = [{**_key_columns(k), **v.columns()} for k, v in changed]
+    params = [{**key_columns(k), **v.columns()} for k, v in changed]
     conn.execute(_rollup_upsert(conn.dialect.name), params)
 
 
@@ -292,7 +299,7 @@ def _rollup_upsert(dialect_name: str) -> Any:
     )
 
 
-def _key_columns(key: GroupKey) -> dict[str, Any]:
+def key_columns(key: GroupKey) -> dict[str, Any]:
     return {"hour": key.hour, "key_id": key.key_id, "tags": key.tags, "tier": key.tier,
             "sensitive": key.sensitive, "spill": key.spill}  # fmt: skip
 
@@ -315,11 +322,13 @@ def from_view_row(dim: Dimension, row: Any) -> tuple[GroupKey, GroupSums]:
                    m["tier"], bool(m["sensitive"]), bool(m["spill"]))  # fmt: skip
     return key, GroupSums(int(m["requests"]), int(m["prompt_tokens"]), int(m["cached_tokens"]),
                           int(m["completion_tokens"]), _money(m["cost_usd"]),
-                          _money(m["counterfactual_usd"]))  # fmt: skip
+                          _money(m["counterfactual_usd"]), _money(m["draft_usd"]))  # fmt: skip
 
 
-def raw_groups_query(dialect: str, since: datetime | None, until: datetime | None) -> Select[Any]:
-    """GROUP BY over the final request rows started in [since, until) (None: unbounded)."""
+def raw_groups_query(dialect: str, since: datetime | None, until: datetime | None,
+                     with_draft: bool = True) -> Select[Any]:
+    """GROUP BY over the final request rows started in [since, until) (None: unbounded).
+    `with_draft=False` for a ledger older than the requests' draft_usd (migration 6)."""
     r = requests.c
     hour = _hour_expr(dialect)
     tags = cast(r.tags, Text())
@@ -333,6 +342,7 @@ def raw_groups_query(dialect: str, since: datetime | None, until: datetime | Non
         func.sum(r.completion_tokens).label("completion_tokens"),
         func.sum(r.cost_usd, type_=Money()).label("cost_usd"),
         func.sum(r.counterfactual_usd, type_=Money()).label("counterfactual_usd"),
+        *([func.sum(r.draft_usd, type_=Money()).label("draft_usd")] if with_draft else []),
     ).where(r.state.not_in(NOT_FINAL))  # fmt: skip
     if since is not None:
         query = query.where(r.started_at >= since)
@@ -363,6 +373,7 @@ def from_raw_row(row: Any) -> tuple[GroupKey, GroupSums]:
         completion_tokens=int(m["completion_tokens"] or 0),
         cost_usd=_money(m["cost_usd"]),
         counterfactual_usd=_money(m["counterfactual_usd"]),
+        draft_usd=_money(m.get("draft_usd")),
     )
 
 
@@ -375,8 +386,10 @@ def merge(groups: Groups, parts: Iterable[tuple[GroupKey, GroupSums]]) -> Groups
 def backfill(conn: Connection) -> None:
     """Migration step: create the rollup and fill it from the rows already in the ledger."""
     rollup_metadata.create_all(conn, checkfirst=True)
-    groups = merge({}, map(from_raw_row, conn.execute(raw_groups_query(conn.dialect.name,
-                                                                       None, None))))
-    params = [{**_key_columns(k), **v.columns()} for k, v in sorted(groups.items())]
+    with_draft = "draft_usd" in {c["name"] for c in inspect(conn).get_columns("requests")}
+    groups = merge({}, map(from_raw_row, conn.execute(raw_groups_query(
+        conn.dialect.name, None, None, with_draft))))
+    params = [{**key_columns(k), **v.columns()} for k, v in sorted(groups.items())]
     if params:
         conn.execute(request_rollup.insert(), params)
+

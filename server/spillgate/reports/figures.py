@@ -22,8 +22,11 @@ of raw columns, so anyone can recompute it:
   or the profile's nominal rate when there are none) and serves v local tokens per busy
   second, so at utilization u local costs r / (v * u) * 1e6 $/1M; equal to the reference
   price at u* = r * 1e6 / (v * reference $/1M). u* > 1 means it cannot break even.
+- drafts = sum(draft_usd) of every row: the hardware share of cascade drafts, kept on the
+  row the request ended as (an escalated request is an API row whose draft ran locally);
+  not in local busy (local $/1M stays local rows' cost over their tokens), in actual.
 - savings = all-API counterfactual (sum counterfactual_usd of local rows + API cost) minus
-  actual (API cost + local total).
+  actual (API cost + local total + drafts).
 - spill = API rows of non-sensitive requests whose route reason starts with `overflow`,
   `local_unavailable` (and the other capacity reasons of rollup.SPILL_REASONS); its spend
   and tokens per average month (scaled from the window) decide whether one more unit of the
@@ -101,6 +104,7 @@ class Sums:
     api_tokens: int = 0
     local_usd: Decimal = ZERO
     api_usd: Decimal = ZERO
+    draft_usd: Decimal = ZERO  # cascade drafts' hardware share, whatever tier the row
     counterfactual_usd: Decimal = ZERO
     nonsensitive_requests: int = 0
     nonsensitive_tokens: int = 0
@@ -121,6 +125,7 @@ class Sums:
     def add_group(self, key: GroupKey, g: GroupSums) -> None:
         tokens = g.prompt_tokens + g.completion_tokens
         self.requests += g.requests
+        self.draft_usd += g.draft_usd
         if key.tier == "cache":
             self.cache_requests += g.requests
         elif key.tier == "local":
@@ -292,7 +297,8 @@ def money(s: Sums) -> dict[str, Any]:
         "api_tokens": s.api_tokens,
         "local_usd": decimal_text(s.local_usd),
         "api_usd": decimal_text(s.api_usd),
-        "cost_usd": decimal_text(s.local_usd + s.api_usd),
+        "draft_usd": decimal_text(s.draft_usd),
+        "cost_usd": decimal_text(s.local_usd + s.api_usd + s.draft_usd),
         "all_api_usd": decimal_text(s.counterfactual_usd + s.api_usd),
     }
 
@@ -304,7 +310,7 @@ def figures(s: Sums, ctx: ReportInputs) -> dict[str, Any]:
     )
     local_total = s.local_usd + s.idle_usd
     all_api = s.counterfactual_usd + s.api_usd
-    actual = s.api_usd + local_total
+    actual = s.api_usd + local_total + s.draft_usd
     seconds = Decimal(repr(s.busy_s + s.idle_s))
     return {
         "requests": s.requests,
@@ -318,6 +324,7 @@ def figures(s: Sums, ctx: ReportInputs) -> dict[str, Any]:
         "idle_usd": decimal_text(s.idle_usd),
         "local_total_usd": decimal_text(local_total),
         "api_usd": decimal_text(s.api_usd),
+        "draft_usd": decimal_text(s.draft_usd),
         "hardware_busy_usd": decimal_text(s.busy_usd),
         "unattributed_usd": decimal_text(s.unattributed_usd),
         "hardware_total_usd": decimal_text(s.busy_usd + s.idle_usd),

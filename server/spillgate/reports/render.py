@@ -27,7 +27,7 @@ SERIES_COLUMNS = (
     "idle_s", "utilization", "local_usd_per_million", "local_usd_per_million_with_idle",
     "api_usd_per_million", "reference_usd_per_million", "all_api_usd", "actual_usd",
     "savings_usd", "usage_basis_usd_per_million", "reservation_basis_usd_per_million",
-    "unattributed_usd",
+    "unattributed_usd", "draft_usd",
 )  # fmt: skip
 
 
@@ -119,6 +119,7 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         ("Busy cost of other clients and spilled requests (unattributed)",
          usd(t["unattributed_usd"])),
         ("API cost", usd(t["api_usd"])),
+        ("Cascade drafts (local hardware share, any tier)", usd(t["draft_usd"])),
         ("Actual spend", usd(t["actual_usd"])),
         ("All-API counterfactual", usd(t["all_api_usd"])),
         ("Savings", f"{usd(t['savings_usd'])} ({pct(t['savings_share'])})"),
@@ -144,13 +145,14 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
 def breakdown_rows(part: dict[str, Any]) -> list[list[str]]:
     return [
         [name, str(v["requests"]), f"{v['local_tokens']:,}", f"{v['api_tokens']:,}",
-         usd(v["local_usd"]), usd(v["api_usd"]), usd(v["cost_usd"]), usd(v["all_api_usd"])]
+         usd(v["local_usd"]), usd(v["api_usd"]), usd(v["draft_usd"]), usd(v["cost_usd"]),
+         usd(v["all_api_usd"])]
         for name, v in part.items()
     ]  # fmt: skip
 
 
-BREAKDOWN_HEADERS = ("", "requests", "local tokens", "API tokens", "local", "API", "cost",
-                     "all-API")  # fmt: skip
+BREAKDOWN_HEADERS = ("", "requests", "local tokens", "API tokens", "local", "API", "drafts",
+                     "cost", "all-API")  # fmt: skip
 SERIES_HEADERS = ("bucket", "requests", "local tokens", "API tokens", "local busy", "idle",
                   "API", "utilization")  # fmt: skip
 
