@@ -11,26 +11,33 @@ Direct and proxied runs alternate so drift on this shared 2-core machine hits bo
 
     .venv/bin/python scripts/bench_gateway.py [--quick] [--out var/bench_gateway.json]
     .venv/bin/python scripts/bench_gateway.py --cpu-only [--profile var/gateway.prof]
+    .venv/bin/python scripts/bench_gateway.py --cpu-only --py-spy var/gateway.spy
 
 --profile runs the gateway under cProfile and prints its top functions (cProfile slows the
 gateway several-fold and misreads time across greenlet and coroutine switches: use it to see
 where the time goes, not for the CPU figure; `py-spy record --gil --pid <gateway>` samples a
-running gateway with less distortion).
+running gateway with less distortion; --py-spy does that around part (d), when py-spy is
+installed, and prints the share of samples in each function, inclusive and on its own).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import pstats
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from collections import Counter
+from collections.abc import Iterator
 
 import aiohttp
 import psutil
@@ -151,16 +158,59 @@ def _upstream(tmp: Path) -> tuple[Any, str]:
                  f"http://127.0.0.1:{up_port}/health"), upstream
 
 
-def cpu_only(tmp: Path, quick: bool, profile: Path | None) -> dict[str, Any]:
+def cpu_only(tmp: Path, quick: bool, profile: Path | None,
+             spy: Path | None = None) -> dict[str, Any]:
     up, upstream = _upstream(tmp)
     with up, _start_gateway(tmp, upstream, profile) as gw:
         proxied = gw.base_url + "/chat/completions"
         asyncio.run(_load(proxied, CHAT, 4, 200))  # warm-up: connections, caches
-        result = {"cpu": part_d(proxied, gw.popen.pid, quick)}
+        with _sampled(gw.popen.pid, spy):
+            result = {"cpu": part_d(proxied, gw.popen.pid, quick)}
         # uvicorn re-raises the signal it stopped on: SIGINT's KeyboardInterrupt lets
         # cProfile write its file on the way out (SIGTERM would kill it first).
         gw.stop(signal.SIGINT)
         return result
+
+
+@contextlib.contextmanager
+def _sampled(pid: int, out: Path | None) -> Iterator[None]:
+    """py-spy samples the gateway (collapsed stacks written to `out`) while the block runs."""
+    if out is None:
+        yield
+        return
+    spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
+                            str(pid), "--rate", "250", "--format", "raw", "-o", str(out)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached before the load starts
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(timeout=60)
+
+
+def spy_table(path: Path, top: int = 45) -> str:
+    """Share of samples per function from py-spy's collapsed stacks: inclusive and self."""
+    inclusive: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1]
+                  for f in stack.split(";")]
+        for frame in set(frames):
+            inclusive[frame] += n
+        own[frames[-1]] += n
+    lines = [f"{total} samples", "| inclusive % | self % | function |", "|---|---|---|"]
+    for frame, n in inclusive.most_common(top):
+        lines.append(f"| {100 * n / total:.1f} | {100 * own[frame] / total:.1f} | {frame} |")
+    lines += ["", "| self % | function |", "|---|---|"]
+    lines += [f"| {100 * n / total:.1f} | {frame} |" for frame, n in own.most_common(top)]
+    return "\n".join(lines)
 
 
 def part_a_and_c(tmp: Path, quick: bool) -> dict[str, Any]:
@@ -224,11 +274,13 @@ def main() -> None:
     parser.add_argument("--skip-engine", action="store_true", help="skip part (b)")
     parser.add_argument("--cpu-only", action="store_true", help="part (d) alone")
     parser.add_argument("--profile", type=Path, help="with --cpu-only: cProfile output file")
+    parser.add_argument("--py-spy", type=Path, dest="spy",
+                        help="with --cpu-only: py-spy's collapsed stacks, written here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         if args.cpu_only:
-            results = cpu_only(tmp, args.quick, args.profile)
+            results = cpu_only(tmp, args.quick, args.profile, args.spy)
         else:
             results = part_a_and_c(tmp, args.quick)
             if not args.skip_engine:
@@ -240,6 +292,8 @@ def main() -> None:
         stats = pstats.Stats(str(args.profile))
         stats.sort_stats("tottime").print_stats(30)
         stats.sort_stats("cumulative").print_stats(40)
+    if args.spy is not None:
+        print(spy_table(args.spy))
     print(f"\nwritten to {args.out}")
 
 
