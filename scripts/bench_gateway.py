@@ -179,7 +179,7 @@ def _sampled(pid: int, out: Path | None) -> Iterator[None]:
         yield
         return
     spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
-                            str(pid), "--rate", "250", "--format", "raw", "-o", str(out)],
+                            str(pid), "--gil", "--nonblocking", "--rate", "250", "--format", "raw", "-o", str(out)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)  # attached before the load starts
     try:
