@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from spillgate.ledger import rollup
 from spillgate.ledger.migrations import sqlite_begin, sqlite_connect
+from spillgate.ledger.rows import RecordRow
 from spillgate.ledger.schema import requests
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,11 @@ RETRY_S = 1.0
 @dataclass(frozen=True, slots=True)
 class RowOp:
     request_id: str
-    row: dict[str, Any]
+    row: dict[str, Any] | RecordRow  # a RecordRow is built into its dict by the batcher
     final: bool
+
+    def columns(self) -> dict[str, Any]:
+        return self.row if isinstance(self.row, dict) else self.row.columns()
 
 
 class RowStatements:
@@ -72,10 +76,10 @@ def write_batch(conn: Connection, batch: Sequence[RowOp], stmts: RowStatements) 
     final: dict[str, dict[str, Any]] = {}
     for op in batch:
         if op.final:
-            final[op.request_id] = op.row
+            final[op.request_id] = op.columns()
             opened.pop(op.request_id, None)
         elif op.request_id not in final:
-            opened[op.request_id] = op.row
+            opened[op.request_id] = op.columns()
     if opened:
         conn.execute(stmts.insert_open, list(opened.values()))
     if final:
