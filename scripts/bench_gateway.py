@@ -33,11 +33,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
-from typing import Any
-
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import psutil
@@ -178,9 +177,9 @@ def _sampled(pid: int, out: Path | None) -> Iterator[None]:
     if out is None:
         yield
         return
-    spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
-                            str(pid), "--gil", "--nonblocking", "--rate", "250", "--format", "raw", "-o", str(out)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    argv = [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid),
+            "--gil", "--nonblocking", "--rate", "250", "--format", "raw", "-o", str(out)]
+    spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)  # attached before the load starts
     try:
         yield
