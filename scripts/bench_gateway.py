@@ -11,24 +11,30 @@ Direct and proxied runs alternate so drift on this shared 2-core machine hits bo
 
     .venv/bin/python scripts/bench_gateway.py [--quick] [--out var/bench_gateway.json]
     .venv/bin/python scripts/bench_gateway.py --cpu-only [--profile var/gateway.prof]
+    .venv/bin/python scripts/bench_gateway.py --cpu-only --py-spy var/gateway.spy
 
 --profile runs the gateway under cProfile and prints its top functions (cProfile slows the
 gateway several-fold and misreads time across greenlet and coroutine switches: use it to see
 where the time goes, not for the CPU figure; `py-spy record --gil --pid <gateway>` samples a
-running gateway with less distortion).
+running gateway with less distortion; --py-spy does that around part (d), when py-spy is
+installed, and prints the share of samples in each function, inclusive and on its own).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import pstats
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +81,8 @@ async def _tokens(url: str, concurrency: int, rounds: int) -> float:
             "stream_options": {"include_usage": True},
             "messages": [{"role": "user", "content": "Write a long story about a robot."}]}
     tokens = 0
-    async with aiohttp.ClientSession() as session:
+    # No total deadline: on a loaded machine one 96-token stream can outlast aiohttp's 5 min.
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
         async def one() -> None:
             nonlocal tokens
             async with session.post(url, json=body) as r:
@@ -151,16 +158,59 @@ def _upstream(tmp: Path) -> tuple[Any, str]:
                  f"http://127.0.0.1:{up_port}/health"), upstream
 
 
-def cpu_only(tmp: Path, quick: bool, profile: Path | None) -> dict[str, Any]:
+def cpu_only(tmp: Path, quick: bool, profile: Path | None,
+             spy: Path | None = None) -> dict[str, Any]:
     up, upstream = _upstream(tmp)
     with up, _start_gateway(tmp, upstream, profile) as gw:
         proxied = gw.base_url + "/chat/completions"
         asyncio.run(_load(proxied, CHAT, 4, 200))  # warm-up: connections, caches
-        result = {"cpu": part_d(proxied, gw.popen.pid, quick)}
+        with _sampled(gw.popen.pid, spy):
+            result = {"cpu": part_d(proxied, gw.popen.pid, quick)}
         # uvicorn re-raises the signal it stopped on: SIGINT's KeyboardInterrupt lets
         # cProfile write its file on the way out (SIGTERM would kill it first).
         gw.stop(signal.SIGINT)
         return result
+
+
+@contextlib.contextmanager
+def _sampled(pid: int, out: Path | None) -> Iterator[None]:
+    """py-spy samples the gateway (collapsed stacks written to `out`) while the block runs."""
+    if out is None:
+        yield
+        return
+    argv = [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid),
+            "--gil", "--nonblocking", "--rate", "250", "--format", "raw", "-o", str(out)]
+    spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached before the load starts
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(timeout=60)
+
+
+def spy_table(path: Path, top: int = 45) -> str:
+    """Share of samples per function from py-spy's collapsed stacks: inclusive and self."""
+    inclusive: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1]
+                  for f in stack.split(";")]
+        for frame in set(frames):
+            inclusive[frame] += n
+        own[frames[-1]] += n
+    lines = [f"{total} samples", "| inclusive % | self % | function |", "|---|---|---|"]
+    for frame, n in inclusive.most_common(top):
+        lines.append(f"| {100 * n / total:.1f} | {100 * own[frame] / total:.1f} | {frame} |")
+    lines += ["", "| self % | function |", "|---|---|"]
+    lines += [f"| {100 * n / total:.1f} | {frame} |" for frame, n in own.most_common(top)]
+    return "\n".join(lines)
 
 
 def part_a_and_c(tmp: Path, quick: bool) -> dict[str, Any]:
@@ -224,23 +274,32 @@ def main() -> None:
     parser.add_argument("--skip-engine", action="store_true", help="skip part (b)")
     parser.add_argument("--cpu-only", action="store_true", help="part (d) alone")
     parser.add_argument("--profile", type=Path, help="with --cpu-only: cProfile output file")
+    parser.add_argument("--py-spy", type=Path, dest="spy",
+                        help="with --cpu-only: py-spy's collapsed stacks, written here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         if args.cpu_only:
-            results = cpu_only(tmp, args.quick, args.profile)
+            results = cpu_only(tmp, args.quick, args.profile, args.spy)
         else:
             results = part_a_and_c(tmp, args.quick)
             if not args.skip_engine:
+                _write(args.out, results)  # parts a, c, d kept if the engine part fails
                 results["tokens_per_s"] = part_b(tmp, args.quick)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+    _write(args.out, results)
     print(render(results))
     if args.profile is not None:
         stats = pstats.Stats(str(args.profile))
         stats.sort_stats("tottime").print_stats(30)
         stats.sort_stats("cumulative").print_stats(40)
+    if args.spy is not None:
+        print(spy_table(args.spy))
     print(f"\nwritten to {args.out}")
+
+
+def _write(out: Path, results: dict[str, Any]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
 
 
 def render(results: dict[str, Any]) -> str:

@@ -30,7 +30,7 @@ from spillgate.costing.hardware import check_units, get_profile, load_profiles
 from spillgate.costing.pricing import PriceBook, cost
 from spillgate.errors import RateLimited
 from spillgate.ledger.record import RequestRecord
-from spillgate.ledger.store import Ledger, RequestOutcome, RequestStart, ReserveResult
+from spillgate.ledger.store import Ledger, ReserveResult
 from spillgate.routing.router import BudgetView, Target
 from spillgate.routing.routes import RouteTable
 from spillgate.settings import Settings
@@ -242,7 +242,7 @@ class Accountant:
 
     # --- request rows ----------------------------------------------------------------------
     def open_row(self, record: RequestRecord) -> None:
-        self.ledger.begin(RequestStart.from_record(record))
+        self.ledger.begin_record(record)
 
     def dispatched(self, record: RequestRecord, target: Target) -> None:
         """The request is about to reach a local engine: from now on the hardware is busy
@@ -273,7 +273,7 @@ class Accountant:
 
     async def finish(self, record: RequestRecord) -> None:
         if record.cache:  # a cache hit consumed nothing: cost 0, its avoided cost kept
-            self.ledger.finish(RequestOutcome.from_record(record))
+            self.ledger.finish_record(record)
             return
         usage = record.usage
         if record.tier != "local" and self.clock.has(record.request_id):
@@ -306,7 +306,7 @@ class Accountant:
             # releases the reservation of one that never served.
             spent = record.cost_usd if record.tier == "api" else Decimal(0)
             await self.ledger.settle(record.key_id, record.request_id, record.reserved_usd, spent)
-        self.ledger.finish(RequestOutcome.from_record(record))
+        self.ledger.finish_record(record)
 
 
 def _engine_work(record: RequestRecord) -> dict[str, int]:

@@ -85,12 +85,12 @@ class RequestLife:
         # Shielded: a second cancellation must not stop the row being written.
         await asyncio.shield(self._finish(record))
         m = self.node.metrics
-        m.tokens.labels(record.backend, "prompt").inc(record.usage.prompt_tokens)
-        m.tokens.labels(record.backend, "completion").inc(record.usage.completion_tokens)
+        m.token_count(record.backend, "prompt").inc(record.usage.prompt_tokens)
+        m.token_count(record.backend, "completion").inc(record.usage.completion_tokens)
         if record.ttft_s is not None:
-            m.ttft.labels(record.backend).observe(record.ttft_s)
+            m.ttft_of(record.backend).observe(record.ttft_s)
         if record.latency_s is not None:
-            m.duration.labels(record.backend).observe(record.latency_s)
+            m.duration_of(record.backend).observe(record.latency_s)
         self._count(record.backend or "none", record.route, record.reason or "refused", status)
 
     # --- the one exit -----------------------------------------------------------------------
@@ -131,4 +131,4 @@ class RequestLife:
             log.error("settling request %s failed: %s", record.request_id, describe(exc))
 
     def _count(self, backend: str, route: str, reason: str, status: int) -> None:
-        self.node.metrics.requests.labels(backend, route, reason, str(status)).inc()
+        self.node.metrics.request_count(backend, route, reason, str(status)).inc()

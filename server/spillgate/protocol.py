@@ -56,6 +56,7 @@ class ChatRequest(_Common):
 class CompletionRequest(_Common):
     prompt: str | list[str] | list[int] | list[list[int]]
     logprobs: int | None = Field(None, ge=0, le=5)
+    top_logprobs: int | None = Field(None, ge=0)  # clamped like chat's; a string was a 500
 
 
 class EmbeddingRequest(_Open):
@@ -73,6 +74,28 @@ _MODELS: dict[Endpoint, type[_Open]] = {
 }
 
 
+class _AdmitMessage(shapes.MessageShape, Message):
+    content: str | list[shapes.ContentPart] | None = None  # type: ignore[assignment]
+
+
+class _ChatAdmit(shapes.ChatShapes, ChatRequest):
+    messages: list[_AdmitMessage] = Field(min_length=1)  # type: ignore[assignment]
+
+
+class _CompletionAdmit(shapes.CompletionShapes, CompletionRequest):
+    pass
+
+
+# Both checks in one pydantic pass: a body these accept passes shapes.check and `validate`
+# (every field carries both constraints). A body they refuse goes through the two checks in
+# their order, so its error (which field, which message) is theirs, unchanged.
+_ADMIT: dict[Endpoint, type[_Open]] = {
+    "chat/completions": _ChatAdmit,
+    "completions": _CompletionAdmit,
+    "embeddings": EmbeddingRequest,
+}
+
+
 def parse_body(raw: bytes) -> JSON:
     try:
         body = orjson.loads(raw)
@@ -81,6 +104,27 @@ def parse_body(raw: bytes) -> JSON:
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object")
     return body
+
+
+def _scan(body: JSON, limit: int = shapes.MAX_DEPTH) -> tuple[bool, bool]:
+    """One walk for two questions: is the body nested deeper than `limit` (shapes.check_depth
+    says where), and does a forbidden field appear anywhere (refuse_forbidden_fields says
+    which)? Level by level, like check_depth, so it stops at the limit."""
+    level: list[Any] = [body]
+    forbidden = False
+    for _ in range(limit):
+        if not level:
+            return False, forbidden
+        below: list[Any] = []
+        for node in level:
+            if isinstance(node, dict):
+                forbidden = forbidden or not FORBIDDEN_FIELDS.isdisjoint(node)
+                node = node.values()
+            for child in node:
+                if isinstance(child, dict | list):
+                    below.append(child)
+        level = below
+    return bool(level), forbidden
 
 
 def refuse_forbidden_fields(value: Any, path: str = "") -> None:
@@ -132,8 +176,18 @@ def max_output_tokens(body: JSON) -> int:
 
 def admit(endpoint: Endpoint, raw: bytes, limits: ServerSettings) -> tuple[JSON, _Open]:
     body = parse_body(raw)
-    shapes.check(endpoint, body)  # depth limit first, then the fields adapters translate
-    refuse_forbidden_fields(body)
-    parsed = validate(endpoint, body)
+    too_deep, forbidden = _scan(body)
+    if too_deep:
+        shapes.check_depth(body)  # first: every later walk over the body is bounded
+    try:
+        parsed = _ADMIT[endpoint].model_validate(body)
+    except ValidationError:
+        parsed = None  # the two checks below say what is wrong, as they always have
+    if parsed is None:
+        shapes.check(endpoint, body)  # the fields adapters translate
+    if forbidden:
+        refuse_forbidden_fields(body)  # names the field, as it always has
+    if parsed is None:
+        parsed = validate(endpoint, body)
     clamp_limits(endpoint, body, limits)
     return body, parsed

@@ -134,7 +134,7 @@ async def _serve(
         key_local_only=client.local_only, route_local_only=route.local_only,
         body_bytes=len(raw))
     for entity in verdict.classes:
-        node.metrics.sensitive.labels(entity).inc()
+        node.metrics.sensitive_count(entity).inc()
     with _sensitivity_on_refusal(verdict.classes):
         record = RequestRecord(
             request_id=request_id, key_id=client.key_id, route=route.name,

@@ -8,9 +8,16 @@ import asyncio
 import sqlite3
 import threading
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
-from spillgate.ledger.store import Ledger, RequestStart
+from sqlalchemy import create_engine
+
+from spillgate.ledger.record import RequestRecord, Usage
+from spillgate.ledger.rows import RecordRow
+from spillgate.ledger.store import Ledger, RequestOutcome, RequestStart
+from spillgate.ledger.writer import RowOp, RowStatements, sync_sqlite_engine, write_batch
 
 
 def start(rid: str) -> RequestStart:
@@ -109,3 +116,85 @@ async def test_a_write_cancelled_while_waiting_for_the_lock_does_not_keep_it(
         blocker.close()
         await ledger.aclose()
 
+
+
+def _record(rid: str) -> RequestRecord:
+    return RequestRecord(
+        request_id=rid, key_id="k1", route="auto", stream=True, started_at=1_700_000_000.25,
+        tags={"team": "a"}, sensitivity=frozenset({"email", "iban"}), reason="local_ok",
+        backend="local", tier="local", model="smollm2", arm="b",
+        usage=Usage(prompt_tokens=12, cached_tokens=2, completion_tokens=5), status=200,
+        ttft_s=0.05, latency_s=0.25, cost_usd=Decimal("0.0000012345"),
+        counterfactual_usd=Decimal("0.0001"))
+
+
+async def test_record_rows_are_stored_as_the_dataclass_rows_were(tmp_path: Path) -> None:
+    """begin_record/finish_record (the dict built by the batcher, issue 14) store the same
+    columns as begin/finish with RequestStart/RequestOutcome built on the caller's side; a
+    change to the record after it was queued does not reach its row."""
+    db = tmp_path / "ledger.db"
+    ledger = await Ledger.open(f"sqlite+aiosqlite:///{db}", node_id="n")
+    try:
+        old, new = _record("old"), _record("new")
+        ledger.begin(RequestStart.from_record(old))
+        ledger.begin_record(new)
+        await ledger.flush()
+        opened = await _stored(ledger)
+        assert {k: v for k, v in opened["new"].items() if k != "request_id"} == \
+            {k: v for k, v in opened["old"].items() if k != "request_id"}
+        finished = datetime.now(UTC)
+        ledger.finish(RequestOutcome.from_record(old, finished))
+        ledger.finish_record(new)
+        new.status, new.cost_usd = 500, Decimal(9)  # after it was queued
+        await ledger.flush()
+        rows = await _stored(ledger)
+        assert rows["new"]["status"] == 200 and rows["new"]["cost_usd"] == Decimal("0.0000012345")
+        assert abs((rows["new"].pop("finished_at") - rows["old"].pop("finished_at"))
+                   .total_seconds()) < 5
+        assert {k: v for k, v in rows["new"].items() if k != "request_id"} == \
+            {k: v for k, v in rows["old"].items() if k != "request_id"}
+    finally:
+        await ledger.aclose()
+
+
+async def _stored(ledger: Ledger) -> dict[str, dict[str, Any]]:
+    rows = await ledger.rows_between(datetime(2000, 1, 1, tzinfo=UTC),
+                                     datetime(2100, 1, 1, tzinfo=UTC), include_open=True)
+    return {str(r["request_id"]): dict(r) for r in rows}
+
+
+async def test_the_threads_direct_executemany_stores_what_sqlalchemy_stores(
+        tmp_path: Path) -> None:
+    """The writer thread hands rows to the sqlite3 driver itself (issue 14): the stored
+    bytes (datetimes, integer money, JSON tags, defaults of columns a row leaves out) are
+    those SQLAlchemy's own execution writes, for open rows and final upserts alike."""
+    direct, reference = tmp_path / "direct.db", tmp_path / "reference.db"
+    for db in (direct, reference):
+        await (await Ledger.open(f"sqlite+aiosqlite:///{db}", node_id="n")).aclose()
+    records = [_record(f"r{i}") for i in range(3)]
+    records[1].tags, records[1].cache = {}, "exact"
+    ops = [RowOp(r.request_id, RecordRow.of(r, final=False, at=0.0, node_id="n"), final=False)
+           for r in records]
+    ops += [RowOp(r.request_id, RecordRow.of(r, final=True, at=1_700_000_100.5, node_id="n"),
+                  final=True) for r in records[:2]]
+    engine = sync_sqlite_engine(f"sqlite+aiosqlite:///{direct}")
+    assert engine is not None
+    with engine.begin() as conn:
+        write_batch(conn, ops[:3], RowStatements("sqlite"))
+    with engine.begin() as conn:
+        write_batch(conn, ops[3:], RowStatements("sqlite"))
+    engine.dispose()
+    stmts = RowStatements("sqlite")
+    plain = create_engine(f"sqlite:///{reference}")
+    with plain.begin() as conn:
+        conn.execute(stmts.insert_open, [op.columns() for op in ops[:3]])
+    with plain.begin() as conn:
+        conn.execute(stmts.upsert_final, [op.columns() for op in ops[3:]])
+    plain.dispose()
+
+    def stored(db: Path) -> list[tuple[object, ...]]:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("SELECT * FROM requests ORDER BY request_id").fetchall()
+
+    assert len(stored(direct)) == 3
+    assert stored(direct) == stored(reference)

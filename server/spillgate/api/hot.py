@@ -44,6 +44,14 @@ HOT_ROUTES: Final[dict[str, Endpoint]] = {
 }
 Authenticate = Callable[[str | None], Awaitable[Client]]
 _JSON_TYPE: Final = (b"content-type", b"application/json")
+_REQUEST_ID: Final = REQUEST_ID.encode("latin-1")
+# Header names as sent (lower case, bytes), built once: the service's names are a small set.
+_NAMES: dict[str, bytes] = {}
+
+
+def _name(header: str) -> bytes:
+    encoded = _NAMES[header] = header.lower().encode("latin-1")
+    return encoded
 
 
 class HotRoute:
@@ -67,15 +75,15 @@ class HotRoute:
             log.error("unhandled error on request %s: %s", rid, describe(exc))
             await error_response(InternalError("internal error"), rid)(scope, receive, send)
             return
-        headers = {**reply.headers, REQUEST_ID: rid}
         if isinstance(reply, service.StreamReply):
-            headers["cache-control"] = "no-cache"
+            headers = {**reply.headers, REQUEST_ID: rid, "cache-control": "no-cache"}
             await StreamingResponse(reply.chunks, media_type="text/event-stream",
                                     headers=headers)(scope, receive, send)
             return
         body = orjson.dumps(reply.body)
-        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-        raw += [(b"content-length", b"%d" % len(body)), _JSON_TYPE]
+        raw = [(_NAMES.get(k) or _name(k), v.encode("latin-1")) for k, v in reply.headers.items()]
+        raw += [(_REQUEST_ID, rid.encode("latin-1")), (b"content-length", b"%d" % len(body)),
+                _JSON_TYPE]
         await send({"type": "http.response.start", "status": 200, "headers": raw})
         await send({"type": "http.response.body", "body": body})
 

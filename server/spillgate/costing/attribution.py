@@ -25,6 +25,7 @@ correction O(intervals it touches), whatever the concurrency.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 EPSILON = 1e-9  # a total weight below this is none (float residue of corrections)
@@ -54,36 +55,59 @@ class InFlight:
     prefill: tuple[int, int] = (0, 0)  # the intervals its prompt is spread over
 
 
-def split(entries: list[InFlight], external: int, units: int, dt: float) -> int:
+def split(entries: Collection[InFlight], external: int, units: int, dt: float) -> int:
     """Close a busy interval worth `units` among the entries (module docstring); returns
-    the quanta kept for other clients (an even share each)."""
+    the quanta kept for other clients (an even share each). Two passes over the entries:
+    the mean stream's tokens, then each entry's weight (`sum` of the weights in entry
+    order, as the corrections' arithmetic expects)."""
     kept = units * external // (len(entries) + external)
-    decoders = [e.decoded for e in entries if not e.opaque and e.output_seen]
-    per_sequence = sum(decoders) / len(decoders) if decoders else 0.0
-    weights = [e.tokens + per_sequence if e.opaque else e.tokens for e in entries]
-    interval = Interval(dt, units - kept, sum(weights), len(entries))
-    for entry, weight in zip(entries, weights, strict=True):
+    decoded = decoders = 0
+    for e in entries:
+        if e.output_seen and not e.opaque:
+            decoded += e.decoded
+            decoders += 1
+    per_sequence = decoded / decoders if decoders else 0.0
+    interval = Interval(dt, units - kept, 0.0, len(entries))
+    weights = []
+    for entry in entries:
+        weight = entry.tokens + per_sequence if entry.opaque else entry.tokens
+        weights.append(weight)
         if entry.prompt_pending:
             index = len(entry.intervals)
             entry.prefill, entry.prompt_pending = (index, index + 1), 0
         entry.intervals.append(interval)
         entry.weights.append(weight)
         entry.tokens, entry.decoded = 0.0, 0
+    interval.total = sum(weights)
     return kept
 
 
-def take(entry: InFlight) -> int:
+def take(entry: InFlight, work_tokens: int | None = None) -> int:
     """The entry settles: its part of each of its intervals, by weight among the holders
-    left (evenly when none has weight; the last holder takes the rest)."""
+    left (evenly when none has weight; the last holder takes the rest). `work_tokens`: what
+    a plain request processed (prompt not served from a cache, plus output); it replaces its
+    estimates first, spread evenly over its time, in the same pass over its intervals."""
+    seconds = _seconds(entry, 0, len(entry.intervals)) if work_tokens is not None else 0.0
+    tokens = float(work_tokens or 0)
     quanta = 0
+    # The hottest loop of the clock (O(intervals) per settle): plain comparisons, no calls.
     for interval, weight in zip(entry.intervals, entry.weights, strict=True):
+        pool = interval.pool
+        if seconds > 0:  # the weight the count gives this interval (same arithmetic)
+            spread = tokens * interval.dt / seconds
+            if spread < 0.0:
+                spread = 0.0
+            interval.total += spread - weight
+            weight = spread
         if interval.holders <= 1:
-            part = interval.pool
+            part = pool
         elif interval.total > EPSILON:
-            part = min(interval.pool, int(interval.pool * weight / interval.total))
+            part = int(pool * weight / interval.total)
+            if part > pool:
+                part = pool
         else:
-            part = interval.pool // interval.holders
-        interval.pool -= part
+            part = pool // interval.holders
+        interval.pool = pool - part
         interval.total -= weight
         interval.holders -= 1
         quanta += part
@@ -103,12 +127,6 @@ def first_output(entry: InFlight, prompt_estimate: int) -> None:
     else:
         entry.tokens += prompt_estimate
         entry.prompt_pending = prompt_estimate
-
-
-def settle_opaque(entry: InFlight, work_tokens: int) -> None:
-    """A plain request settles having processed `work_tokens` (prompt not served from a
-    cache, plus output): they replace its estimates, spread evenly over its time."""
-    _spread(entry, 0, len(entry.intervals), work_tokens, replace=True)
 
 
 def settle_prefill(entry: InFlight, prompt_tokens: int) -> None:

@@ -38,7 +38,6 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from spillgate.costing.attribution import (
     InFlight,
     first_output,
-    settle_opaque,
     settle_prefill,
     split,
     take,
@@ -179,9 +178,9 @@ class CostClock:
         entry = self._inflight.pop(request_id, None)
         if entry is None:
             return Decimal(0)
-        if entry.opaque and work_tokens is not None:
-            settle_opaque(entry, work_tokens)
-        elif not entry.opaque and prompt_tokens is not None and entry.output_seen:
+        if entry.opaque and work_tokens is not None:  # its count replaces the estimates
+            return take(entry, work_tokens) * self._quantum
+        if not entry.opaque and prompt_tokens is not None and entry.output_seen:
             settle_prefill(entry, prompt_tokens)
         return take(entry) * self._quantum
 
@@ -239,7 +238,7 @@ class CostClock:
     def _attribute(self, cost: Decimal, external: int, dt: float) -> Decimal:
         """Split a busy interval's cost (module docstring); returns what no request took."""
         units = int(cost / self._quantum)  # integer quanta: exact floor division
-        entries = list(self._inflight.values())
+        entries = self._inflight.values()  # not copied: nothing changes it during the split
         if not entries:
             return cost
         return split(entries, external, units, dt) * self._quantum

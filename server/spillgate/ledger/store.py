@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -62,6 +63,8 @@ from spillgate.ledger.budgets import (
     snapshot_in,
 )
 from spillgate.ledger.migrations import READONLY, migrate, open_engine
+from spillgate.ledger.record import RequestRecord
+from spillgate.ledger.rows import RecordRow
 from spillgate.ledger.schema import (
     Money,
     RequestOutcome,
@@ -162,6 +165,17 @@ class Ledger:
         row = outcome.columns()
         row["node_id"] = self.node_id
         self._rows.put(RowOp(outcome.start.request_id, row, final=True))
+
+    def begin_record(self, record: RequestRecord) -> None:
+        """`begin` for a request record: queues a snapshot of its values; the row's dict is
+        built by the batcher (ledger/rows.py), off the event loop on SQLite."""
+        row = RecordRow.of(record, final=False, at=0.0, node_id=self.node_id)
+        self._rows.put(RowOp(record.request_id, row, final=False))
+
+    def finish_record(self, record: RequestRecord) -> None:
+        """`finish` for a request record, finished now (see `begin_record`)."""
+        row = RecordRow.of(record, final=True, at=time.time(), node_id=self.node_id)
+        self._rows.put(RowOp(record.request_id, row, final=True))
 
     @property
     def pending(self) -> int:

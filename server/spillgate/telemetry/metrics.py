@@ -6,9 +6,34 @@ process never share counters.
 
 from __future__ import annotations
 
+from typing import Generic, TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
+
+
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+class Children(Generic[M]):
+    """A labelled metric's children, each bound once: `labels()` validates, locks and
+    hashes on every call; the request path asks the same few label tuples thousands of
+    times. Only for metrics whose children are never removed and whose label values are
+    bounded (backend, route, reason, status, kind)."""
+
+    __slots__ = ("_bound", "_metric")
+
+    def __init__(self, metric: M) -> None:
+        self._metric = metric
+        self._bound: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *labels: str) -> M:
+        child = self._bound.get(labels)
+        if child is None:
+            child = self._bound[labels] = self._metric.labels(*labels)
+        return child
 
 
 class GatewayMetrics:
@@ -114,6 +139,12 @@ class GatewayMetrics:
             "spillgate_key_spend_guard_open", "1 while a key's own spend guard is open.",
             ["key"], registry=self.key_registry,
         )
+        # The request path's children, bound once per label tuple (Children).
+        self.request_count = Children(self.requests)
+        self.token_count = Children(self.tokens)
+        self.ttft_of = Children(self.ttft)
+        self.duration_of = Children(self.duration)
+        self.sensitive_count = Children(self.sensitive)
         self.spend_guard_open.labels("node").set(0)
         self.spend_guard_open.labels("key").set(0)
         self._auto_total = 0
