@@ -10,6 +10,9 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+from sqlalchemy.exc import IntegrityError
+
 from spillgate.ledger.store import Ledger, RequestStart
 
 
@@ -70,5 +73,30 @@ async def test_an_in_memory_ledger_keeps_the_asyncio_batcher() -> None:
         rows = await ledger.rows_between(datetime(2000, 1, 1, tzinfo=UTC),
                                          datetime(2100, 1, 1, tzinfo=UTC), include_open=True)
         assert [r["request_id"] for r in rows] == ["mem"]
+    finally:
+        await ledger.aclose()
+
+
+@pytest.mark.parametrize("where", ["file", "memory"])  # the writer thread; the asyncio batcher
+async def test_rows_the_database_refuses_stay_queued_and_are_written_later(
+        tmp_path: Path, where: str) -> None:
+    dsn = ("sqlite+aiosqlite:///:memory:" if where == "memory"
+           else f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
+    ledger = await Ledger.open(dsn, node_id="n")
+    try:
+        async with ledger.engine.begin() as conn:
+            await conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON requests "
+                                       "BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        for rid in ("a", "b", "c"):
+            ledger.begin(start(rid))
+        with pytest.raises(IntegrityError, match="refused"):
+            await ledger.flush()
+        async with ledger.engine.begin() as conn:
+            await conn.exec_driver_sql("DROP TRIGGER refuse")
+        await ledger.flush()
+        assert ledger.pending == 0
+        rows = await ledger.rows_between(datetime(2000, 1, 1, tzinfo=UTC),
+                                         datetime(2100, 1, 1, tzinfo=UTC), include_open=True)
+        assert sorted(r["request_id"] for r in rows) == ["a", "b", "c"]
     finally:
         await ledger.aclose()
