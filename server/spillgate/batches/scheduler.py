@@ -23,7 +23,6 @@ the same ledger row, so nothing is lost and nothing is billed twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from spillgate.batches.store import BatchStore, ClaimedLine
 from spillgate.errors import describe
 from spillgate.ledger.schema import api_keys
 from spillgate.settings import BatchSettings
+from spillgate.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 IDLE_CLAIM_S = 1.0  # with nothing to claim, look again this often (or when woken)
@@ -82,10 +82,7 @@ class BatchScheduler:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         await self._cancel_running()
 
     def wake(self) -> None:
