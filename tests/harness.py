@@ -145,6 +145,14 @@ class Harness:
         return total
 
 
+async def row_of(h: Harness, request_id: str) -> dict[str, Any]:
+    """The whole ledger row of one request (after the writer has flushed)."""
+    await h.ledger.flush()
+    async with h.ledger.reading() as conn:
+        result = await conn.execute(select(requests).where(requests.c.request_id == request_id))
+        return dict(result.one()._mapping)
+
+
 async def leave_early(app: FastAPI, body: dict[str, Any], leave: asyncio.Event,
                       *, on_first_byte: bool = False, cut_body: bool = False,
                       ) -> list[dict[str, Any]]:

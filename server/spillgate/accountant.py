@@ -18,7 +18,6 @@ and, with a PostgreSQL ledger, the RPM/TPM check of a key that has limits):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -35,6 +34,7 @@ from spillgate.routing.router import BudgetView, Target
 from spillgate.routing.routes import RouteTable
 from spillgate.settings import Settings
 from spillgate.spend_watch import SpendWatch
+from spillgate.tasks import cancel_and_wait
 from spillgate.telemetry.metrics import GatewayMetrics
 from spillgate.telemetry.snapshot import CapacitySnapshot
 from spillgate.tenancy.budgets import worst_case_cost
@@ -102,10 +102,7 @@ class Accountant:
         await self.spend.start()
 
     async def aclose(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         await self.spend.aclose()
         if self._ledger:
             await self._persist_period()

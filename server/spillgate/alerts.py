@@ -20,6 +20,8 @@ import aiohttp
 import orjson
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from spillgate.tasks import cancel_and_wait
+
 log = logging.getLogger(__name__)
 RETRYABLE = (aiohttp.ClientError, asyncio.TimeoutError)
 
@@ -59,9 +61,7 @@ class WebhookSender:
         if self._task is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._queue.join(), drain_s)
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         if self._session is not None:
             await self._session.close()
 

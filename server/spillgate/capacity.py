@@ -9,7 +9,6 @@ awaiting — adds what must be live: supervisor readiness and the gateway's own 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -34,6 +33,7 @@ from spillgate.routing.overflow import (
 from spillgate.routing.router import LocalCapacity, RouteLoad
 from spillgate.routing.routes import RouteTable
 from spillgate.settings import Settings
+from spillgate.tasks import cancel_and_wait
 from spillgate.telemetry.dcgm import DcgmReader, PodFilter
 from spillgate.telemetry.metrics import GatewayMetrics
 from spillgate.telemetry.nvml import GpuReader, NvmlReader
@@ -140,10 +140,7 @@ class CapacityMonitor:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         await self._scraper.aclose()
         close = getattr(self._gpus, "close", None)
         if close:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import httpx
 import openai
@@ -17,8 +16,8 @@ from sqlalchemy import select
 
 from spillgate.backends.base import UpstreamFailure
 from spillgate.fakes.backend import Script
-from spillgate.ledger.schema import budget_counters, requests
-from tests.harness import LOCAL, PAID, Harness, harness
+from spillgate.ledger.schema import budget_counters
+from tests.harness import LOCAL, PAID, Harness, harness, row_of
 
 CASCADE = {"name": "cascade", "policy": "cascade", "local": "smollm2",
            "paid": "openai/gpt-4o-mini", "cascade": {"signal": "mean_logprob",
@@ -34,13 +33,6 @@ async def h(tmp_path: Path) -> AsyncIterator[Harness]:
     async with harness(tmp_path, extra_routes=[CASCADE, BUFFERED],
                        allow_anonymous_loopback=True) as built:
         yield built
-
-
-async def row_of(h: Harness, request_id: str) -> dict[str, Any]:
-    await h.ledger.flush()
-    async with h.ledger.reading() as conn:
-        result = await conn.execute(select(requests).where(requests.c.request_id == request_id))
-        return dict(result.one()._mapping)
 
 
 def paid_price(prompt: int, completion: int) -> Decimal:

@@ -12,7 +12,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import create_engine
+from sqlalchemy.exc import IntegrityError
 
 from spillgate.ledger.record import RequestRecord, Usage
 from spillgate.ledger.rows import RecordRow
@@ -198,3 +200,29 @@ async def test_the_threads_direct_executemany_stores_what_sqlalchemy_stores(
 
     assert len(stored(direct)) == 3
     assert stored(direct) == stored(reference)
+
+
+@pytest.mark.parametrize("where", ["file", "memory"])  # the writer thread; the asyncio batcher
+async def test_rows_the_database_refuses_stay_queued_and_are_written_later(
+        tmp_path: Path, where: str) -> None:
+    dsn = ("sqlite+aiosqlite:///:memory:" if where == "memory"
+           else f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
+    ledger = await Ledger.open(dsn, node_id="n")
+    try:
+        async with ledger.engine.begin() as conn:
+            await conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON requests "
+                                       "BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        for rid in ("a", "b", "c"):
+            ledger.begin(start(rid))
+        # SQLAlchemy's error (asyncio batcher) or the driver's (thread: executemany itself)
+        with pytest.raises((IntegrityError, sqlite3.IntegrityError), match="refused"):
+            await ledger.flush()
+        async with ledger.engine.begin() as conn:
+            await conn.exec_driver_sql("DROP TRIGGER refuse")
+        await ledger.flush()
+        assert ledger.pending == 0
+        rows = await ledger.rows_between(datetime(2000, 1, 1, tzinfo=UTC),
+                                         datetime(2100, 1, 1, tzinfo=UTC), include_open=True)
+        assert sorted(r["request_id"] for r in rows) == ["a", "b", "c"]
+    finally:
+        await ledger.aclose()

@@ -14,13 +14,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from spillgate.app import create_app
-from spillgate.backends.registry import Backends
-from spillgate.backends.reliability import CircuitBreaker
-from spillgate.fakes.backend import AlwaysReady, FakeBackend
-from spillgate.settings import Settings
-from tests.harness import FALLBACK, LOCAL, PAID, ManualClock, anthropic_wire, harness_settings
-from tests.harness import openai_wire as wire
+from tests.harness import LOCAL, PAID, harness
 
 ADMIN = "admin-key-for-guard-tests-0123456789"
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -47,25 +41,9 @@ async def receiver() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
 
 @contextlib.asynccontextmanager
 async def guarded_node(tmp: Path, guard: dict[str, Any]) -> AsyncIterator[httpx.AsyncClient]:
-    base = harness_settings(tmp).model_dump()
-    settings = Settings.model_validate({**base, "spend_guard": guard, "alerts": {
-        "budget_thresholds": [0.8, 1.0], "webhook_url_env": "SG_TEST_ALERT_URL"}})
-    clock = ManualClock()
-    local, paid, fallback = (FakeBackend(LOCAL, "local", wire=wire),
-                             FakeBackend(PAID, "api", wire=wire),
-                             FakeBackend(FALLBACK, "api", wire=anthropic_wire))
-    backends = Backends(
-        backends={b.name: b for b in (local, paid, fallback)},
-        supervisors={LOCAL: AlwaysReady(LOCAL)},
-        breakers={name: CircuitBreaker(10**9, 1, clock=clock) for name in (LOCAL, PAID,
-                                                                           FALLBACK)},
-        attempts={LOCAL: 1, PAID: 1, FALLBACK: 1},
-    )
-    app = create_app(settings, backends=backends, clock=clock)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            yield client
+    alerts = {"budget_thresholds": [0.8, 1.0], "webhook_url_env": "SG_TEST_ALERT_URL"}
+    async with harness(tmp, {"spend_guard": guard, "alerts": alerts}) as h:
+        yield h.client
 
 
 def _chat(model: str, key: str, **headers: str) -> dict[str, Any]:

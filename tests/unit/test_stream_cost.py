@@ -19,12 +19,10 @@ import httpx
 import openai
 import orjson
 import pytest
-from sqlalchemy import select
 
 from spillgate.backends.base import UpstreamFailure
 from spillgate.fakes.backend import Script
-from spillgate.ledger.schema import requests
-from tests.harness import LOCAL, PAID, Harness, harness, leave_early
+from tests.harness import LOCAL, PAID, Harness, harness, leave_early, row_of
 
 COMMENT = ": x-spillgate-cost-usd="
 BODY = {"messages": [{"role": "user", "content": "a lighthouse keeper and a storm"}],
@@ -35,13 +33,6 @@ BODY = {"messages": [{"role": "user", "content": "a lighthouse keeper and a stor
 async def h(tmp_path: Path) -> AsyncIterator[Harness]:
     async with harness(tmp_path, allow_anonymous_loopback=True) as built:
         yield built
-
-
-async def row_of(h: Harness, request_id: str) -> dict[str, Any]:
-    await h.ledger.flush()
-    async with h.ledger.reading() as conn:
-        result = await conn.execute(select(requests).where(requests.c.request_id == request_id))
-        return dict(result.one()._mapping)
 
 
 def frames(reply: httpx.Response) -> list[str]:

@@ -21,6 +21,7 @@ from typing import Literal
 import aiohttp
 
 from spillgate.engines.lifeline import PARENT_PID_ENV
+from spillgate.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 EngineState = Literal["starting", "ready", "restarting", "down"]
@@ -86,10 +87,7 @@ class EngineSupervisor:
         return self.ready
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         await self._terminate()
         if self._session:
             await self._session.close()

@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -170,41 +170,53 @@ class RowWriter(Protocol):
 
 
 class _Queue:
-    """The deque both writers drain (append and popleft are atomic under the GIL)."""
+    """The deque both writers drain (append and popleft are atomic under the GIL), and what
+    both do with it; the subclasses differ only in where a batch is written."""
 
-    def __init__(self) -> None:
+    def __init__(self, wake_writer: Callable[[], None]) -> None:
         self.queue: deque[RowOp] = deque()
         self.closing = False
+        self._wake_writer = wake_writer  # called on a first row and on a full batch
 
     @property
     def pending(self) -> int:
         return len(self.queue)
-
-    def take(self) -> list[RowOp]:
-        return [self.queue.popleft() for _ in range(min(WRITE_MAX, len(self.queue)))]
-
-    def give_back(self, batch: list[RowOp]) -> None:
-        self.queue.extendleft(reversed(batch))
-
-
-class ThreadedWriter(_Queue):
-    """A plain thread with its own synchronous connection commits the batches."""
-
-    def __init__(self, engine: Engine) -> None:
-        super().__init__()
-        self._engine = engine
-        self._stmts = RowStatements(engine.dialect.name)
-        self._wake = threading.Event()
-        self._lock = threading.Lock()  # one batch at a time: the thread, or a flush
-        self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
-        self._thread.start()
 
     def put(self, op: RowOp) -> None:
         if self.closing:
             raise RuntimeError("ledger is closed")
         self.queue.append(op)
         if len(self.queue) in (1, BATCH_MAX):
-            self._wake.set()
+            self._wake_writer()
+
+    @contextlib.contextmanager
+    def taken(self) -> Iterator[list[RowOp]]:
+        """The next batch off the queue; back at its head if writing it fails."""
+        batch = [self.queue.popleft() for _ in range(min(WRITE_MAX, len(self.queue)))]
+        try:
+            yield batch
+        except BaseException:
+            self.queue.extendleft(reversed(batch))
+            raise
+
+    def retry_after_failure(self) -> bool:
+        """A batch failed (the rows stay queued; the request path must not notice): log it,
+        and say whether to try again after RETRY_S (not once closing)."""
+        log.exception("ledger write failed; %d rows stay queued", len(self.queue))
+        return not self.closing
+
+
+class ThreadedWriter(_Queue):
+    """A plain thread with its own synchronous connection commits the batches."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._wake = threading.Event()
+        super().__init__(self._wake.set)
+        self._engine = engine
+        self._stmts = RowStatements(engine.dialect.name)
+        self._lock = threading.Lock()  # one batch at a time: the thread, or a flush
+        self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+        self._thread.start()
 
     async def flush(self) -> None:
         # Always through the lock, even with nothing queued: the thread may hold a batch it
@@ -223,13 +235,8 @@ class ThreadedWriter(_Queue):
     def _write_queued(self) -> None:
         with self._lock:
             while self.queue:
-                batch = self.take()
-                try:
-                    with self._engine.begin() as conn:
-                        write_batch(conn, batch, self._stmts)
-                except BaseException:
-                    self.give_back(batch)
-                    raise
+                with self.taken() as batch, self._engine.begin() as conn:
+                    write_batch(conn, batch, self._stmts)
 
     def _run(self) -> None:
         while not (self.closing and not self.queue):
@@ -238,9 +245,8 @@ class ThreadedWriter(_Queue):
             self._wake.clear()
             try:
                 self._write_queued()
-            except Exception:  # keep the rows queued; the request path must not notice
-                log.exception("ledger write failed; %d rows stay queued", len(self.queue))
-                if self.closing:
+            except Exception:
+                if not self.retry_after_failure():
                     return
                 time.sleep(RETRY_S)
                 self._wake.set()
@@ -260,34 +266,23 @@ class LoopWriter(_Queue):
     """An asyncio task commits the batches through the ledger's AsyncEngine."""
 
     def __init__(self, engine: AsyncEngine, lock: asyncio.Lock | None) -> None:
-        super().__init__()
+        self._wake = asyncio.Event()
+        super().__init__(self._wake.set)
         self._engine = engine
         self._stmts = RowStatements(engine.dialect.name)
         self._lock = lock or contextlib.nullcontext()
-        self._wake = asyncio.Event()
         self._flush_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="ledger-batcher")
 
-    def put(self, op: RowOp) -> None:
-        if self.closing:
-            raise RuntimeError("ledger is closed")
-        self.queue.append(op)
-        if len(self.queue) in (1, BATCH_MAX):
-            self._wake.set()
-
     async def flush(self) -> None:
         async with self._flush_lock:
             while self.queue:
-                batch = self.take()
-                try:
+                with self.taken() as batch:
                     async with self._lock, self._engine.begin() as conn:
                         await conn.run_sync(write_batch, batch, self._stmts)
-                except BaseException:
-                    self.give_back(batch)
-                    raise
 
     async def aclose(self) -> None:
         self.closing = True
@@ -304,9 +299,8 @@ class LoopWriter(_Queue):
             self._wake.clear()
             try:
                 await self.flush()
-            except Exception:  # keep the rows queued; the request path must not notice
-                log.exception("ledger write failed; %d rows stay queued", len(self.queue))
-                if self.closing:
+            except Exception:
+                if not self.retry_after_failure():
                     return
                 await asyncio.sleep(RETRY_S)
                 self._wake.set()

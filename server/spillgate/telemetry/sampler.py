@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import MappingProxyType
 
 from spillgate.errors import ConfigError
+from spillgate.tasks import cancel_and_wait
 from spillgate.telemetry.engine_metrics import PARSERS
 from spillgate.telemetry.nvml import GpuReader
 from spillgate.telemetry.snapshot import CapacitySnapshot, EngineReading, GpuReading
@@ -85,10 +86,7 @@ class TelemetrySampler:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         if self._gpu_read is not None:
             with contextlib.suppress(Exception):
                 await self._gpu_read
