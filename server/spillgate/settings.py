@@ -60,10 +60,6 @@ def repo_models_dir() -> Path:
     return here if here.is_dir() else Path("models")
 
 
-# The old name of the sections' base, for a section still written here.
-_Strict = StrictModel
-
-
 class Settings(BaseSettings):
     """Everything the node needs, validated once at start-up."""
 
