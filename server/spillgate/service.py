@@ -6,13 +6,11 @@ returned `Reply` or `StreamReply` into an HTTP response.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import logging
 import time
 from collections.abc import (
-    AsyncGenerator,
     AsyncIterator,
     Awaitable,
     Callable,
@@ -24,17 +22,15 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
 
-import orjson
-
-from spillgate import cascade, dispatch, stream_cost
+from spillgate import cascade, dispatch, stream_relay
 from spillgate.backends.base import UpstreamCall
 from spillgate.cache import replay as cache_replay
 from spillgate.cache.keys import tenant_of
 from spillgate.cache.step import BYPASS, CACHE_HEADER, CacheStep, Ticket
 from spillgate.classify import Detector, TextExtractor, classify_async, parse_tags
-from spillgate.errors import ApiError, InternalError, ServiceUnavailable, UpstreamError, describe
+from spillgate.errors import ApiError, InternalError, ServiceUnavailable, UpstreamError
 from spillgate.ledger.record import RequestRecord, Usage
-from spillgate.life import CLIENT_CLOSED, RequestLife
+from spillgate.life import RequestLife
 from spillgate.protocol import admit, max_output_tokens
 from spillgate.routing import arms
 from spillgate.routing.admission import InflightCounter
@@ -177,8 +173,10 @@ async def _serve(
             reply = await _complete(life, route, decision, record, body, call_for, before,
                                     ticket, functools.partial(cascade.complete, life, route,
                                                               record))
-            return StreamReply(cascade.as_stream(reply.body, _wants_usage(body), record),
-                               reply.headers) if record.stream else reply
+            if not record.stream:
+                return reply
+            want_usage = stream_relay.wants_usage(body)
+            return StreamReply(cascade.as_stream(reply.body, want_usage, record), reply.headers)
         if record.stream:
             return await _stream(life, route, decision, record, body, call_for, before, ticket)
         return await _complete(life, route, decision, record, body, call_for, before, ticket)
@@ -266,7 +264,7 @@ async def _complete(
     target, result, failed = await run(life.node.upstreams, decision, call_for, body, before)
     _served(life, route, record, target, failed)
     record.latency_s = time.perf_counter() - began
-    usage = _usage_of(result.get("usage"))
+    usage = stream_relay.usage_of(result.get("usage"))
     if usage is None:
         record.usage = Usage(record.prompt_estimate, 0, 0, measured=False)
         raise UpstreamError(f"backend {target.backend} returned no usable usage")
@@ -277,18 +275,6 @@ async def _complete(
     return Reply(result, _headers(life.node, record) | {CACHE_HEADER: ticket.status})
 
 
-def _wants_usage(body: JSON) -> bool:
-    return bool((body.get("stream_options") or {}).get("include_usage"))
-
-
-def _usage_of(raw: object) -> Usage | None:
-    """The upstream's usage, or None when absent or malformed (the upstream's fault: 502)."""
-    try:
-        return Usage.from_openai(raw)
-    except (TypeError, ValueError):
-        return None
-
-
 async def _stream(
     life: RequestLife, route: Route, decision: Decision, record: RequestRecord, body: JSON,
     call_for: Callable[[Target], UpstreamCall], before: dispatch.BeforeTarget, ticket: Ticket,
@@ -297,111 +283,21 @@ async def _stream(
     opened = await dispatch.open_stream(
         life.node.upstreams, decision, call_for, body, before,
         local_deadline_s=route.local_deadline_s)
-    life.on_exit(functools.partial(_close, opened.rest))
+    life.on_exit(functools.partial(stream_relay.close_stream, opened.rest))
     failed = opened.failed_over
     if opened.deadline_missed:  # local was busy, not broken: a spill, not a fallback
         record.reason = "overflow_deadline"
         failed = [b for b in failed if b != decision.first.backend]
     _served(life, route, record, opened.target, failed)
     record.ttft_s = time.perf_counter() - began
-    want_usage = _wants_usage(body)
-    chunks = _relay(life, record, opened, want_usage, began, ticket)
+    want_usage = stream_relay.wants_usage(body)
+    chunks = stream_relay.relay(life, record, opened, want_usage, began, ticket)
     # Start the relay now: a started generator always runs its `finally` (settle, release
     # the local slot), even when the client is gone before the server iterates the body.
     first = await anext(chunks)
     life.hand_over()
     headers = _headers(life.node, record, with_cost=False) | {CACHE_HEADER: ticket.status}
-    return StreamReply(_prefixed(first, chunks), headers)
-
-
-async def _prefixed(first: bytes, rest: AsyncGenerator[bytes]) -> AsyncIterator[bytes]:
-    try:
-        yield first
-        async for item in rest:
-            yield item
-    finally:
-        await rest.aclose()
-
-
-async def _close(stream: AsyncIterator[JSON]) -> None:
-    """Close an upstream stream at once (a client that went away frees the engine's slot
-    now, not when the garbage collector gets to the generator)."""
-    close = getattr(stream, "aclose", None)
-    if close is not None:
-        with contextlib.suppress(Exception):
-            await close()
-
-
-async def _relay(
-    life: RequestLife, record: RequestRecord, opened: dispatch.OpenStream, want_usage: bool,
-    began: float, ticket: Ticket,
-) -> AsyncGenerator[bytes]:
-    """Forward chunks; settle exactly once whether the stream ends, fails or is cancelled.
-    A stream that ends settles before its last frames, which carry its cost (stream_cost)."""
-    status, seen_tokens, usage, usage_chunk = CLIENT_CLOSED, 0, None, None
-    cache = life.node.cache
-    collected = None if cache is None else cache.collector(ticket)
-    try:
-        async for chunk in _chunks(opened):
-            if collected is not None:
-                collected.add(chunk)
-            if "usage" in chunk and chunk["usage"] and not chunk.get("choices"):
-                usage = _usage_of(chunk["usage"])
-                usage_chunk = chunk if want_usage else None  # sent once its cost is known
-            else:
-                tokens = len(chunk.get("choices") or ())
-                life.node.accountant.progress(record, tokens)  # + the prompt, at first output
-                seen_tokens += tokens
-                yield _sse(chunk)
-        status = 200
-        await _settle_stream(life, record, opened, status, usage, seen_tokens, began)
-        if cache is not None and collected is not None:  # stored only when it completed
-            cache.remember_stream(ticket, collected, record)
-        for frame in stream_cost.final_frames(record, usage_chunk):
-            yield frame
-        yield b"data: [DONE]\n\n"
-    except ApiError as exc:
-        status = exc.status
-        log.warning("stream from %s failed after first byte: %s", record.backend, exc.message)
-        # Never a silent clean finish: the client sees an OpenAI-shaped error event.
-        await _settle_stream(life, record, opened, status, usage, seen_tokens, began)
-        yield stream_cost.comment(record) + _sse(exc.body())
-    except Exception as exc:  # a malformed chunk, a bug: one line, an error event, a 500 row
-        status = 500
-        log.error("stream of request %s failed: %s", record.request_id, describe(exc))
-        await _settle_stream(life, record, opened, status, usage, seen_tokens, began)
-        yield stream_cost.comment(record) + _sse(
-            InternalError("internal error; the stream was cut short").body())
-    finally:  # the client went away (or a frame above failed): settle now if not yet
-        await _settle_stream(life, record, opened, status, usage, seen_tokens, began)
-
-
-async def _settle_stream(life: RequestLife, record: RequestRecord, opened: dispatch.OpenStream,
-                         status: int, usage: Usage | None, seen_tokens: int,
-                         began: float) -> None:  # fmt: skip
-    if life.settled:
-        return
-
-    async def settle() -> None:
-        await _close(opened.rest)
-        record.latency_s = time.perf_counter() - began
-        record.usage = usage or Usage(record.prompt_estimate, 0, seen_tokens, measured=False)
-        await life.settle(status)
-
-    # Shielded whole: a client gone mid-stream re-cancels every await here (anyio's cancel
-    # scope), which must not cut the row, the slot or the metrics short.
-    await asyncio.shield(settle())
-
-
-async def _chunks(opened: dispatch.OpenStream) -> AsyncIterator[JSON]:
-    for chunk in opened.head:
-        yield chunk
-    async for chunk in opened.rest:
-        yield chunk
-
-
-def _sse(obj: JSON) -> bytes:
-    return b"data: " + orjson.dumps(obj) + b"\n\n"
+    return StreamReply(stream_relay.prefixed(first, chunks), headers)
 
 
 def _headers(node: Node, record: RequestRecord, with_cost: bool = True) -> dict[str, str]:
