@@ -1,4 +1,4 @@
-"""The llama.cpp engine's decode process (`--decoder process`, the default): it answers as the
+"""The llama.cpp engine's decode process (`--decoder process`; the default is a thread): it answers as the
 in-process decode thread does, it never outlives the HTTP process, and when it dies the engine
 says so (503 on /health and on requests) instead of hanging. Real processes, real model."""
 
@@ -83,7 +83,7 @@ def test_process_and_thread_decoders_give_the_same_greedy_answer(tmp_path: Path)
 
 
 def test_decode_process_exits_with_its_http_process(tmp_path: Path) -> None:
-    with _engine(tmp_path, "orphan") as engine:
+    with _engine(tmp_path, "orphan", "--decoder", "process") as engine:
         decoder = _decoder_of(engine)
         os.kill(engine.popen.pid, signal.SIGKILL)  # as the OOM killer would
         engine.popen.wait(10)
@@ -91,7 +91,7 @@ def test_decode_process_exits_with_its_http_process(tmp_path: Path) -> None:
 
 
 def test_a_dead_decode_process_turns_into_503s(tmp_path: Path) -> None:
-    with _engine(tmp_path, "dead") as engine:
+    with _engine(tmp_path, "dead", "--decoder", "process") as engine:
         root = engine.base_url.removesuffix("/v1")
         assert httpx.get(root + "/health").json()["status"] == "ok"
         decoder = _decoder_of(engine)
@@ -110,7 +110,7 @@ def test_a_dead_decode_process_turns_into_503s(tmp_path: Path) -> None:
 def test_sigterm_to_the_group_lets_a_running_request_finish(tmp_path: Path) -> None:
     """The supervisor signals the engine's whole process group; the decode process must keep
     decoding while the HTTP process drains, not die with the signal."""
-    with _engine(tmp_path, "drain") as engine, \
+    with _engine(tmp_path, "drain", "--decoder", "process") as engine, \
             concurrent.futures.ThreadPoolExecutor(1) as pool:
         # Within uvicorn's 5 s drain even on a loaded machine; long enough to be seen running.
         body = {"model": MODEL, "prompt": LONG_PROMPT, "max_tokens": 32, "temperature": 0}

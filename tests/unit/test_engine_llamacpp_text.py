@@ -138,9 +138,9 @@ def test_engine_threads_take_every_core_and_the_handoff_wait_follows() -> None:
     assert parse_args(explicit).handoff_wait_ms == 0
 
 
-def test_decoder_defaults_to_its_own_process_and_rejects_unknown_modes() -> None:
+def test_decoder_defaults_to_a_thread_and_rejects_unknown_modes() -> None:
     base = ["--model-path", "m.gguf", "--served-name", "m"]
-    assert parse_args(base).decoder == "process"
-    assert parse_args([*base, "--decoder", "thread"]).decoder == "thread"
+    assert parse_args(base).decoder == "thread"
+    assert parse_args([*base, "--decoder", "process"]).decoder == "process"
     with pytest.raises(SystemExit):
         parse_args([*base, "--decoder", "fork"])
