@@ -10,7 +10,7 @@
     settled row per line.
 
     .venv/bin/python scripts/bench_batch.py [--live 60] [--lines 1000] [--max-tokens 8]
-        [--concurrency 2] [--fake-engine] [--out var/bench_batch.json]
+        [--concurrency 1] [--fake-engine] [--out var/bench_batch.json]
 """
 
 from __future__ import annotations
@@ -137,8 +137,9 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=1000,
                         help="lines of the batch in (b); 0 skips (b)")
     parser.add_argument("--max-tokens", type=int, default=8, help="max_tokens of (b)'s lines")
-    parser.add_argument("--concurrency", type=int, default=2,
-                        help="batch.concurrency of the node (lines in flight)")
+    parser.add_argument("--concurrency", type=int, default=1,
+                        help="batch.concurrency of the node (lines in flight; default: the "
+                             "node's default, 1)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--fake-engine", action="store_true",
                         help="a loopback fake engine (20 ms answers) instead of the model")
