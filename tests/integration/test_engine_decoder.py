@@ -1,6 +1,7 @@
-"""The llama.cpp engine's decode process (`--decoder process`; the default is a thread): it answers as the
-in-process decode thread does, it never outlives the HTTP process, and when it dies the engine
-says so (503 on /health and on requests) instead of hanging. Real processes, real model."""
+"""The llama.cpp engine's decode process (`--decoder process`; the default is a thread): it
+answers as the in-process decode thread does, it never outlives the HTTP process, and when it
+dies the engine says so (503 on /health and on requests) instead of hanging. Real processes,
+real model."""
 
 from __future__ import annotations
 
