@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,3 +89,16 @@ def bundled_gguf() -> str:
 def write_config(path: Path, config: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def process_gone(proc: psutil.Process, within_s: float, poll_s: float = 0.1) -> bool:
+    """Whether the process exits (or is a zombie awaiting its parent) within `within_s`."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(poll_s)
+    return False

@@ -24,7 +24,7 @@ from tests.integration.test_engine_llamacpp import (
     events,
     gauge,
 )
-from tests.support import Proc, bundled_gguf, free_port, spawn
+from tests.support import Proc, bundled_gguf, free_port, process_gone, spawn
 
 pytestmark = pytest.mark.integration
 GONE_WITHIN_S = 15.0
@@ -50,15 +50,7 @@ def _decoder_of(engine: Proc) -> psutil.Process:
 
 
 def _gone(proc: psutil.Process, within_s: float = GONE_WITHIN_S) -> bool:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        try:
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.1)
-    return False
+    return process_gone(proc, within_s, 0.1)
 
 
 def _stream_text(engine: Proc, body: dict[str, object]) -> str:

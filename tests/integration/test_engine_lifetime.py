@@ -22,22 +22,14 @@ import pytest
 
 from spillgate.engines.lifeline import PARENT_PID_ENV
 from tests.conftest import run_node
-from tests.support import REPO, free_port, wait_http
+from tests.support import REPO, free_port, process_gone, wait_http
 
 pytestmark = pytest.mark.integration
 GONE_WITHIN_S = 30.0  # generous: the engine gets SIGTERM at once, and has a 5 s drain
 
 
 def _gone(proc: psutil.Process, within_s: float = GONE_WITHIN_S) -> bool:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        try:
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.2)
-    return False
+    return process_gone(proc, within_s, 0.2)
 
 
 def _engine_of(node_pid: int, marker: str) -> psutil.Process:

@@ -24,7 +24,8 @@ from spillgate.reports.gather import (
     parse_when,
 )
 from spillgate.reports.plan import Plan, plan_sweep, project
-from spillgate.reports.render import render_plan, render_report
+from spillgate.reports.render import render_report
+from spillgate.reports.render_plan import render_plan
 from spillgate.settings import load_settings, repo_models_dir
 
 
