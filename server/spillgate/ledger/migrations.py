@@ -138,10 +138,10 @@ def open_engine(dsn: str) -> AsyncEngine:
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     # The pool rolls back on check-in (SQLAlchemy's default). Skipping it saved a thread hop
-    # per use but let a task cancelled mid-BEGIN (shutdown, a client leaving) hand back a
-    # connection whose BEGIN IMMEDIATE completed later in the driver's thread: it held the
-    # write lock and every later write failed after the busy timeout (1 in ~6 runs of the
-    # batch tests before; 0 in 15 after). Request rows do not pass here (writer thread).
+    # per use, but a task cancelled inside a write transaction (shutdown, a client leaving)
+    # could hand back its aiosqlite connection without a ROLLBACK reaching SQLite (traced in
+    # the batch tests): it kept the write lock and every later write failed after the busy
+    # timeout. Request rows do not pass here (writer thread).
     engine = create_async_engine(dsn)
     event.listen(engine.sync_engine, "connect", sqlite_connect)
     event.listen(engine.sync_engine, "begin", sqlite_begin)
