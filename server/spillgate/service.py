@@ -29,7 +29,7 @@ from spillgate.cache.keys import tenant_of
 from spillgate.cache.step import BYPASS, CACHE_HEADER, CacheStep, Ticket
 from spillgate.classify import Detector, TextExtractor, classify_async, parse_tags
 from spillgate.errors import ApiError, InternalError, ServiceUnavailable, UpstreamError
-from spillgate.ledger.record import RequestRecord, Usage
+from spillgate.ledger.record import RequestRecord, Usage, usd_text
 from spillgate.life import RequestLife
 from spillgate.protocol import admit, max_output_tokens
 from spillgate.routing import arms
@@ -308,6 +308,6 @@ def _headers(node: Node, record: RequestRecord, with_cost: bool = True) -> dict[
     if record.sensitivity:
         headers[SENSITIVITY_HEADER] = ",".join(sorted(record.sensitivity))
     if with_cost:
-        headers["x-spillgate-cost-usd"] = f"{record.cost_usd:.8f}"
+        headers["x-spillgate-cost-usd"] = usd_text(record.cost_usd)
     headers.update(node.accountant.budget_headers(record.key_id))
     return headers

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import orjson
 
-from spillgate.ledger.record import RequestRecord
+from spillgate.ledger.record import RequestRecord, usd_text
 from spillgate.types import JSON
 
 COMMENT = b": x-spillgate-cost-usd="
 
 
 def cost_text(record: RequestRecord) -> str:
-    return f"{record.cost_usd:.8f}"
+    return usd_text(record.cost_usd)
 
 
 def comment(record: RequestRecord) -> bytes:

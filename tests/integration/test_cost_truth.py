@@ -54,6 +54,7 @@ class Row:
     prompt_tokens: int
     cached_tokens: int
     completion_tokens: int
+    cost_text: str  # the stored amount to 8 digits, from the exact value (a float may not tie)
 
 
 def read_ledger(path: Path) -> tuple[list[Row], list[sqlite3.Row]]:
@@ -64,7 +65,8 @@ def read_ledger(path: Path) -> tuple[list[Row], list[sqlite3.Row]]:
                     datetime.fromisoformat(r["started_at"]).timestamp(),
                     datetime.fromisoformat(r["finished_at"]).timestamp(),
                     float(r["cost_usd"] * MONEY_UNIT), r["status"], r["prompt_tokens"],
-                    r["cached_tokens"], r["completion_tokens"])
+                    r["cached_tokens"], r["completion_tokens"],
+                    f"{r['cost_usd'] * MONEY_UNIT:.8f}")
                 for r in db.execute("SELECT * FROM requests WHERE state != 'open'")]
         periods = list(db.execute("SELECT * FROM hardware_periods"))
     finally:
@@ -155,10 +157,10 @@ def test_cost_clock_matches_an_even_split_recomputed_from_raw_rows(
     for name, reply in replies.items():
         row = by_id[reply.headers["x-request-id"]]
         if name.startswith("plain"):  # a local answer carries its real share
-            assert reply.headers["x-spillgate-cost-usd"] == f"{row.cost:.8f}"
+            assert reply.headers["x-spillgate-cost-usd"] == row.cost_text
             assert row.cost > 0
         if row.stream:  # a stream tells it at its end, as the row has it
-            assert reply.text.endswith(f": x-spillgate-cost-usd={row.cost:.8f}\n\n"
+            assert reply.text.endswith(f": x-spillgate-cost-usd={row.cost_text}\n\n"
                                        "data: [DONE]\n\n")
             assert row.cost > 0
         if name.startswith("paid"):  # list price of what the provider reported

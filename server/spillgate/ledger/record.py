@@ -6,10 +6,25 @@ Never holds prompt or completion text: only counts, names and entity classes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from spillgate.types import Tier
+
+MONEY_SCALE = 10  # digits after the point the ledger keeps: numeric(20, 10)
+MONEY_UNIT = Decimal(1).scaleb(-MONEY_SCALE)
+
+
+def ledger_money(amount: Decimal) -> Decimal:
+    """An amount as the ledger stores it (1e-10 USD, half to even)."""
+    return amount.quantize(MONEY_UNIT, rounding=ROUND_HALF_EVEN)
+
+
+def usd_text(amount: Decimal) -> str:
+    """The cost a reply tells (header or stream comment): the stored amount to 8 digits.
+    Rounding the raw amount straight to 8 digits could differ from the row in the last digit
+    (0.00001056500001 -> ...57, but the row keeps 0.0000105650 -> ...56)."""
+    return f"{ledger_money(amount):.8f}"
 
 
 @dataclass(slots=True)

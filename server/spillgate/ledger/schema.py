@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -44,11 +44,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import DateTime, TypeDecorator, TypeEngine
 
+from spillgate.ledger.record import MONEY_SCALE, ledger_money
+
 if TYPE_CHECKING:
     from spillgate.ledger.record import RequestRecord
-
-MONEY_SCALE = 10  # digits after the point: numeric(20, 10)
-_UNIT = Decimal(1).scaleb(-MONEY_SCALE)
 
 
 class Money(TypeDecorator[Decimal]):
@@ -65,7 +64,7 @@ class Money(TypeDecorator[Decimal]):
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         if value is None:
             return None
-        amount = Decimal(value).quantize(_UNIT, rounding=ROUND_HALF_EVEN)
+        amount = ledger_money(Decimal(value))
         return int(amount.scaleb(MONEY_SCALE)) if dialect.name == "sqlite" else amount
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
