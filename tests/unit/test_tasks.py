@@ -34,3 +34,27 @@ async def test_a_task_that_already_ended_or_none_is_nothing_to_stop() -> None:
     await cancel_and_wait(task)
     await cancel_and_wait(None)
     assert task.result() == 1
+
+
+async def test_a_stopper_cancelled_while_it_waits_stays_cancelled() -> None:
+    """The caller's own cancellation is not the stopped task's: it must reach the caller."""
+    release = asyncio.Event()
+
+    async def slow_to_stop() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            await release.wait()  # cleanup that takes a while
+
+    async def stopper() -> str:
+        await cancel_and_wait(worker)
+        return "went on"
+
+    worker = asyncio.create_task(slow_to_stop())
+    await asyncio.sleep(0)
+    outer = asyncio.create_task(stopper())
+    await asyncio.sleep(0)  # outer now waits for the worker's cleanup
+    outer.cancel()
+    release.set()
+    await asyncio.gather(outer, worker, return_exceptions=True)
+    assert outer.cancelled()
