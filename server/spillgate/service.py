@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
 
-from spillgate import cascade, dispatch, stream_relay
+from spillgate import cascade, dispatch, stream_cost, stream_relay
 from spillgate.backends.base import UpstreamCall
 from spillgate.cache import replay as cache_replay
 from spillgate.cache.keys import tenant_of
@@ -247,7 +247,9 @@ async def _replay(life: RequestLife, record: RequestRecord, body: JSON,
     if not record.stream:
         return Reply(cache_replay.completion(answer, model), headers)
     want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    return StreamReply(_events(cache_replay.sse_events(answer, model, want_usage)), headers)
+    events = cache_replay.sse_events(answer, model, want_usage,
+                                     lambda usage: stream_cost.final_frames(record, usage))
+    return StreamReply(_events(events), headers)
 
 
 async def _events(events: list[bytes]) -> AsyncIterator[bytes]:

@@ -74,6 +74,31 @@ async def test_a_hit_replays_as_a_stream_the_openai_sdk_reads(tmp_path: Path) ->
         assert node.upstream_calls() == 1
 
 
+@pytest.mark.parametrize("include_usage", [True, False])
+async def test_a_streamed_hit_tells_its_cost_like_every_stream(
+        tmp_path: Path, include_usage: bool) -> None:
+    """A client reading costs from streams (the comment before [DONE], the usage chunk's
+    `spillgate` object) gets them from a hit too: zero, as its row keeps."""
+    async with cache_node(tmp_path) as node:
+        await node.ask("Tell me about otters.")
+        body = {"model": "exact", "temperature": 0, "stream": True,
+                "messages": [{"role": "user", "content": "Tell me about otters."}],
+                "stream_options": {"include_usage": include_usage}}
+        reply = await node.client.post("/v1/chat/completions", json=body)
+        assert reply.headers[CACHE] == "hit"
+        lines = [line for line in reply.text.splitlines() if line]
+        assert lines[-2:] == [": x-spillgate-cost-usd=0.00000000", "data: [DONE]"]
+        usage_chunks = [orjson.loads(line.removeprefix("data: ")) for line in lines
+                        if line.startswith("data: {") and '"usage"' in line]
+        if include_usage:
+            assert [c["spillgate"] for c in usage_chunks] == [
+                {"cost_usd": "0.00000000", "backend": "cache"}]
+        else:
+            assert usage_chunks == []
+        _, hit = await node.rows()
+        assert hit["cost_usd"] == Decimal(0) and hit["backend"] == "cache"
+
+
 async def test_a_completed_stream_is_stored_and_replays_as_json(tmp_path: Path) -> None:
     async with cache_node(tmp_path) as node:
         stream = await node.sdk().chat.completions.create(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -46,8 +47,13 @@ def completion(answer: JSON, model: str) -> JSON:
     }  # fmt: skip
 
 
-def sse_events(answer: JSON, model: str, include_usage: bool) -> list[bytes]:
-    """The whole answer as SSE events, ending with `data: [DONE]`."""
+def sse_events(answer: JSON, model: str, include_usage: bool,
+               final_frames: Callable[[JSON | None], list[bytes]] | None = None,
+               ) -> list[bytes]:
+    """The whole answer as SSE events, ending with `data: [DONE]`. `final_frames` turns the
+    usage chunk (None when not asked for) into the frames before [DONE]: the node passes
+    stream_cost's, so a hit ends like every stream (its cost on the usage chunk and in a
+    comment); without it, the usage chunk as it is."""
     head: JSON = {"id": _fresh_id(), "object": "chat.completion.chunk",
                   "created": int(time.time()), "model": answer.get("model") or model}
     events = []
@@ -61,8 +67,11 @@ def sse_events(answer: JSON, model: str, include_usage: bool) -> list[bytes]:
             calls = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
             events.append(_chunk(head, index, {"tool_calls": calls}))
         events.append(_chunk(head, index, {}, choice.get("finish_reason") or "stop"))
-    if include_usage:
-        events.append(_event({**head, "choices": [], "usage": answer["usage"]}))
+    usage_chunk = {**head, "choices": [], "usage": answer["usage"]} if include_usage else None
+    if final_frames is not None:
+        events.extend(final_frames(usage_chunk))
+    elif usage_chunk is not None:
+        events.append(_event(usage_chunk))
     events.append(b"data: [DONE]\n\n")
     return events
 
