@@ -132,6 +132,14 @@ def _start_gateway(tmp: Path, upstream: str, profile: Path | None = None) -> Any
                  f"http://127.0.0.1:{port}/readyz")
 
 
+def _start_floor(tmp: Path, upstream: str) -> Any:
+    port = free_port()
+    argv = [str(REPO / "scripts" / "passthrough_floor.py"), "--upstream", upstream,
+            "--port", str(port)]
+    return spawn(argv, tmp / f"floor-{port}.log", f"http://127.0.0.1:{port}/v1",
+                 f"http://127.0.0.1:{port}/health")
+
+
 def _cpu_s(pid: int) -> float:
     times = psutil.Process(pid).cpu_times()
     return times.user + times.system
@@ -216,17 +224,21 @@ def spy_table(path: Path, top: int = 45) -> str:
 def part_a_and_c(tmp: Path, quick: bool) -> dict[str, Any]:
     up, upstream = _upstream(tmp)
     results: dict[str, Any] = {"latency": {}}
-    with up, _start_gateway(tmp, upstream) as gw:
+    with up, _start_gateway(tmp, upstream) as gw, _start_floor(tmp, upstream) as fl:
         direct, proxied = upstream + "/chat/completions", gw.base_url + "/chat/completions"
+        floor = fl.base_url + "/chat/completions"
         asyncio.run(_load(proxied, CHAT, 4, 200))  # warm-up: connections, caches
+        asyncio.run(_load(floor, CHAT, 4, 200))
         results["cpu"] = part_d(proxied, gw.popen.pid, quick)
+        results["floor_cpu"] = part_d(floor, fl.popen.pid, quick)
         idle_rss = psutil.Process(gw.popen.pid).memory_info().rss / 2**20
         for c in (1, 16, 64):
             total = (150 if quick else 400) if c == 1 else (c * (15 if quick else 40))
-            runs: dict[str, list[dict[str, float]]] = {"direct": [], "gateway": []}
+            runs: dict[str, list[dict[str, float]]] = {"direct": [], "gateway": [], "floor": []}
             for _ in range(2 if quick else 3):
                 runs["direct"].append(asyncio.run(_load(direct, CHAT, c, total)))
                 runs["gateway"].append(asyncio.run(_load(proxied, CHAT, c, total)))
+                runs["floor"].append(asyncio.run(_load(floor, CHAT, c, total)))
             results["latency"][str(c)] = _summarize(runs)
         results["rss_mb"] = {
             "idle": idle_rss,
@@ -245,6 +257,11 @@ def _summarize(runs: dict[str, list[dict[str, float]]]) -> dict[str, float]:
         "added_p50_ms": med("gateway", "p50_ms") - med("direct", "p50_ms"),
         "added_p99_ms": med("gateway", "p99_ms") - med("direct", "p99_ms"),
         "throughput_share": med("gateway", "rps") / med("direct", "rps"),
+        # the Python floor (scripts/passthrough_floor.py), same run: what any Python proxy
+        # on this server stack adds before doing anything of its own
+        "floor_added_p50_ms": med("floor", "p50_ms") - med("direct", "p50_ms"),
+        "floor_added_p99_ms": med("floor", "p99_ms") - med("direct", "p99_ms"),
+        "floor_throughput_share": med("floor", "rps") / med("direct", "rps"),
     }
 
 
@@ -308,14 +325,21 @@ def render(results: dict[str, Any]) -> str:
         lines.append(f"| {c} | {r['cpu_us_per_request']:.0f} |")
     if "latency" not in results:
         return "\n".join(lines)
+    if "floor_cpu" in results:
+        lines += ["", "Python floor (scripts/passthrough_floor.py) CPU µs/request: " + ", ".join(
+            f"c{c} {r['cpu_us_per_request']:.0f}" for c, r in results["floor_cpu"].items())]
     lines += ["", "| concurrency | direct p50 / p99 ms | gateway p50 / p99 ms "
-              "| added p50 / p99 ms | throughput vs direct |", "|---|---|---|---|---|"]
+              "| added p50 / p99 ms | throughput vs direct | floor added p50 / p99 ms "
+              "| floor throughput |", "|---|---|---|---|---|---|---|"]
     for c, r in results["latency"].items():
+        floor = (f"{r['floor_added_p50_ms']:.2f} / {r['floor_added_p99_ms']:.2f} | "
+                 f"{100 * r['floor_throughput_share']:.0f}%" if "floor_added_p50_ms" in r
+                 else "- | -")
         lines.append(
             f"| {c} | {r['direct_p50_ms']:.2f} / {r['direct_p99_ms']:.2f} | "
             f"{r['gateway_p50_ms']:.2f} / {r['gateway_p99_ms']:.2f} | "
             f"{r['added_p50_ms']:.2f} / {r['added_p99_ms']:.2f} | "
-            f"{100 * r['throughput_share']:.0f}% |")
+            f"{100 * r['throughput_share']:.0f}% | {floor} |")
     if "tokens_per_s" in results:
         lines += ["", "| concurrency | direct tok/s | gateway tok/s | share |", "|---|---|---|---|"]
         for c, r in results["tokens_per_s"].items():
