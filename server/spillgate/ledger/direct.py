@@ -19,6 +19,7 @@ processors, as `rollup.stored_final_rows_sync` reads them.
 from __future__ import annotations
 
 import logging
+import operator
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -40,8 +41,8 @@ class Compiled:
     """An INSERT's SQL for one set of columns, with what turns a row into its parameters."""
 
     sql: str
-    order: tuple[str, ...]  # the parameters, in the statement's order
-    processors: tuple[Processor, ...]
+    values: Callable[[dict[str, Any]], tuple[Any, ...]]  # a row's, in the statement's order
+    convert: tuple[tuple[int, Callable[[Any], Any]], ...]  # (position, bind processor)
     defaults: dict[str, Any]  # parameters no row carries: the columns' scalar defaults
     made: tuple[tuple[str, Callable[[Any], Any]], ...]  # ...and their callable defaults
 
@@ -60,16 +61,27 @@ class Compiled:
                 made.append((name, default.arg))  # SQLAlchemy's wrapper: takes a context
             elif name not in names:
                 raise ValueError(f"{table.name}.{name}: neither given nor defaulted")
-        processors = tuple(_bind(table.c[n], dialect) for n in order)
-        return cls(str(compiled), order, processors, defaults, tuple(made))
+        # The row's values taken in one C call, processors run only where a column has one
+        # (most have none): a generator over every column cost the writer thread more.
+        getter = operator.itemgetter(*order)
+        values = getter if len(order) > 1 else lambda row: (getter(row),)
+        convert = tuple((i, p) for i, n in enumerate(order)
+                        if (p := _bind(table.c[n], dialect)) is not None)  # fmt: skip
+        return cls(str(compiled), values, convert, defaults, tuple(made))
 
     def run(self, db: sqlite3.Connection, rows: list[dict[str, Any]]) -> None:
-        pairs = tuple(zip(self.order, self.processors, strict=True))
-        if self.defaults or self.made:
+        if self.made:
             rows = [self.defaults | {n: make(None) for n, make in self.made} | row
                     for row in rows]  # fmt: skip
-        db.executemany(self.sql, [tuple(row[n] if p is None else p(row[n]) for n, p in pairs)
-                                  for row in rows])  # fmt: skip
+        elif self.defaults:
+            rows = [self.defaults | row for row in rows]
+        params = []
+        for row in rows:
+            values = list(self.values(row))
+            for i, process in self.convert:
+                values[i] = process(values[i])
+            params.append(values)
+        db.executemany(self.sql, params)
 
 
 def _bind(column: Column[Any], dialect: Dialect) -> Processor:
