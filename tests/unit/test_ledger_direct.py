@@ -193,3 +193,25 @@ def test_a_failed_batch_writes_nothing_and_the_connection_writes_the_next(
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT state FROM requests").fetchall() == [("settled",)]
         assert conn.execute("SELECT SUM(requests) FROM request_rollup").fetchone() == (1,)
+
+
+@pytest.mark.parametrize("path", ["direct", "sqlalchemy"])
+def test_amounts_finer_than_the_ledger_keeps_count_in_the_rollup_as_stored(
+        tmp_path: Path, path: str) -> None:
+    """A row keeps 1e-10 USD (half even): 4 rows of 0.5e-10 store 0 each, and the rollup
+    must sum those 0s, not round the raw 2e-10 sum of the batch (it did, both paths)."""
+    db = tmp_path / "ledger.db"
+    engine = _ledger_file(db)
+    fine = [_record(f"r{i}", draft_usd=Decimal("0.00000000005"),
+                    cost_usd=Decimal("0.00000000015")) for i in range(4)]  # fmt: skip
+    try:
+        if path == "direct":
+            writer = DirectWriter(engine)
+            writer.write([_final(r) for r in fine])
+            writer.close()
+        else:
+            with engine.begin() as conn:
+                write_batch(conn, [_final(r) for r in fine], RowStatements("sqlite"))
+        assert _rollup_groups(engine) == _groups_of_rows(engine)
+    finally:
+        engine.dispose()

@@ -48,6 +48,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from spillgate.ledger.record import ledger_money
 from spillgate.ledger.schema import Money, UTCDateTime, requests
 
 # Route reason codes of a paid answer that local capacity should have served (spill).
@@ -222,7 +223,8 @@ def fold(rows: Iterable[Mapping[str, Any]], into: Groups | None = None, sign: in
 
 
 def _money(value: Any) -> Decimal:
-    return ZERO if value is None else Decimal(str(value))
+    # as a row stores it (1e-10 USD): raw amounts made the rollup drift from its rows' sums
+    return ZERO if value is None else ledger_money(Decimal(str(value)))
 
 
 # --- the batcher's and recovery's updates --------------------------------------------------
