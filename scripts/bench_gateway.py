@@ -6,7 +6,8 @@
 (c) gateway RSS idle and while holding 64 concurrent streams;
 (d) gateway CPU time per request (user + system of the gateway process, from psutil, over a
     fixed number of requests at c = 1 and 16): the figure that stays honest on a loaded machine,
-    where wall-clock latency is mostly other processes' noise.
+    where wall-clock latency is mostly other processes' noise; with each thread's share, the
+    ledger writer thread's printed when py-spy is installed (it names the threads).
 Direct and proxied runs alternate so drift on this shared 2-core machine hits both alike.
 
     .venv/bin/python scripts/bench_gateway.py [--quick] [--out var/bench_gateway.json]
@@ -26,7 +27,10 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import pstats
+import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -146,15 +150,36 @@ def _cpu_s(pid: int) -> float:
 
 
 def part_d(proxied: str, pid: int, quick: bool) -> dict[str, Any]:
-    """Gateway CPU per request: the process's CPU seconds over a fixed request count."""
+    """Gateway CPU per request: the process's CPU seconds over a fixed request count, and
+    each thread's share (named when py-spy is installed: the ledger writer's, the loop's)."""
     out: dict[str, Any] = {}
+    names = _thread_names(pid)
     for c in (1, 16):
         total = (300 if quick else 1000) * (1 if c == 1 else 2)
-        before = _cpu_s(pid)
+        before, threads_before = _cpu_s(pid), _thread_cpu(pid)
         asyncio.run(_load(proxied, CHAT, c, total))
+        threads = {names.get(tid, f"thread {tid}"): 1e6 * (cpu - threads_before.get(tid, 0.0))
+                   / total for tid, cpu in _thread_cpu(pid).items()}  # fmt: skip
         out[str(c)] = {"requests": total, "cpu_us_per_request": 1e6 * (_cpu_s(pid) - before)
-                       / total}
+                       / total, "threads_us_per_request": {k: v for k, v in threads.items() if v}}
     return out
+
+
+def _thread_cpu(pid: int) -> dict[int, float]:
+    return {t.id: t.user_time + t.system_time for t in psutil.Process(pid).threads()}
+
+
+def _thread_names(pid: int) -> dict[int, str]:
+    """Native thread id -> Python thread name, from `py-spy dump` (py-spy next to this
+    Python or on PATH); empty without py-spy."""
+    where = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    spy = shutil.which("py-spy", path=where)
+    if spy is None:
+        return {}
+    dump = subprocess.run([spy, "dump", "--pid", str(pid)], capture_output=True, text=True,
+                          timeout=60, check=False).stdout  # fmt: skip
+    return {int(tid, 0): name for tid, name in
+            re.findall(r'Thread (0x[0-9A-Fa-f]+|\d+) \(\w+\): "([^"]*)"', dump)}
 
 
 def _upstream(tmp: Path) -> tuple[Any, str]:
@@ -320,9 +345,12 @@ def _write(out: Path, results: dict[str, Any]) -> None:
 
 
 def render(results: dict[str, Any]) -> str:
-    lines = ["| concurrency | gateway CPU µs/request |", "|---|---|"]
+    lines = ["| concurrency | gateway CPU µs/request | of which ledger writer thread |",
+             "|---|---|---|"]
     for c, r in results["cpu"].items():
-        lines.append(f"| {c} | {r['cpu_us_per_request']:.0f} |")
+        writer = r.get("threads_us_per_request", {}).get("ledger-writer")
+        lines.append(f"| {c} | {r['cpu_us_per_request']:.0f} | "
+                     f"{'n/a (no py-spy)' if writer is None else f'{writer:.0f}'} |")
     if "latency" not in results:
         return "\n".join(lines)
     if "floor_cpu" in results:

@@ -13,13 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine
 from sqlalchemy.exc import IntegrityError
 
 from spillgate.ledger.record import RequestRecord, Usage
-from spillgate.ledger.rows import RecordRow
 from spillgate.ledger.store import Ledger, RequestOutcome, RequestStart
-from spillgate.ledger.writer import RowOp, RowStatements, sync_sqlite_engine, write_batch
 
 
 def start(rid: str) -> RequestStart:
@@ -163,43 +160,6 @@ async def _stored(ledger: Ledger) -> dict[str, dict[str, Any]]:
     rows = await ledger.rows_between(datetime(2000, 1, 1, tzinfo=UTC),
                                      datetime(2100, 1, 1, tzinfo=UTC), include_open=True)
     return {str(r["request_id"]): dict(r) for r in rows}
-
-
-async def test_the_threads_direct_executemany_stores_what_sqlalchemy_stores(
-        tmp_path: Path) -> None:
-    """The writer thread hands rows to the sqlite3 driver itself (issue 14): the stored
-    bytes (datetimes, integer money, JSON tags, defaults of columns a row leaves out) are
-    those SQLAlchemy's own execution writes, for open rows and final upserts alike."""
-    direct, reference = tmp_path / "direct.db", tmp_path / "reference.db"
-    for db in (direct, reference):
-        await (await Ledger.open(f"sqlite+aiosqlite:///{db}", node_id="n")).aclose()
-    records = [_record(f"r{i}") for i in range(3)]
-    records[1].tags, records[1].cache = {}, "exact"
-    ops = [RowOp(r.request_id, RecordRow.of(r, final=False, at=0.0, node_id="n"), final=False)
-           for r in records]
-    ops += [RowOp(r.request_id, RecordRow.of(r, final=True, at=1_700_000_100.5, node_id="n"),
-                  final=True) for r in records[:2]]
-    engine = sync_sqlite_engine(f"sqlite+aiosqlite:///{direct}")
-    assert engine is not None
-    with engine.begin() as conn:
-        write_batch(conn, ops[:3], RowStatements("sqlite"))
-    with engine.begin() as conn:
-        write_batch(conn, ops[3:], RowStatements("sqlite"))
-    engine.dispose()
-    stmts = RowStatements("sqlite")
-    plain = create_engine(f"sqlite:///{reference}")
-    with plain.begin() as conn:
-        conn.execute(stmts.insert_open, [op.columns() for op in ops[:3]])
-    with plain.begin() as conn:
-        conn.execute(stmts.upsert_final, [op.columns() for op in ops[3:]])
-    plain.dispose()
-
-    def stored(db: Path) -> list[tuple[object, ...]]:
-        with sqlite3.connect(db) as conn:
-            return conn.execute("SELECT * FROM requests ORDER BY request_id").fetchall()
-
-    assert len(stored(direct)) == 3
-    assert stored(direct) == stored(reference)
 
 
 @pytest.mark.parametrize("where", ["file", "memory"])  # the writer thread; the asyncio batcher

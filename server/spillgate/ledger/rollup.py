@@ -48,6 +48,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from spillgate.ledger.record import ledger_money
 from spillgate.ledger.schema import Money, UTCDateTime, requests
 
 # Route reason codes of a paid answer that local capacity should have served (spill).
@@ -222,17 +223,18 @@ def fold(rows: Iterable[Mapping[str, Any]], into: Groups | None = None, sign: in
 
 
 def _money(value: Any) -> Decimal:
-    return ZERO if value is None else Decimal(str(value))
+    # as a row stores it (1e-10 USD): raw amounts made the rollup drift from its rows' sums
+    return ZERO if value is None else ledger_money(Decimal(str(value)))
 
 
 # --- the batcher's and recovery's updates --------------------------------------------------
 _IDS: Any = bindparam("ids", expanding=True)  # statements built once: only the ids change
-_LOOKUP = (requests.c.request_id, requests.c.started_at, requests.c.key_id, requests.c.tags,
+LOOKUP = (requests.c.request_id, requests.c.started_at, requests.c.key_id, requests.c.tags,
            requests.c.tier, requests.c.sensitivity, requests.c.reason, requests.c.state,
            requests.c.prompt_tokens, requests.c.cached_tokens, requests.c.completion_tokens,
            requests.c.cost_usd, requests.c.counterfactual_usd,
            requests.c.draft_usd)  # fmt: skip
-_STORED = select(*_LOOKUP).where(requests.c.request_id.in_(_IDS),
+_STORED = select(*LOOKUP).where(requests.c.request_id.in_(_IDS),
                                  requests.c.state.not_in(NOT_FINAL))
 _LOCK_ROWS = (select(requests.c.request_id).where(requests.c.request_id.in_(_IDS))
               .order_by(requests.c.request_id).with_for_update())
@@ -280,15 +282,19 @@ async def apply_in(conn: AsyncConnection, groups: Groups) -> None:
 def apply_sync(conn: Connection, groups: Groups) -> None:
     """Add the groups' sums to the rollup (an upsert per group, in key order so concurrent
     replicas lock rows in the same order)."""
-    changed = [(k, v) for k, v in sorted(groups.items()) if v != GroupSums()]
-    if not changed:
-        return
-    params = [{**key_columns(k), **v.columns()} for k, v in changed]
-    conn.execute(_rollup_upsert(conn.dialect.name), params)
+    params = upsert_params(groups)
+    if params:
+        conn.execute(rollup_upsert(conn.dialect.name), params)
+
+
+def upsert_params(groups: Groups) -> list[dict[str, Any]]:
+    """The rollup upsert's rows: the groups that change, in key order."""
+    return [{**key_columns(k), **v.columns()} for k, v in sorted(groups.items())
+            if v != GroupSums()]  # fmt: skip
 
 
 @functools.cache
-def _rollup_upsert(dialect_name: str) -> Any:
+def rollup_upsert(dialect_name: str) -> Any:
     """The rollup's upsert, built once per dialect (building it, `excluded` included, costs
     more than executing it for a small batch)."""
     dialect = sqlite if dialect_name == "sqlite" else postgresql

@@ -2,12 +2,13 @@
 batches off it.
 
 The request path only appends to a deque. On SQLite a plain thread owns its own sqlite3
-connection (SQLAlchemy's synchronous pysqlite engine, same WAL pragmas and BEGIN IMMEDIATE)
-and group-commits what is queued every BATCH_INTERVAL_S or BATCH_MAX rows, so the event
-loop never pays for statement compilation, greenlet switches or aiosqlite's thread hops per
-batch. On PostgreSQL (and an in-memory SQLite database, which a second connection could not
-see) the batcher stays an asyncio task on the ledger's own AsyncEngine. Both run the same
-synchronous `write_batch`, so the rows and the rollup written are identical.
+connection (SQLAlchemy's synchronous pysqlite engine for its pool and WAL pragmas, the
+batches written straight on the driver: direct.py) and group-commits what is queued every
+BATCH_INTERVAL_S or BATCH_MAX rows, so the event loop never pays for statement compilation,
+greenlet switches or aiosqlite's thread hops per batch. On PostgreSQL (and an in-memory
+SQLite database, which a second connection could not see) the batcher stays an asyncio task
+on the ledger's own AsyncEngine, running `write_batch` through SQLAlchemy. Both paths execute
+the same statements (row_ops.py), so the rows and the rollup written are identical.
 
 Durability is unchanged: an open row is committed within ~20-50 ms of `begin`, a failed write
 keeps its rows queued and retries after RETRY_S, and `flush()` writes everything queued
@@ -22,21 +23,20 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol
 
-from sqlalchemy import Connection, Engine, Insert, bindparam, create_engine, event
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from spillgate.ledger import rollup
+from spillgate.ledger.direct import DirectWriter
 from spillgate.ledger.migrations import sqlite_begin, sqlite_connect
-from spillgate.ledger.rows import RecordRow
-from spillgate.ledger.schema import requests
+from spillgate.ledger.row_ops import RowOp, RowStatements, by_columns, split
 
+__all__ = ["LoopWriter", "RowOp", "RowStatements", "RowWriter", "ThreadedWriter",
+           "sync_sqlite_engine", "write_batch"]  # fmt: skip
 log = logging.getLogger(__name__)
 BATCH_INTERVAL_S = 0.02
 BATCH_MAX = 200  # wake the batcher early at this many queued rows
@@ -44,119 +44,17 @@ WRITE_MAX = 2000  # rows per transaction when catching up
 RETRY_S = 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class RowOp:
-    request_id: str
-    row: dict[str, Any] | RecordRow  # a RecordRow is built into its dict by the batcher
-    final: bool
-
-    def columns(self) -> dict[str, Any]:
-        return self.row if isinstance(self.row, dict) else self.row.columns()
-
-
-class RowStatements:
-    """The two statements of the hot write, built once per dialect; on SQLite, each also
-    compiled once per set of columns (`execute`)."""
-
-    def __init__(self, dialect_name: str) -> None:
-        self._compiled: dict[tuple[int, tuple[str, ...]], _Compiled | None] = {}
-        dialect = sqlite if dialect_name == "sqlite" else postgresql
-        self.insert_open = dialect.insert(requests).on_conflict_do_nothing(
-            index_elements=["request_id"])
-        final = dialect.insert(requests)
-        # feedback arrives after the answer (POST /v1/feedback): a late final row keeps it
-        kept = ("request_id", "node_id", "started_at", "feedback", "feedback_at")
-        self.upsert_final = final.on_conflict_do_update(
-            index_elements=["request_id"],
-            set_={c.name: final.excluded[c.name] for c in requests.c if c.name not in kept},
-        )
-
-
-    def execute(self, conn: Connection, stmt: Insert, rows: list[dict[str, Any]]) -> None:
-        """Execute `stmt` for the rows (all with the same columns). On a SQLite file the
-        statement's SQL and its columns' bind processors are built once and the rows go to
-        the driver's executemany in the connection's transaction: SQLAlchemy's execution
-        context cost more per row than the driver (most of the writer thread's time,
-        py-spy). The asyncio batcher (PostgreSQL, in-memory SQLite) lets SQLAlchemy execute."""
-        if conn.dialect.driver != "pysqlite":  # the writer thread's own connection only
-            conn.execute(stmt, rows)
-            return
-        names = tuple(rows[0])
-        key = (id(stmt), names)
-        if key not in self._compiled:
-            self._compiled[key] = _Compiled.of(conn, stmt, names)
-        compiled = self._compiled[key]
-        if compiled is None:
-            conn.execute(stmt, rows)
-        else:
-            compiled.run(conn, rows)
-
-
-@dataclass(frozen=True, slots=True)
-class _Compiled:
-    sql: str
-    order: tuple[str, ...]  # the parameters, in the statement's order
-    processors: tuple[Callable[[Any], Any] | None, ...]
-    defaults: dict[str, Any]  # parameters no row carries: the columns' scalar defaults
-
-    @classmethod
-    def of(cls, conn: Connection, stmt: Insert, names: tuple[str, ...]) -> _Compiled | None:
-        """None when a parameter is neither a row key nor a column with a scalar default
-        (SQLAlchemy then executes the statement itself)."""
-        compiled = stmt.values({n: bindparam(n) for n in names}).compile(dialect=conn.dialect)
-        order = tuple(compiled.positiontup or ())
-        defaults: dict[str, Any] = {}
-        for name in order:
-            if name in names:
-                continue
-            default = requests.c[name].default if name in requests.c else None
-            if not isinstance(default, ScalarElementColumnDefault):
-                return None
-            defaults[name] = default.arg
-        dialect = conn.dialect  # the processors SQLAlchemy itself applies: the dialect's impl
-        processors = tuple(requests.c[n].type.dialect_impl(dialect).bind_processor(dialect)
-                           for n in order)
-        return cls(str(compiled), order, processors, defaults)
-
-    def run(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
-        pairs = tuple(zip(self.order, self.processors, strict=True))
-        if self.defaults:
-            rows = [self.defaults | row for row in rows]
-        params = [tuple(row[n] if p is None else p(row[n]) for n, p in pairs) for row in rows]
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.executemany(self.sql, params)
-        finally:
-            cursor.close()
-
-
 def write_batch(conn: Connection, batch: Sequence[RowOp], stmts: RowStatements) -> None:
-    """Write a batch in the caller's transaction; begin+finish of one request in the same
-    batch collapse into its final upsert. The rollup follows the final rows."""
-    opened: dict[str, dict[str, Any]] = {}
-    final: dict[str, dict[str, Any]] = {}
-    for op in batch:
-        if op.final:
-            final[op.request_id] = op.columns()
-            opened.pop(op.request_id, None)
-        elif op.request_id not in final:
-            opened[op.request_id] = op.columns()
-    if opened:
-        _by_columns(conn, stmts, stmts.insert_open, opened.values())
+    """Write a batch in the caller's transaction through SQLAlchemy (the asyncio batcher);
+    the rollup follows the final rows. DirectWriter.write does the same on the driver."""
+    opened, final = split(batch)
+    for group in by_columns(opened.values()):
+        conn.execute(stmts.insert_open, group)
     if final:
         stored = rollup.stored_final_rows_sync(conn, list(final))
-        _by_columns(conn, stmts, stmts.upsert_final, final.values())
+        for group in by_columns(final.values()):
+            conn.execute(stmts.upsert_final, group)
         rollup.apply_sync(conn, rollup.deltas(stored, final.values()))
-
-
-def _by_columns(conn: Connection, stmts: RowStatements, stmt: Insert,
-                rows: Iterable[dict[str, Any]]) -> None:
-    """One executemany per set of columns (rows from RequestStart/RequestOutcome share one)."""
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(tuple(row), []).append(row)
-    for group in groups.values():
-        stmts.execute(conn, stmt, group)
 
 
 class RowWriter(Protocol):
@@ -213,7 +111,7 @@ class ThreadedWriter(_Queue):
         self._wake = threading.Event()
         super().__init__(self._wake.set)
         self._engine = engine
-        self._stmts = RowStatements(engine.dialect.name)
+        self._direct = DirectWriter(engine)
         self._lock = threading.Lock()  # one batch at a time: the thread, or a flush
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
         self._thread.start()
@@ -230,13 +128,14 @@ class ThreadedWriter(_Queue):
         try:
             await self.flush()
         finally:
+            self._direct.close()
             self._engine.dispose()
 
     def _write_queued(self) -> None:
         with self._lock:
             while self.queue:
-                with self.taken() as batch, self._engine.begin() as conn:
-                    write_batch(conn, batch, self._stmts)
+                with self.taken() as batch:
+                    self._direct.write(batch)
 
     def _run(self) -> None:
         while not (self.closing and not self.queue):
