@@ -268,30 +268,10 @@ class Accountant:
         elif self.clock.has(record.request_id):  # left the engine (deadline or failure)
             self.clock.abandon(record.request_id)
 
-    def needs_io(self, record: RequestRecord) -> bool:
-        """Whether settling `record` waits on the database (a budget reservation to settle
-        or release); otherwise `finish_now` settles it without an await."""
-        return not record.cache and bool(record.reserved_usd and record.key_id)
-
-    def finish_now(self, record: RequestRecord) -> None:
-        """`finish` for a record that needs no I/O (`needs_io` false)."""
-        if not record.cache:  # a cache hit consumed nothing: cost 0, its avoided cost kept
-            self._price(record)
-        self.ledger.finish_record(record)
-
     async def finish(self, record: RequestRecord) -> None:
-        if not self.needs_io(record) or record.key_id is None:
-            self.finish_now(record)
+        if record.cache:  # a cache hit consumed nothing: cost 0, its avoided cost kept
+            self.ledger.finish_record(record)
             return
-        self._price(record)
-        # Settles a paid call (the difference to the reservation is released), or releases
-        # the reservation of one that never served.
-        spent = record.cost_usd if record.tier == "api" else Decimal(0)
-        await self.ledger.settle(record.key_id, record.request_id, record.reserved_usd, spent)
-        self.ledger.finish_record(record)
-
-    def _price(self, record: RequestRecord) -> None:
-        """The request's cost (hardware share or API price) and its counterfactual."""
         usage = record.usage
         if record.tier != "local" and self.clock.has(record.request_id):
             self.clock.abandon(record.request_id)
@@ -318,6 +298,12 @@ class Accountant:
             )
             self._metrics.api_spend.labels(record.backend).inc(float(record.cost_usd))
             self.spend.paid_settled(record.key_id, record.cost_usd)
+        if record.reserved_usd and record.key_id:
+            # Settles a paid call (the difference to the reservation is released), or
+            # releases the reservation of one that never served.
+            spent = record.cost_usd if record.tier == "api" else Decimal(0)
+            await self.ledger.settle(record.key_id, record.request_id, record.reserved_usd, spent)
+        self.ledger.finish_record(record)
 
 
 def _engine_work(record: RequestRecord) -> dict[str, int]:

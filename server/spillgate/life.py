@@ -82,11 +82,8 @@ class RequestLife:
         self._settled = True
         record.status = status
         self.release_slot()
-        if self.node.accountant.needs_io(record):
-            # Shielded: a second cancellation must not stop the row being written.
-            await asyncio.shield(self._finish(record))
-        else:  # nothing to wait for: no shielding task, no trip through the event loop
-            self._finish_now(record)
+        # Shielded: a second cancellation must not stop the row being written.
+        await asyncio.shield(self._finish(record))
         m = self.node.metrics
         m.token_count(record.backend, "prompt").inc(record.usage.prompt_tokens)
         m.token_count(record.backend, "completion").inc(record.usage.completion_tokens)
@@ -131,12 +128,6 @@ class RequestLife:
         try:
             await self.node.accountant.finish(record)
         except Exception as exc:  # the ledger must not take the answer down; recovered later
-            log.error("settling request %s failed: %s", record.request_id, describe(exc))
-
-    def _finish_now(self, record: RequestRecord) -> None:
-        try:
-            self.node.accountant.finish_now(record)
-        except Exception as exc:  # as in _finish: the ledger must not take the answer down
             log.error("settling request %s failed: %s", record.request_id, describe(exc))
 
     def _count(self, backend: str, route: str, reason: str, status: int) -> None:
