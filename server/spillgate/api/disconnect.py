@@ -1,8 +1,9 @@
 """Stop working for a client that has gone away, non-stream requests included.
 
-A streamed answer notices a departed client when writing fails (Starlette then closes the
-relay). A non-stream request writes nothing until the answer is complete, so without a watcher
-the upstream call — and the engine generating for it — would run to the end for nobody.
+A non-stream request writes nothing until the answer is complete, and writing to a departed
+client does not fail under uvicorn, so without a watcher the upstream call — and the engine
+generating for it — would run to the end for nobody. A stream is watched the same way while
+its chunks are sent (api/hot.py's `send_stream`).
 `cancelled_on_disconnect` watches the ASGI channel while the request is being served and
 cancels the serving task when the client disconnects: the upstream connection is closed (the
 engine drops the sequence) and the request's life settles as 499. Either way, and for a client

@@ -11,8 +11,7 @@ What the route does, as the FastAPI route did: a fresh request id; authenticatio
 read against the size cap (413 before reading when the declared length exceeds it); a client
 gone while its body arrives, or while a non-stream answer is prepared, ends as 499 and cancels
 the upstream call; every refusal in the OpenAI error shape with x-request-id (and Retry-After);
-a stream answered as `text/event-stream` through Starlette's StreamingResponse (which stops
-the relay when the client disconnects).
+a stream answered as `text/event-stream` by `send_stream`.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ from typing import Final
 import orjson
 from fastapi import FastAPI
 from starlette.datastructures import Headers
-from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from spillgate import service
@@ -49,9 +47,46 @@ _REQUEST_ID: Final = REQUEST_ID.encode("latin-1")
 _NAMES: dict[str, bytes] = {}
 
 
+# What Starlette's StreamingResponse sent after the service's headers, as it sent it.
+_SSE_TAIL: Final = [(b"cache-control", b"no-cache"),
+                    (b"content-type", b"text/event-stream; charset=utf-8")]
+
+
 def _name(header: str) -> bytes:
     encoded = _NAMES[header] = header.lower().encode("latin-1")
     return encoded
+
+
+def _raw_headers(headers: dict[str, str], rid: str,
+                 tail: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    raw = [(_NAMES.get(k) or _name(k), v.encode("latin-1")) for k, v in headers.items()]
+    raw.append((_REQUEST_ID, rid.encode("latin-1")))
+    raw += tail
+    return raw
+
+
+async def send_stream(reply: service.StreamReply, raw: list[tuple[bytes, bytes]],
+                      receive: Receive, send: Send) -> None:
+    """Send a stream's chunks as they come: a plain ASGI loop, where Starlette's
+    StreamingResponse cost every stream an anyio task group and a second task listening for
+    the disconnect (scripts/bench_gateway_ab.py --stream). The relay still stops when the
+    client leaves: `cancelled_on_disconnect` cancels this task, the relay settles the row as
+    499 in its `finally`, and nothing more is sent. A slow reader holds the loop at `send`
+    (the server's flow control), so the upstream is read no faster than the client reads."""
+    chunks = reply.chunks
+    await send({"type": "http.response.start", "status": 200, "headers": raw})
+    try:
+        async with cancelled_on_disconnect(receive):
+            async for chunk in chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except ClientClosed:
+        return  # the answer had started: nothing to tell a client that is gone
+    finally:  # cancelled at `send`, the relay is parked at a `yield`: close it (it settles)
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
+    # Outside the watcher: completing the response wakes it with a (false) disconnect.
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 class HotRoute:
@@ -76,14 +111,11 @@ class HotRoute:
             await error_response(InternalError("internal error"), rid)(scope, receive, send)
             return
         if isinstance(reply, service.StreamReply):
-            headers = {**reply.headers, REQUEST_ID: rid, "cache-control": "no-cache"}
-            await StreamingResponse(reply.chunks, media_type="text/event-stream",
-                                    headers=headers)(scope, receive, send)
+            await send_stream(reply, _raw_headers(reply.headers, rid, _SSE_TAIL), receive, send)
             return
         body = orjson.dumps(reply.body)
-        raw = [(_NAMES.get(k) or _name(k), v.encode("latin-1")) for k, v in reply.headers.items()]
-        raw += [(_REQUEST_ID, rid.encode("latin-1")), (b"content-length", b"%d" % len(body)),
-                _JSON_TYPE]
+        raw = _raw_headers(reply.headers, rid, [(b"content-length", b"%d" % len(body)),
+                                                _JSON_TYPE])
         await send({"type": "http.response.start", "status": 200, "headers": raw})
         await send({"type": "http.response.body", "body": body})
 
