@@ -54,6 +54,9 @@ def prompt_tokens(model: LlamaModel, index: int) -> list[int]:
 def bare(model: LlamaModel, streams: int, tokens: int) -> dict[str, Any]:
     """Prefill every prompt in one batch, then `tokens` decode steps of all sequences."""
     prompts = [prompt_tokens(model, i) for i in range(streams)]
+    # bare is llama.cpp at --n-threads: undo whatever the scheduler layer's thread choosers
+    # set on the shared context (they apply their own choice again at their next decision)
+    model.set_threads(model.shape.n_threads, model.shape.n_threads)
     samplers = [model.new_sampler(SAMPLING) for _ in range(streams)]
     try:
         start = time.perf_counter()
@@ -122,12 +125,15 @@ def main() -> int:
     parser.add_argument("--layers", nargs="+", default=["bare", "scheduler", "process"])
     parser.add_argument("--out", type=Path, default=REPO / "var" / "probe_engine.json")
     parser.add_argument("--timeline", type=Path, help="write every step's split here (JSON)")
+    parser.add_argument("--adapt-threads", action=argparse.BooleanOptionalAction, default=True,
+                        help="the scheduler layers switch to 1 thread when faster (the engine's "
+                             "default)")
     args = parser.parse_args()
     top = max(args.levels)
     shape = ContextShape(n_ctx=1024, n_seq=top, n_batch=512 + top, n_threads=args.n_threads)
     path = Path(args.model_path or bundled_gguf())
     model = LlamaModel(path, shape)
-    config = SchedulerConfig(max_batch=top, max_queue=64)
+    config = SchedulerConfig(max_batch=top, max_queue=64, adapt_threads=args.adapt_threads)
     outlet = LoopOutlet()
     timeline = StepTimeline()
     if args.timeline:
