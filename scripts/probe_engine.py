@@ -9,6 +9,9 @@ the moment:
 `bare` (fixed step count); the scheduler layer uses prompts that ask for long answers.
 
     .venv/bin/python scripts/probe_engine.py --levels 1 4 8 --tokens 64
+
+`--timeline FILE` also stamps every call of the decode loop (bare and scheduler layers; see
+step_timeline.py), adds the median step split to the table and writes every step to FILE.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +40,8 @@ from spillgate.engines.llamacpp.model import (  # noqa: E402
     SamplingParams,
 )
 from spillgate.engines.llamacpp.scheduler import Job, Scheduler, SchedulerConfig  # noqa: E402
+from spillgate.engines.llamacpp.tickets import LoopOutlet  # noqa: E402
+from step_timeline import StepTimeline, medians  # noqa: E402
 
 SAMPLING = SamplingParams(temperature=0.7)
 
@@ -48,6 +54,9 @@ def prompt_tokens(model: LlamaModel, index: int) -> list[int]:
 def bare(model: LlamaModel, streams: int, tokens: int) -> dict[str, Any]:
     """Prefill every prompt in one batch, then `tokens` decode steps of all sequences."""
     prompts = [prompt_tokens(model, i) for i in range(streams)]
+    # bare is llama.cpp at --n-threads: undo whatever the scheduler layer's thread choosers
+    # set on the shared context (they apply their own choice again at their next decision)
+    model.set_threads(model.shape.n_threads, model.shape.n_threads)
     samplers = [model.new_sampler(SAMPLING) for _ in range(streams)]
     try:
         start = time.perf_counter()
@@ -115,25 +124,49 @@ def main() -> int:
     parser.add_argument("--n-threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--layers", nargs="+", default=["bare", "scheduler", "process"])
     parser.add_argument("--out", type=Path, default=REPO / "var" / "probe_engine.json")
+    parser.add_argument("--timeline", type=Path, help="write every step's split here (JSON)")
+    parser.add_argument("--adapt-threads", action=argparse.BooleanOptionalAction, default=True,
+                        help="the scheduler layers switch to 1 thread when faster (the engine's "
+                             "default)")
     args = parser.parse_args()
     top = max(args.levels)
     shape = ContextShape(n_ctx=1024, n_seq=top, n_batch=512 + top, n_threads=args.n_threads)
     path = Path(args.model_path or bundled_gguf())
     model = LlamaModel(path, shape)
-    config = SchedulerConfig(max_batch=top, max_queue=64)
-    scheduler = Scheduler(model, EngineMetrics(queue_capacity=64, max_batch=top), config)
+    config = SchedulerConfig(max_batch=top, max_queue=64, adapt_threads=args.adapt_threads)
+    outlet = LoopOutlet()
+    timeline = StepTimeline()
+    if args.timeline:
+        for name in ("decode", "sample", "piece"):
+            timeline.wrap(model, name)
+        for name in ("send", "settle"):
+            timeline.wrap(outlet, name)
+    scheduler = Scheduler(model, EngineMetrics(queue_capacity=64, max_batch=top), config,
+                          outlet=outlet)
     scheduler.start()
     decoder = DecoderProcess(DecoderSpec(path, shape, config), handoff=False)
     if "process" in args.layers:
         decoder.start()
     rows: list[dict[str, Any]] = []
+    steps: dict[str, list[dict[str, float]]] = {}
+
+    def stamped(run: Callable[..., dict[str, Any]], *run_args: Any) -> dict[str, Any]:
+        timeline.start()
+        row = run(*run_args)
+        taken = timeline.steps()
+        if args.timeline:
+            steps[f"{row['layer']}/{row['streams']}"] = taken
+            row["timeline_p50_ms"] = medians(taken)
+        return row
+
     try:
         bare(model, 1, 8)  # warm-up
         for streams in args.levels:
             if "bare" in args.layers:
-                rows.append(bare(model, streams, args.tokens))
+                rows.append(stamped(bare, model, streams, args.tokens))
             if "scheduler" in args.layers:
-                rows.append(asyncio.run(scheduled(scheduler, model, streams, args.tokens)))
+                rows.append(stamped(asyncio.run, scheduled(scheduler, model, streams,
+                                                           args.tokens)))
             if "process" in args.layers:
                 rows.append(asyncio.run(scheduled(decoder, model, streams, args.tokens)))
     finally:
@@ -149,11 +182,30 @@ def main() -> int:
               f"{row['aggregate_tok_s']:>9} {row['ratio_vs_one']:>6} "
               f"{row['step_ms_p50'] or '-':>7} {row['ttft_p50_s']:>8} "
               f"{row['cpu_ms_per_token'] or '-':>10}")
+    print_timeline(rows)
+    if args.timeline:
+        args.timeline.parent.mkdir(parents=True, exist_ok=True)
+        args.timeline.write_text(json.dumps(steps, indent=1))
+        print(f"wrote {args.timeline}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"n_threads": args.n_threads, "tokens": args.tokens,
                                     "cpu_count": os.cpu_count(), "rows": rows}, indent=2))
     print(f"wrote {args.out}")
     return 0
+
+
+def print_timeline(rows: list[dict[str, Any]]) -> None:
+    """Median ms per step of each part of it, for the rows that were stamped."""
+    stamped = [row for row in rows if "timeline_p50_ms" in row]
+    if not stamped:
+        return
+    keys = list(stamped[0]["timeline_p50_ms"])
+    print(f"{'layer':>9} {'streams':>7} " + " ".join(f"{key:>8}" for key in keys)
+          + "   (median ms per step)")
+    for row in stamped:
+        split = row["timeline_p50_ms"]
+        print(f"{row['layer']:>9} {row['streams']:>7} "
+              + " ".join(f"{split[key] if split[key] is not None else '-':>8}" for key in keys))
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ cancelled because another arrived. A client that disconnects frees its slot at o
 Routes: POST /v1/chat/completions, /v1/completions (plain and SSE), /v1/embeddings (400
 `embeddings_not_supported`), GET /v1/models, /health, /metrics.
 
-The decode loop runs in a child process by default (`--decoder process`; decoder.py): the
-HTTP process keeps a vocabulary-only model for tokenizing and exchanges one pipe message per
+The decode loop runs in a thread of the HTTP process by default (`--decoder thread`;
+scheduler.py). With `--decoder process` (decoder.py) it runs in a child process: the HTTP
+process keeps a vocabulary-only model for tokenizing and exchanges one pipe message per
 decode step with it, so the event loop never competes with decoding for the GIL.
 
 Modules: model (C API wrapper), scheduler (decode thread), tickets (jobs, chunks, hand-off),

@@ -28,8 +28,8 @@ def default_threads() -> int:
     """Every core, with the decode/HTTP hand-off on (see `--handoff-wait-ms`). Measured on the
     2-core machine, quiet: 59.7 tokens/s at concurrency 1 with 2 threads vs 39.1 with 1. On
     cores shared with other busy processes llama.cpp's spinning barriers make fewer threads
-    far better (0.5 vs 7.0 tokens/s there): set `--n-threads` lower on a shared box (README,
-    Performance)."""
+    far better (0.5 vs 7.0 tokens/s there): `--adapt-threads` (on by default) then drops to
+    one thread while that measures faster (threads.py)."""
     return os.cpu_count() or 1
 
 
@@ -61,6 +61,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "previous step's tokens before decoding again (0: never; "
                              f"default: {HANDOFF_WAIT_MS} ms when --n-threads takes every "
                              "core, else 0).")
+    parser.add_argument("--adapt-threads", action=argparse.BooleanOptionalAction, default=True,
+                        help="Decode with 1 thread instead of --n-threads while that measures "
+                             "faster (cores shared with other busy work), trying again now and "
+                             "then (default: on).")
     # Thread by default: on the 2-core reference machine, quiet, the decode process served
     # 64.1 / 71.0 tokens/s at 1 / 4 streams against 71.4 / 80.5 in a thread (README).
     parser.add_argument("--decoder", choices=("process", "thread"), default="thread",
@@ -98,7 +102,7 @@ def build(args: argparse.Namespace) -> tuple[Engine, DecodeLoop]:
                             eos_token=model.token_text(model.eos_token))
     config = SchedulerConfig(
         max_batch=args.max_batch, max_queue=args.max_queue, prefill_chunk=args.prefill_chunk,
-        handoff_wait_s=args.handoff_wait_ms / 1000)
+        handoff_wait_s=args.handoff_wait_ms / 1000, adapt_threads=args.adapt_threads)
     scheduler: DecodeLoop
     if in_process:
         metrics = EngineMetrics(queue_capacity=args.max_queue, max_batch=args.max_batch)

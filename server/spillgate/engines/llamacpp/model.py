@@ -216,6 +216,10 @@ class LlamaModel:
         batch.n_tokens = len(rows)
         return int(llama_cpp.llama_decode(self._ctx, batch))
 
+    def set_threads(self, n_threads: int, n_threads_batch: int) -> None:
+        """Threads of the next decodes: of one-token batches, and of bigger ones."""
+        llama_cpp.llama_set_n_threads(self._ctx, n_threads, n_threads_batch)
+
     def forget(self, seq: int) -> None:
         """Drop every KV-cache cell of a sequence so its slot can hold a new one."""
         llama_cpp.llama_memory_seq_rm(self._memory, seq, -1, -1)

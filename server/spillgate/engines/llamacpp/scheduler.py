@@ -14,7 +14,9 @@ Cancelling is a flag the thread reads at the top of each step. Before the next `
 the thread waits (at most `handoff_wait_s`) until the HTTP side has run the coroutines those
 chunks woke: on a machine with as many cores as llama.cpp threads, HTTP work running *during*
 a decode pre-empts one of llama.cpp's threads while the others spin at its barriers, so the
-whole step waits for it; run between decodes, it costs only its own time.
+whole step waits for it; run between decodes, it costs only its own time. When the cores are
+busy anyway, one llama.cpp thread (no barriers) beats several: the thread times every decode
+and a `ThreadChooser` (threads.py) switches between `n_threads` and 1 by what it measures.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from spillgate.engines.llamacpp.logprobs import TokenLogprob
 from spillgate.engines.llamacpp.metrics import EngineMetrics
 from spillgate.engines.llamacpp.model import LlamaModel
 from spillgate.engines.llamacpp.textstream import TextStream
+from spillgate.engines.llamacpp.threads import ThreadChooser
 from spillgate.engines.llamacpp.tickets import (
     Chunk,
     Delivery,
@@ -80,6 +83,7 @@ class SchedulerConfig:
     max_queue: int = 32
     prefill_chunk: int = 128  # prompt tokens per step: bounds the stall of running streams
     handoff_wait_s: float = 0.002  # longest wait for the loop to take a step's chunks; 0: none
+    adapt_threads: bool = True  # switch between n_threads and 1 by measured step time
 
 
 class Scheduler:
@@ -99,6 +103,11 @@ class Scheduler:
         self._free_slots = list(range(config.max_batch - 1, -1, -1))
         self._stopping = False
         self._outbox: Delivery = []
+        # llama.cpp runs one-token batches on `n_threads` and bigger ones on `n_threads_batch`:
+        # one chooser each, as one stream and several (or a prompt) can want different counts
+        most = model.shape.n_threads
+        adapt = config.adapt_threads and most > 1
+        self._threads = (ThreadChooser(most), ThreadChooser(most)) if adapt else None
         self._thread: threading.Thread | None = None
         self.failure: BaseException | None = None
 
@@ -222,7 +231,7 @@ class Scheduler:
                 budget -= self._add_prompt_rows(seq, rows, to_sample, budget)
         if not rows:
             return
-        status = self._model.decode(rows)
+        status = self._decode(rows)
         if status != 0:
             self._fail_all(ServiceUnavailable(f"llama_decode failed with status {status}",
                                               code="engine_decode_failed"))
@@ -235,6 +244,16 @@ class Scheduler:
             self._accept(seq, token)
         self._metrics.generation_tokens.inc(len(to_sample))
         self._flush_outbox()
+
+    def _decode(self, rows: list[tuple[int, int, int, bool]]) -> int:
+        began = time.perf_counter()
+        status = self._model.decode(rows)
+        if self._threads is not None:
+            single, batched = self._threads
+            chooser = single if len(rows) == 1 else batched
+            if chooser.observe(len(rows), time.perf_counter() - began) is not None:
+                self._model.set_threads(single.in_force, batched.in_force)
+        return status
 
     def _flush_outbox(self) -> None:
         """One hand-off per step for all sequences, not one per token per sequence."""
