@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import statistics
 import sys
 import tempfile
@@ -129,8 +130,15 @@ def main() -> None:
     parser.add_argument("--stream", action="store_true", help="streaming requests")
     parser.add_argument("--c", type=int, nargs="+", default=[1, 16, 64],
                         help="concurrency levels")
+    parser.add_argument("--out", type=Path, default=REPO / "var" / "bench_gateway_ab.json")
     args = parser.parse_args()
-    print(render(run(args.a, args.b, args.rounds, args.quick, args.stream, args.c)))
+    results = run(args.a, args.b, args.rounds, args.quick, args.stream, args.c)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"a": str(args.a), "b": str(args.b), "rounds": args.rounds,
+                                    "quick": args.quick, "stream": args.stream,
+                                    "results": results}, indent=2, default=str))
+    print(render(results))
+    print(f"\nwritten to {args.out}")
 
 
 if __name__ == "__main__":
