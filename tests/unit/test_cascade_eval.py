@@ -122,7 +122,38 @@ async def test_a_run_against_a_model_server(tmp_path: Path) -> None:
         assert keep_capitals[0]["kept_accuracy"] == 1.0
         assert keep_capitals[0]["escalation_rate"] == 0.5
     drafts = [orjson.loads(line) for line in (tmp_path / "drafts.jsonl").read_bytes().splitlines()]
-    assert [d["correct"] for d in drafts] == [True, True, False, False]
+    assert sorted((d["id"], d["correct"]) for d in drafts) == [
+        ("a", True), ("b", True), ("c", False), ("d", False)]
+
+
+async def test_a_run_cut_short_keeps_the_drafts_it_graded(tmp_path: Path) -> None:
+    """Drafts are written as they are graded: a server that fails on the third question
+    ends the run with an error, and the two graded before it are on disk."""
+    async def chat(request: web.Request) -> web.Response:
+        body = await request.json()
+        prompt = body["messages"][-1]["content"]
+        if prompt.startswith("Q3"):
+            return web.json_response({"error": {"message": "down"}}, status=500)
+        return web.json_response({
+            "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "4"}, "logprobs": None}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}})
+
+    data = tmp_path / "set.jsonl"
+    data.write_bytes(b"".join(orjson.dumps(
+        {"id": f"q{i}", "kind": "arithmetic", "prompt": f"Q{i}: what is 2 + 2?", "gold": "4"},
+    ) + b"\n" for i in (1, 2, 3, 4)))
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    async with TestServer(app, host="127.0.0.1") as server:
+        argv = ["eval", "cascade", "--data", str(data), "--base-url",
+                str(server.make_url("/v1")), "--concurrency", "1",
+                "--drafts", str(tmp_path / "drafts.jsonl")]
+        code = await asyncio.to_thread(cli_main, argv)
+    assert code != 0
+    drafts = [orjson.loads(line) for line in (tmp_path / "drafts.jsonl").read_bytes().splitlines()]
+    assert [(d["id"], d["correct"]) for d in drafts] == [("q1", True), ("q2", True)]
 
 
 def test_evaluate_reports_drafts_without_logprobs() -> None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
 
@@ -49,7 +50,9 @@ def add_cascade_eval(subparsers: Any) -> None:
     run.add_argument("--timeout-s", type=float, default=600.0, help="per question")
     run.add_argument("--format", choices=("md", "json"), default="md")
     run.add_argument("--output", type=Path, help="write the report here, not to stdout")
-    run.add_argument("--drafts", type=Path, help="also write each graded draft (JSONL)")
+    run.add_argument("--drafts", type=Path,
+                     help="also write each graded draft (JSONL, one line as each is graded, "
+                          "so a run cut short keeps what it asked)")
     run.set_defaults(func=run_cascade_eval)
 
 
@@ -96,8 +99,18 @@ async def run_all(args: argparse.Namespace, rows: list[dict[str, str]],
         headers["authorization"] = f"Bearer {os.environ.get(args.api_key_env, '')}"
     gate = asyncio.Semaphore(max(1, args.concurrency))
     timeout = aiohttp.ClientTimeout(total=args.timeout_s)
+    with contextlib.ExitStack() as stack:
+        drafts = stack.enter_context(args.drafts.open("wb")) if args.drafts else None
+        return await _ask_all(args, rows, headers, gate, timeout, drafts)
+
+
+async def _ask_all(args: argparse.Namespace, rows: list[dict[str, str]], headers: dict[str, str],
+                   gate: asyncio.Semaphore, limits: aiohttp.ClientTimeout,
+                   drafts: BinaryIO | None) -> list[tuple[Graded, str] | None]:
+    import aiohttp
+
     done = 0
-    async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
+    async with aiohttp.ClientSession(headers=headers, timeout=limits) as session:
         async def one(index: int, row: dict[str, str]) -> tuple[Graded, str] | None:
             nonlocal done
             async with gate:
@@ -110,15 +123,26 @@ async def run_all(args: argparse.Namespace, rows: list[dict[str, str]],
                     done += 1
                     if done % 20 == 0:
                         log.info("%d/%d questions asked", done, len(rows))
-            return Graded(row.get("id", str(index)), row["kind"],
-                          grade(row["kind"], row["gold"], text), logprobs), text
+            graded = Graded(row.get("id", str(index)), row["kind"],
+                            grade(row["kind"], row["gold"], text), logprobs)
+            if drafts is not None:
+                drafts.write(draft_line(graded, text))
+                drafts.flush()
+            return graded, text
         return await asyncio.gather(*(one(i, r) for i, r in enumerate(rows)))
+
+
+def draft_line(item: Graded, text: str) -> bytes:
+    return orjson.dumps({"id": item.id, "kind": item.kind, "answer": text,
+                         "correct": item.correct, "logprobs": list(item.logprobs)}) + b"\n"
 
 
 def run_cascade_eval(args: argparse.Namespace) -> int:
     rows = load_rows(args.data)
     if not rows:
         raise ConfigError(f"--data: {args.data} has no rows")
+    import aiohttp  # here too: the except clause below names it (a NameError hid every error)
+
     try:
         answers = asyncio.run(run_all(args, rows))
     except aiohttp.ClientError as exc:
@@ -126,10 +150,6 @@ def run_cascade_eval(args: argparse.Namespace) -> int:
     graded = [answer for answer in answers if answer is not None]
     if not graded:
         raise ConfigError(f"{args.base_url}: no question was answered in time")
-    if args.drafts:
-        args.drafts.write_bytes(b"".join(orjson.dumps({
-            "id": item.id, "kind": item.kind, "answer": text, "correct": item.correct,
-            "logprobs": list(item.logprobs)}) + b"\n" for item, text in graded))
     result = evaluate([item for item, _ in graded], args.first_k)
     result["unanswered"] = len(answers) - len(graded)
     report = render(result, args.format)
