@@ -125,9 +125,9 @@ def main() -> int:
     parser.add_argument("--layers", nargs="+", default=["bare", "scheduler", "process"])
     parser.add_argument("--out", type=Path, default=REPO / "var" / "probe_engine.json")
     parser.add_argument("--timeline", type=Path, help="write every step's split here (JSON)")
-    parser.add_argument("--adapt-threads", action=argparse.BooleanOptionalAction, default=True,
-                        help="the scheduler layers switch to 1 thread when faster (the engine's "
-                             "default)")
+    parser.add_argument("--adapt-threads", action=argparse.BooleanOptionalAction, default=False,
+                        help="the scheduler layers switch to 1 thread when faster (the "
+                             "engine's --adapt-threads; off by default there too)")
     args = parser.parse_args()
     top = max(args.levels)
     shape = ContextShape(n_ctx=1024, n_seq=top, n_batch=512 + top, n_threads=args.n_threads)

@@ -28,8 +28,10 @@ def default_threads() -> int:
     """Every core, with the decode/HTTP hand-off on (see `--handoff-wait-ms`). Measured on the
     2-core machine, quiet: 59.7 tokens/s at concurrency 1 with 2 threads vs 39.1 with 1. On
     cores shared with other busy processes llama.cpp's spinning barriers make fewer threads
-    far better (0.5 vs 7.0 tokens/s there): `--adapt-threads` (on by default) then drops to
-    one thread while that measures faster (threads.py)."""
+    far better (0.5 vs 7.0 tokens/s there): `--adapt-threads` drops to one thread while that
+    measures faster (threads.py). Off by default: quiet, it cost ~5% tokens/s and, with a
+    batch running beside live traffic, live p95 1.26x vs 0.95x fixed (scripts/bench_batch.py
+    --live 60 --lines 0, one run each)."""
     return os.cpu_count() or 1
 
 
@@ -61,10 +63,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "previous step's tokens before decoding again (0: never; "
                              f"default: {HANDOFF_WAIT_MS} ms when --n-threads takes every "
                              "core, else 0).")
-    parser.add_argument("--adapt-threads", action=argparse.BooleanOptionalAction, default=True,
+    parser.add_argument("--adapt-threads", action=argparse.BooleanOptionalAction, default=False,
                         help="Decode with 1 thread instead of --n-threads while that measures "
                              "faster (cores shared with other busy work), trying again now and "
-                             "then (default: on).")
+                             "then (default: off; for boxes whose cores other work also uses).")
     # Thread by default: on the 2-core reference machine, quiet, the decode process served
     # 64.1 / 71.0 tokens/s at 1 / 4 streams against 71.4 / 80.5 in a thread (README).
     parser.add_argument("--decoder", choices=("process", "thread"), default="thread",

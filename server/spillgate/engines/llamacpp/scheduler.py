@@ -83,7 +83,7 @@ class SchedulerConfig:
     max_queue: int = 32
     prefill_chunk: int = 128  # prompt tokens per step: bounds the stall of running streams
     handoff_wait_s: float = 0.002  # longest wait for the loop to take a step's chunks; 0: none
-    adapt_threads: bool = True  # switch between n_threads and 1 by measured step time
+    adapt_threads: bool = False  # switch between n_threads and 1 by measured step time
 
 
 class Scheduler:
