@@ -4,6 +4,7 @@ official OpenAI SDK: OpenAI shapes, errors, concurrency, the bounded queue and d
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import signal
 import time
@@ -290,3 +291,28 @@ async def test_urgent_priority_is_admitted_before_earlier_arrivals(single: Proc)
         assert gauge(single, "spillgate_engine_requests_waiting") == 3
         await asyncio.gather(*tasks)
     assert finished == ["first", "urgent", "b", "c"]
+
+
+def test_adaptive_threads_serve_concurrent_requests(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """`--adapt-threads` changes llama.cpp's thread count between decodes (a trial starts
+    after 8 timed steps): requests running across those switches still finish whole."""
+    port = free_port()
+    argv = ["-m", "spillgate.engines.llamacpp", "--model-path", bundled_gguf(),
+            "--served-name", MODEL, "--port", str(port), "--max-batch", "2", "--n-ctx", "1024",
+            "--n-threads", "2", "--adapt-threads"]
+    log = Path(tmp_path_factory.mktemp("adapt")) / "engine.log"
+    with spawn(argv, log, f"http://127.0.0.1:{port}/v1",
+               f"http://127.0.0.1:{port}/health") as proc:
+        body = {"model": MODEL, "prompt": LONG_PROMPT, "max_tokens": 40, "temperature": 0}
+
+        def ask() -> dict[str, Any]:
+            reply = httpx.post(proc.base_url + "/completions", json=body, timeout=120)
+            assert reply.status_code == 200, reply.text
+            return dict(reply.json())
+
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(lambda _: ask(), range(4)))
+        assert all(a["usage"]["completion_tokens"] > 0 for a in answers)
+        assert all(a["choices"][0]["finish_reason"] in ("stop", "length") for a in answers)
+        assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200

@@ -230,12 +230,11 @@ def _money(value: Any) -> Decimal:
 # --- the batcher's and recovery's updates --------------------------------------------------
 _IDS: Any = bindparam("ids", expanding=True)  # statements built once: only the ids change
 LOOKUP = (requests.c.request_id, requests.c.started_at, requests.c.key_id, requests.c.tags,
-           requests.c.tier, requests.c.sensitivity, requests.c.reason, requests.c.state,
-           requests.c.prompt_tokens, requests.c.cached_tokens, requests.c.completion_tokens,
-           requests.c.cost_usd, requests.c.counterfactual_usd,
-           requests.c.draft_usd)  # fmt: skip
+          requests.c.tier, requests.c.sensitivity, requests.c.reason, requests.c.state,
+          requests.c.prompt_tokens, requests.c.cached_tokens, requests.c.completion_tokens,
+          requests.c.cost_usd, requests.c.counterfactual_usd, requests.c.draft_usd)
 _STORED = select(*LOOKUP).where(requests.c.request_id.in_(_IDS),
-                                 requests.c.state.not_in(NOT_FINAL))
+                                requests.c.state.not_in(NOT_FINAL))
 _LOCK_ROWS = (select(requests.c.request_id).where(requests.c.request_id.in_(_IDS))
               .order_by(requests.c.request_id).with_for_update())
 

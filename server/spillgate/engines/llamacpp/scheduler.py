@@ -246,13 +246,14 @@ class Scheduler:
         self._flush_outbox()
 
     def _decode(self, rows: list[tuple[int, int, int, bool]]) -> int:
+        if self._threads is None:  # --adapt-threads off (the default): nothing to time
+            return self._model.decode(rows)
         began = time.perf_counter()
         status = self._model.decode(rows)
-        if self._threads is not None:
-            single, batched = self._threads
-            chooser = single if len(rows) == 1 else batched
-            if chooser.observe(len(rows), time.perf_counter() - began) is not None:
-                self._model.set_threads(single.in_force, batched.in_force)
+        single, batched = self._threads
+        chooser = single if len(rows) == 1 else batched
+        if chooser.observe(len(rows), time.perf_counter() - began) is not None:
+            self._model.set_threads(single.in_force, batched.in_force)
         return status
 
     def _flush_outbox(self) -> None:
