@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from spillgate.batches.scheduler import IDLE_LOOK_S, REST_LOOK_S
 from spillgate.errors import ServiceUnavailable, UpstreamError
 from spillgate.fakes.backend import Script
 from spillgate.reports.batches import batch_figures
@@ -206,6 +207,28 @@ async def test_live_traffic_preempts_a_running_line_which_is_billed_once(
         # The preempted attempt and its retry share one ledger row: the retry's.
         assert len(rows) == 2 and {r["status"] for r in rows} == {200}
         assert h.app.state.batches.scheduler.preempted >= 1
+
+
+async def test_a_resting_scheduler_looks_seldom_yet_a_new_batch_runs_at_once(
+        tmp_path: Path) -> None:
+    """With no batch in progress the scheduler does not look at live load every `poll_s`
+    (at 20 ms that cost an idle node 15 ms of CPU a second, taken from the engine's
+    threads), and a batch created then is still picked up at once."""
+    async with batch_harness(tmp_path) as h:  # poll_s 10 ms
+        looks = 0
+        capacity = h.node.capacity
+
+        def counted() -> Any:
+            nonlocal looks
+            looks += 1
+            return capacity()
+
+        h.node.capacity = counted
+        await asyncio.sleep(0.5)
+        assert looks <= 0.5 / REST_LOOK_S + 2  # every poll_s would have been ~50
+        batch = await start_batch(h.client, [chat_line("a")])
+        done = await wait_status(h.client, batch["id"], timeout_s=IDLE_LOOK_S / 2)
+        assert done["status"] == "completed"
 
 
 async def test_upstream_failures_are_retried_then_reported(tmp_path: Path) -> None:
