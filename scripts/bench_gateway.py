@@ -2,12 +2,15 @@
 
 (a) latency the gateway adds over calling a loopback fake upstream directly (the upstream
     answers after 20 ms): p50/p99 at concurrency 1, 16, 64, throughput as a share of direct;
-(b) generated tokens/s through the gateway vs straight to the llama.cpp engine, c = 1 and 4;
+(b) generated tokens/s through the gateway vs straight to the llama.cpp engine, c = 1 and 4
+    (medians of interleaved rounds);
 (c) gateway RSS idle and while holding 64 concurrent streams;
 (d) gateway CPU time per request (user + system of the gateway process, from psutil, over a
     fixed number of requests at c = 1 and 16): the figure that stays honest on a loaded machine,
     where wall-clock latency is mostly other processes' noise; with each thread's share, the
-    ledger writer thread's printed when py-spy is installed (it names the threads).
+    ledger writer thread's printed when py-spy is installed (it names the threads);
+(e) the machine's floor (scripts/wake_rtt.py): a loopback round trip between two processes,
+    back to back and with both asleep 20 ms between messages, the hop a proxy adds at c = 1.
 Direct and proxied runs alternate so drift on this shared 2-core machine hits both alike.
 
     .venv/bin/python scripts/bench_gateway.py [--quick] [--out var/bench_gateway.json]
@@ -47,6 +50,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support import REPO, bundled_gguf, free_port, spawn, write_config
+
+import wake_rtt  # scripts/, beside this file
 
 CHAT = {"model": "smollm2", "messages": [{"role": "user", "content": "Say ok."}],
         "max_tokens": 8}
@@ -299,11 +304,12 @@ def part_b(tmp: Path, quick: bool) -> dict[str, Any]:
     with spawn(argv, tmp / "engine.log", engine_url, f"http://127.0.0.1:{port}/health"), \
             _start_gateway(tmp, engine_url) as gw:
         for c in (1, 4):
-            rounds = 1 if quick else 2
+            # One round is a few seconds of decoding; single rounds swing by 10% here, so
+            # the medians of several interleaved rounds are compared.
             direct, via = [], []
-            for _ in range(2):
-                direct.append(asyncio.run(_tokens(engine_url + "/chat/completions", c, rounds)))
-                via.append(asyncio.run(_tokens(gw.base_url + "/chat/completions", c, rounds)))
+            for _ in range(3 if quick else 7):
+                direct.append(asyncio.run(_tokens(engine_url + "/chat/completions", c, 1)))
+                via.append(asyncio.run(_tokens(gw.base_url + "/chat/completions", c, 1)))
             d, g = statistics.median(direct), statistics.median(via)
             out[str(c)] = {"direct_tps": d, "gateway_tps": g, "share": g / d}
     return out
@@ -325,6 +331,7 @@ def main() -> None:
             results = cpu_only(tmp, args.quick, args.profile, args.spy)
         else:
             results = part_a_and_c(tmp, args.quick)
+            results["wake_rtt"] = wake_rtt.measure()
             if not args.skip_engine:
                 _write(args.out, results)  # parts a, c, d kept if the engine part fails
                 results["tokens_per_s"] = part_b(tmp, args.quick)
@@ -373,6 +380,11 @@ def render(results: dict[str, Any]) -> str:
         for c, r in results["tokens_per_s"].items():
             lines.append(f"| {c} | {r['direct_tps']:.1f} | {r['gateway_tps']:.1f} | "
                          f"{100 * r['share']:.1f}% |")
+    if "wake_rtt" in results:
+        lines += ["", "Machine floor (scripts/wake_rtt.py): " + "; ".join(
+            f"{name.replace('_', ' ')} {r['p50_us']:.0f} / {r['p99_us']:.0f} µs"
+            for name, r in results["wake_rtt"].items())
+            + " (p50 / p99 loopback round trip between two processes: the hop a proxy adds)"]
     rss = results["rss_mb"]
     lines += ["", f"gateway RSS: idle {rss['idle']:.0f} MB, "
                   f"64 streams peak {rss['64_streams_peak']:.0f} MB"]
