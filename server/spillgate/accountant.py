@@ -18,9 +18,10 @@ and, with a PostgreSQL ledger, the RPM/TPM check of a key that has limits):
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 
 from spillgate.catalog import Catalog
@@ -268,10 +269,15 @@ class Accountant:
         elif self.clock.has(record.request_id):  # left the engine (deadline or failure)
             self.clock.abandon(record.request_id)
 
-    async def finish(self, record: RequestRecord) -> None:
+    def finish(self, record: RequestRecord) -> Callable[[], Awaitable[None]] | None:
+        """Price the settled request and write its row, at once (no await, so nothing can
+        cancel it half way), and return None; or, when a paid reservation must first be
+        settled in the database, write nothing yet and return that step, which then writes
+        the row. Most requests hold no reservation: they settle without a task or a turn of
+        the event loop (the caller shields only the step)."""
         if record.cache:  # a cache hit consumed nothing: cost 0, its avoided cost kept
             self.ledger.finish_record(record)
-            return
+            return None
         usage = record.usage
         if record.tier != "local" and self.clock.has(record.request_id):
             self.clock.abandon(record.request_id)
@@ -299,10 +305,15 @@ class Accountant:
             self._metrics.api_spend.labels(record.backend).inc(float(record.cost_usd))
             self.spend.paid_settled(record.key_id, record.cost_usd)
         if record.reserved_usd and record.key_id:
-            # Settles a paid call (the difference to the reservation is released), or
-            # releases the reservation of one that never served.
-            spent = record.cost_usd if record.tier == "api" else Decimal(0)
-            await self.ledger.settle(record.key_id, record.request_id, record.reserved_usd, spent)
+            return functools.partial(self._settle_reservation, record, record.key_id)
+        self.ledger.finish_record(record)
+        return None
+
+    async def _settle_reservation(self, record: RequestRecord, key_id: str) -> None:
+        """Settle a paid call (the difference to the reservation is released), or release
+        the reservation of one that never served; then write the row."""
+        spent = record.cost_usd if record.tier == "api" else Decimal(0)
+        await self.ledger.settle(key_id, record.request_id, record.reserved_usd, spent)
         self.ledger.finish_record(record)
 
 

@@ -82,8 +82,9 @@ class RequestLife:
         self._settled = True
         record.status = status
         self.release_slot()
-        # Shielded: a second cancellation must not stop the row being written.
-        await asyncio.shield(self._finish(record))
+        step = self._finish(record)
+        if step is not None:  # Shielded: a second cancellation must not stop the row.
+            await asyncio.shield(self._finish_step(record, step))
         m = self.node.metrics
         m.token_count(record.backend, "prompt").inc(record.usage.prompt_tokens)
         m.token_count(record.backend, "completion").inc(record.usage.completion_tokens)
@@ -124,10 +125,18 @@ class RequestLife:
             return 500, InternalError("internal error; the request was not served")
         return 500, None  # KeyboardInterrupt, SystemExit: let them through
 
-    async def _finish(self, record: RequestRecord) -> None:
+    def _finish(self, record: RequestRecord) -> Callable[[], Awaitable[object]] | None:
         try:
-            await self.node.accountant.finish(record)
+            return self.node.accountant.finish(record)
         except Exception as exc:  # the ledger must not take the answer down; recovered later
+            log.error("settling request %s failed: %s", record.request_id, describe(exc))
+            return None
+
+    async def _finish_step(self, record: RequestRecord,
+                           step: Callable[[], Awaitable[object]]) -> None:
+        try:
+            await step()
+        except Exception as exc:  # as above
             log.error("settling request %s failed: %s", record.request_id, describe(exc))
 
     def _count(self, backend: str, route: str, reason: str, status: int) -> None:
