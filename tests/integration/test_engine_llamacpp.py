@@ -316,3 +316,20 @@ def test_adaptive_threads_serve_concurrent_requests(
         assert all(a["usage"]["completion_tokens"] > 0 for a in answers)
         assert all(a["choices"][0]["finish_reason"] in ("stop", "length") for a in answers)
         assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+
+
+def test_an_engine_serves_requantized_weights(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """`--weights q8_0`: the engine requantizes its GGUF into the cache on first start and
+    serves from the copy."""
+    port = free_port()
+    folder = Path(tmp_path_factory.mktemp("weights"))
+    argv = ["-m", "spillgate.engines.llamacpp", "--model-path", bundled_gguf(),
+            "--served-name", MODEL, "--port", str(port), "--n-ctx", "1024",
+            "--weights", "q8_0", "--weights-cache", str(folder / "cache")]
+    with spawn(argv, folder / "engine.log", f"http://127.0.0.1:{port}/v1",
+               f"http://127.0.0.1:{port}/health") as proc:
+        body = {"model": MODEL, "prompt": LONG_PROMPT, "max_tokens": 8, "temperature": 0}
+        reply = httpx.post(proc.base_url + "/completions", json=body, timeout=120)
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["usage"]["completion_tokens"] > 0
+    assert [p.suffix for p in (folder / "cache").iterdir()] == [".gguf"]

@@ -112,6 +112,8 @@ def engine_command(local: LocalBackendSettings, catalog: Catalog) -> list[str]:
     ]
     if local.n_threads:
         command += ["--n-threads", str(local.n_threads)]
+    if local.weights != "as-is":
+        command += ["--weights", local.weights]
     return command
 
 

@@ -36,6 +36,11 @@ class LocalBackendSettings(StrictModel):
         None, ge=1, description="CPU threads (default: every core; fewer on a box shared "
         "with busy processes).")
     max_batch: int = Field(4, ge=1, description="Sequences decoded together (llama.cpp).")
+    weights: Literal["as-is", "q8_0", "q4_0", "iq4_nl"] = Field(
+        "as-is", description="llama.cpp: serve the GGUF as it is, or its requantization to a "
+        "type with fast batched CPU kernels (made on the engine's first start; README, "
+        "performance, has each type's quality and speed).",
+    )
     max_queue: int = Field(32, ge=1, description="Waiting requests before the engine says 429.")
     max_connections: int = Field(256, ge=1, description="HTTP connection pool size.")
     sensitive_priority: bool = Field(

@@ -11,6 +11,7 @@ from pathlib import Path
 import uvicorn
 
 from spillgate.engines.lifeline import ParentGone, bind_to_parent
+from spillgate.engines.llamacpp import weights
 from spillgate.engines.llamacpp.app import DecodeLoop, create_app
 from spillgate.engines.llamacpp.chat import ChatTemplate
 from spillgate.engines.llamacpp.decoder import DecoderProcess, DecoderSpec
@@ -69,6 +70,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "then (default: off; for boxes whose cores other work also uses).")
     # Thread by default: on the 2-core reference machine, quiet, the decode process served
     # 64.1 / 71.0 tokens/s at 1 / 4 streams against 71.4 / 80.5 in a thread (README).
+    parser.add_argument("--weights", choices=weights.CHOICES, default=weights.AS_IS,
+                        help="Serve the GGUF as it is, or llama.cpp's requantization of it to "
+                             "a type with fast batched CPU kernels, made on first start "
+                             "(weights.py; scripts/weights_tradeoff.py measures the quality "
+                             "and speed of each).")
+    parser.add_argument("--weights-cache", type=Path, default=None,
+                        help="Where requantized files are kept (default: "
+                             "$SPILLGATE_WEIGHTS_CACHE or ~/.cache/spillgate/weights).")
     parser.add_argument("--decoder", choices=("process", "thread"), default="thread",
                         help="Where the decode loop runs: a thread of this process (default) "
                              "or a process of its own (the HTTP side cannot hold up decoding; "
@@ -91,7 +100,9 @@ def build(args: argparse.Namespace) -> tuple[Engine, DecodeLoop]:
     shape = ContextShape(n_ctx=args.n_ctx, n_seq=args.max_batch,
                          n_batch=args.prefill_chunk + args.max_batch, n_threads=args.n_threads)
     in_process = args.decoder == "thread"
-    model = LlamaModel(args.model_path, shape, context=in_process)
+    path = weights.prepared(args.model_path, args.weights,
+                            args.weights_cache or weights.default_cache_dir())
+    model = LlamaModel(path, shape, context=in_process)
     source = model.metadata("tokenizer.chat_template")
     if args.chat_template_file is not None:
         try:
@@ -110,7 +121,7 @@ def build(args: argparse.Namespace) -> tuple[Engine, DecodeLoop]:
         metrics = EngineMetrics(queue_capacity=args.max_queue, max_batch=args.max_batch)
         scheduler = Scheduler(model, metrics, config)
     else:
-        scheduler = DecoderProcess(DecoderSpec(args.model_path, shape, config),
+        scheduler = DecoderProcess(DecoderSpec(path, shape, config),
                                    handoff=args.handoff_wait_ms > 0)
         try:
             scheduler.launch()

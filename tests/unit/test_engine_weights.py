@@ -1,0 +1,75 @@
+"""The engine's `--weights`: a requantized copy of the GGUF, made once by llama.cpp's own
+quantizer and reused; the gateway's `weights` setting reaches the engine's command line."""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+
+import pytest
+
+from spillgate.backends.registry import engine_command
+from spillgate.catalog import Catalog
+from spillgate.config.backends import LocalBackendSettings
+from spillgate.engines.llamacpp import weights
+from spillgate.engines.llamacpp.model import ContextShape, LlamaModel
+from spillgate.errors import ConfigError
+from tests.support import REPO, bundled_gguf
+
+Q8_0_FILE_TYPE = "7"  # llama.cpp's LLAMA_FTYPE_MOSTLY_Q8_0, as GGUF metadata stores it
+
+
+def _file_type(path: Path) -> str | None:
+    model = LlamaModel(path, ContextShape(n_ctx=256, n_seq=1, n_batch=32, n_threads=1),
+                       context=False)
+    try:
+        return model.metadata("general.file_type")
+    finally:
+        model.close()
+
+
+def test_as_is_serves_the_file_itself(tmp_path: Path) -> None:
+    source = Path(bundled_gguf())
+    assert weights.prepared(source, "as-is", tmp_path / "cache") == source
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_requantized_copy_is_made_once_and_reused(tmp_path: Path) -> None:
+    source = Path(bundled_gguf())
+    made = weights.prepared(source, "q8_0", tmp_path)
+    assert made.parent == tmp_path and made != source
+    assert _file_type(made) == Q8_0_FILE_TYPE
+    assert _file_type(source) != Q8_0_FILE_TYPE
+    written = made.stat().st_mtime_ns
+    assert weights.prepared(source, "q8_0", tmp_path) == made
+    assert made.stat().st_mtime_ns == written  # reused, not requantized again
+    assert [p.name for p in tmp_path.iterdir()] == [made.name]  # no partial file left
+
+
+def test_a_different_source_gets_its_own_copy(tmp_path: Path) -> None:
+    original = Path(bundled_gguf())
+    copy = tmp_path / original.name
+    copy.write_bytes(original.read_bytes() + b"\0" * 32)  # GGUF readers ignore trailing data
+    cache = tmp_path / "cache"
+    assert weights.prepared(original, "q8_0", cache) != weights.prepared(copy, "q8_0", cache)
+
+
+def test_bad_types_and_unwritable_caches_are_config_errors(tmp_path: Path) -> None:
+    source = Path(bundled_gguf())
+    with pytest.raises(ConfigError, match="unknown type"):
+        weights.prepared(source, "q2_k", tmp_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ConfigError, match="--weights-cache"):
+        weights.prepared(source, "q8_0", blocker / "cache")
+
+
+def test_the_gateway_setting_offers_the_engines_choices_and_passes_them_on() -> None:
+    setting = LocalBackendSettings.model_fields["weights"]
+    assert typing.get_args(setting.annotation) == weights.CHOICES
+    catalog = Catalog.load(REPO / "models" / "catalog.yaml")
+    plain = LocalBackendSettings(name="cpu", model="smollm2")
+    assert "--weights" not in engine_command(plain, catalog)
+    tuned = LocalBackendSettings(name="cpu", model="smollm2", weights="iq4_nl")
+    command = engine_command(tuned, catalog)
+    assert command[command.index("--weights") + 1] == "iq4_nl"
