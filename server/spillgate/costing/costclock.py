@@ -35,13 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from spillgate.costing.attribution import (
-    InFlight,
-    first_output,
-    settle_prefill,
-    split,
-    take,
-)
+from spillgate.costing.attribution import InFlight, IntervalLog
 from spillgate.costing.hardware import HardwareProfile, cost_rate_usd_per_s
 
 DEFAULT_QUANTUM = Decimal("1e-12")
@@ -111,6 +105,7 @@ class CostClock:
         self._last = clock()
         self._period_started = wall()
         self._inflight: dict[str, InFlight] = {}
+        self._log = IntervalLog(self._inflight.values())  # a live view, in begin order
         self._begun = 0
         self.totals = _Totals()
         self._period = _Totals()
@@ -144,8 +139,7 @@ class CostClock:
             raise ValueError("token count must be >= 0")
         self.tick()
         entry = InFlight(order=self._begun, opaque=opaque)
-        if opaque:
-            entry.tokens = float(prompt_estimate)
+        self._log.admit(entry, prompt_estimate)
         self._inflight[request_id] = entry
         self._begun += 1
 
@@ -163,9 +157,9 @@ class CostClock:
             return
         if n and not entry.output_seen and not entry.opaque:
             self.tick()  # the prefill ends here
-            first_output(entry, prompt_estimate)
-        entry.tokens += n
-        entry.decoded += n
+            self._log.first_output(entry, prompt_estimate)
+        if n:
+            self._log.add(entry, n)
 
     def finish(self, request_id: str, *, work_tokens: int | None = None,
                prompt_tokens: int | None = None) -> Decimal:
@@ -179,10 +173,10 @@ class CostClock:
         if entry is None:
             return Decimal(0)
         if entry.opaque and work_tokens is not None:  # its count replaces the estimates
-            return take(entry, work_tokens) * self._quantum
+            return self._log.take(entry, work_tokens) * self._quantum
         if not entry.opaque and prompt_tokens is not None and entry.output_seen:
-            settle_prefill(entry, prompt_tokens)
-        return take(entry) * self._quantum
+            self._log.settle_prefill(entry, prompt_tokens)
+        return self._log.take(entry) * self._quantum
 
     def abandon(self, request_id: str) -> None:
         """The request left the engine for a paid API: its share so far stays busy cost
@@ -238,10 +232,9 @@ class CostClock:
     def _attribute(self, cost: Decimal, external: int, dt: float) -> Decimal:
         """Split a busy interval's cost (module docstring); returns what no request took."""
         units = int(cost / self._quantum)  # integer quanta: exact floor division
-        entries = self._inflight.values()  # not copied: nothing changes it during the split
-        if not entries:
+        if not self._inflight:
             return cost
-        return split(entries, external, units, dt) * self._quantum
+        return self._log.close(external, units, dt) * self._quantum
 
 
 def _add(t: _Totals, *, busy: bool, dt: float, cost: Decimal, watts: float | None) -> None:
