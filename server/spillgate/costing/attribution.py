@@ -24,11 +24,12 @@ its row, and never changes.
 Every request in flight holds every interval closed since it began, so the intervals live
 once, in an `IntervalLog` (parallel lists, trimmed behind the oldest request in flight), and
 a request keeps only where it starts and the weights that differ from its interval's default
-(none for a stream that reported nothing in it, the mean stream's tokens for a plain
-request): closing an interval costs O(requests whose weight is not the default), not
-O(requests in flight), and settling is a few list passes over its intervals. Sums of weights
-run in begin order, as the float arithmetic of the corrections expects; a weight of zero is
-left out of them (adding 0.0 changes no float).
+(0.0 for a stream that reported nothing in it, the mean stream's tokens for a plain request):
+closing an interval costs O(requests whose weight is not the default), not O(requests in
+flight), and settling is one loop over its intervals. An interval's total weight is the sum
+of its weights in begin order, as the float arithmetic of the corrections expects: summed
+over every request in flight when plain ones weigh a mean that is not 0; otherwise the only
+weights that are not 0.0 are whole token counts, whose float sum is exact in any order.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class IntervalLog:
     def admit(self, entry: InFlight, prompt_estimate: int) -> None:
         """A request begins: it holds the intervals closed from now on; a plain one counts
         its prompt estimate in the first."""
-        entry.start = self.end
+        entry.start = self._base + len(self._dt)
         if entry.opaque:
             self._opaque += 1
             entry.tokens = float(prompt_estimate)
@@ -102,15 +103,17 @@ class IntervalLog:
         entries = self._entries
         kept = units * external // (len(entries) + external)
         mean = self._decoded / self._decoders if self._decoders else 0.0
-        index = self.end
-        dirty = list(self._dirty.values())
-        weights = [e.tokens + mean if e.opaque else e.tokens for e in dirty]
+        index = self._base + len(self._dt)
         if mean and self._opaque:  # every plain request weighs the mean: all, in order
             total = sum([e.tokens + mean if e.opaque else e.tokens for e in entries])
+            ordered = True
         else:  # the others weigh 0.0, these whole tokens: an exact sum, in any order
-            total = sum(weights)
-        for entry, weight in zip(dirty, weights, strict=True):
+            total, ordered = 0.0, False
+        for entry in self._dirty.values():
+            weight = entry.tokens + mean if entry.opaque else entry.tokens
             entry.weights[index] = weight
+            if not ordered:
+                total += weight
             if entry.prompt_pending:
                 entry.prefill, entry.prompt_pending = (index, index + 1), 0
             entry.tokens, entry.decoded = 0.0, 0
@@ -118,7 +121,7 @@ class IntervalLog:
         self._decoded = 0
         self._dt.append(dt)
         self._pool.append(units - kept)
-        self._total.append(float(total))  # a float even when no weight was summed
+        self._total.append(total)
         self._holders.append(len(entries))
         self._mean.append(mean)
         return kept
@@ -194,11 +197,9 @@ class IntervalLog:
         elif entry.output_seen:
             self._decoders -= 1
             self._decoded -= entry.decoded
-        if not self._entries:  # nobody holds an interval: start afresh
-            self._clear(len(self._dt))
-            self._trim_at = TRIM_MIN
-        elif len(self._dt) >= self._trim_at:  # amortised: the next look at twice the length
-            self._clear(min(e.start for e in self._entries) - self._base)
+        if len(self._dt) >= self._trim_at:  # amortised: the next look at twice the length
+            end = self._base + len(self._dt)
+            self._clear(min((e.start for e in self._entries), default=end) - self._base)
             self._trim_at = max(TRIM_MIN, 2 * len(self._dt))
 
     def _clear(self, count: int) -> None:
