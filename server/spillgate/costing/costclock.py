@@ -39,6 +39,7 @@ from spillgate.costing.attribution import InFlight, IntervalLog
 from spillgate.costing.hardware import HardwareProfile, cost_rate_usd_per_s
 
 DEFAULT_QUANTUM = Decimal("1e-12")
+_ZERO = Decimal(0)
 RateFn = Callable[[float | None], Decimal]
 PowerFn = Callable[[], float | None]
 ExternalFn = Callable[[], int]  # sequences the engines run for clients other than this node
@@ -199,12 +200,17 @@ class CostClock:
         watts = self.power()
         cost = (self._rate(watts) * Decimal(repr(dt))).quantize(self._quantum, ROUND_HALF_EVEN)
         external = max(0, self.external())
-        busy = bool(self._inflight) or external > 0
-        unattributed = self._attribute(cost, external, dt) if busy else Decimal(0)
+        alone = not self._inflight and external > 0  # only other clients use the engine
+        busy = alone or bool(self._inflight)
+        if self._inflight:  # split among them (module docstring), in integer quanta
+            units = int(cost / self._quantum)  # exact floor division
+            unattributed = self._log.close(external, units, dt) * self._quantum
+        else:
+            unattributed = cost if alone else _ZERO
         for totals in (self.totals, self._period):
-            _add(totals, busy=busy, dt=dt, cost=cost, watts=watts)
+            _add(totals, busy, dt, cost, watts)
             totals.unattributed_usd += unattributed
-            if busy and not self._inflight:
+            if alone:
                 totals.external_s += dt
 
     def drain_period(self) -> HardwarePeriod:
@@ -229,15 +235,8 @@ class CostClock:
         self._period_started = ended
         return period
 
-    def _attribute(self, cost: Decimal, external: int, dt: float) -> Decimal:
-        """Split a busy interval's cost (module docstring); returns what no request took."""
-        units = int(cost / self._quantum)  # integer quanta: exact floor division
-        if not self._inflight:
-            return cost
-        return self._log.close(external, units, dt) * self._quantum
 
-
-def _add(t: _Totals, *, busy: bool, dt: float, cost: Decimal, watts: float | None) -> None:
+def _add(t: _Totals, busy: bool, dt: float, cost: Decimal, watts: float | None) -> None:
     if busy:
         t.busy_s += dt
         t.busy_usd += cost
