@@ -1,4 +1,4 @@
-"""CPU the cost clock spends per request at 1, 16 and 64 in flight: the clock against its
+"""CPU the cost clock spends per request at 1 to 256 in flight: the clock against its
 pre-change algorithm (tests/reference_costclock.py), side by side in one run.
 
     .venv/bin/python scripts/bench_costclock.py [--rounds 3] [--requests 3000] [--out FILE]
@@ -112,7 +112,7 @@ def main() -> None:
     results: list[dict[str, Any]] = []
     print(f"{'shape':<8} {'in flight':>9} {'old us/req':>11} {'new us/req':>11} {'old/new':>8}")
     for shape in (gateway, mixed):
-        for concurrency in (1, 16, 64):
+        for concurrency in (1, 16, 64, 256):
             runs: dict[str, list[float]] = {"old": [], "new": []}
             for r in range(args.rounds):  # alternating: old, new, new, old, ...
                 for name in ("old", "new") if r % 2 == 0 else ("new", "old"):
