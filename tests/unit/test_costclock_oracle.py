@@ -115,30 +115,32 @@ def test_every_charge_and_total_matches_the_pre_change_algorithm(
 
 
 def test_a_long_busy_run_matches_the_pre_change_algorithm() -> None:
-    """Thousands of requests, up to ~80 in flight, so intervals pile up past the log's
-    natural trim threshold, with every kind of event (seeded: the same run every time)."""
+    """Thousands of requests at 8, 32, 56 and 80 in flight in turn, so intervals pile up past
+    the log's natural trim threshold, with every kind of event (seeded: the same run every
+    time)."""
     rng = random.Random(14)
     pair = Pair(Decimal("0.0025"))
     live: list[str] = []
-    for i in range(4000):
+    for i in range(6000):
         pair.now += rng.choice([0.0, rng.expovariate(1000.0)])  # some at the same instant
         roll = rng.random()
-        if roll < 0.3 or len(live) < 8:
+        if len(live) < 8 + 24 * (i // 500 % 4):
             rid = f"q{i}"
             pair.both("begin", rid, opaque=rng.random() < 0.5, prompt_estimate=rng.randrange(400))
             live.append(rid)
-        elif roll < 0.6:
+        elif roll < 0.45:
             pair.both("add_tokens", rng.choice(live), rng.randrange(1, 30),
                       prompt_estimate=rng.randrange(400))  # fmt: skip
-        elif roll < 0.9 or len(live) > 80:
+        elif roll < 0.85:
             rid = live.pop(rng.randrange(len(live)))
             count = rng.choice([None, rng.randrange(2000)])
             pair.both("finish", rid, work_tokens=count, prompt_tokens=count)
-        elif roll < 0.95:
+        elif roll < 0.9:
             pair.both("abandon", live.pop(rng.randrange(len(live))))
         else:
             pair.others, pair.watts = rng.randrange(3), rng.choice([None, 350.0, 412.5])
             pair.now += rng.random()
             pair.both("tick")
+    assert pair.new._log._base > attribution.TRIM_MIN  # the shared log was trimmed
     pair.settle_all(live)
     pair.assert_same_totals()
