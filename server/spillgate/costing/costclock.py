@@ -35,16 +35,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from spillgate.costing.attribution import (
-    InFlight,
-    first_output,
-    settle_prefill,
-    split,
-    take,
-)
+from spillgate.costing.attribution import InFlight, IntervalLog
 from spillgate.costing.hardware import HardwareProfile, cost_rate_usd_per_s
 
 DEFAULT_QUANTUM = Decimal("1e-12")
+_ZERO = Decimal(0)
 RateFn = Callable[[float | None], Decimal]
 PowerFn = Callable[[], float | None]
 ExternalFn = Callable[[], int]  # sequences the engines run for clients other than this node
@@ -111,6 +106,7 @@ class CostClock:
         self._last = clock()
         self._period_started = wall()
         self._inflight: dict[str, InFlight] = {}
+        self._log = IntervalLog(self._inflight.values())  # a live view, in begin order
         self._begun = 0
         self.totals = _Totals()
         self._period = _Totals()
@@ -144,8 +140,7 @@ class CostClock:
             raise ValueError("token count must be >= 0")
         self.tick()
         entry = InFlight(order=self._begun, opaque=opaque)
-        if opaque:
-            entry.tokens = float(prompt_estimate)
+        self._log.admit(entry, prompt_estimate)
         self._inflight[request_id] = entry
         self._begun += 1
 
@@ -163,9 +158,9 @@ class CostClock:
             return
         if n and not entry.output_seen and not entry.opaque:
             self.tick()  # the prefill ends here
-            first_output(entry, prompt_estimate)
-        entry.tokens += n
-        entry.decoded += n
+            self._log.first_output(entry, prompt_estimate)
+        if n:
+            self._log.add(entry, n)
 
     def finish(self, request_id: str, *, work_tokens: int | None = None,
                prompt_tokens: int | None = None) -> Decimal:
@@ -179,10 +174,10 @@ class CostClock:
         if entry is None:
             return Decimal(0)
         if entry.opaque and work_tokens is not None:  # its count replaces the estimates
-            return take(entry, work_tokens) * self._quantum
+            return self._log.take(entry, work_tokens) * self._quantum
         if not entry.opaque and prompt_tokens is not None and entry.output_seen:
-            settle_prefill(entry, prompt_tokens)
-        return take(entry) * self._quantum
+            self._log.settle_prefill(entry, prompt_tokens)
+        return self._log.take(entry) * self._quantum
 
     def abandon(self, request_id: str) -> None:
         """The request left the engine for a paid API: its share so far stays busy cost
@@ -205,12 +200,17 @@ class CostClock:
         watts = self.power()
         cost = (self._rate(watts) * Decimal(repr(dt))).quantize(self._quantum, ROUND_HALF_EVEN)
         external = max(0, self.external())
-        busy = bool(self._inflight) or external > 0
-        unattributed = self._attribute(cost, external, dt) if busy else Decimal(0)
+        alone = not self._inflight and external > 0  # only other clients use the engine
+        busy = alone or bool(self._inflight)
+        if self._inflight:  # split among them (module docstring), in integer quanta
+            units = int(cost / self._quantum)  # exact floor division
+            unattributed = self._log.close(external, units, dt) * self._quantum
+        else:
+            unattributed = cost if alone else _ZERO
         for totals in (self.totals, self._period):
-            _add(totals, busy=busy, dt=dt, cost=cost, watts=watts)
+            _add(totals, busy, dt, cost, watts)
             totals.unattributed_usd += unattributed
-            if busy and not self._inflight:
+            if alone:
                 totals.external_s += dt
 
     def drain_period(self) -> HardwarePeriod:
@@ -235,16 +235,8 @@ class CostClock:
         self._period_started = ended
         return period
 
-    def _attribute(self, cost: Decimal, external: int, dt: float) -> Decimal:
-        """Split a busy interval's cost (module docstring); returns what no request took."""
-        units = int(cost / self._quantum)  # integer quanta: exact floor division
-        entries = self._inflight.values()  # not copied: nothing changes it during the split
-        if not entries:
-            return cost
-        return split(entries, external, units, dt) * self._quantum
 
-
-def _add(t: _Totals, *, busy: bool, dt: float, cost: Decimal, watts: float | None) -> None:
+def _add(t: _Totals, busy: bool, dt: float, cost: Decimal, watts: float | None) -> None:
     if busy:
         t.busy_s += dt
         t.busy_usd += cost
