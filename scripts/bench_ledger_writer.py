@@ -10,13 +10,22 @@ Two batch shapes, on a fresh SQLite ledger file, thread CPU (`time.thread_time`)
   CPU), so this shape sleeps between batches as the writer thread does;
 - c16: sixteen final rows and sixteen open rows per transaction, back to back.
 The paths alternate round by round so drift on a shared machine hits both alike.
+
+Old code against new, side by side: `--trees OLD NEW` runs the direct path of each tree's
+`spillgate` (this script in a subprocess with PYTHONPATH=TREE/server), alternating round by
+round; it also times what the event loop does to queue a row (RecordRow.of and the RowOp).
+
+    .venv/bin/python scripts/bench_ledger_writer.py --trees /tmp/base . [--rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +41,7 @@ from spillgate.ledger.rows import RecordRow
 from spillgate.ledger.store import Ledger
 from spillgate.ledger.writer import RowOp, RowStatements, sync_sqlite_engine, write_batch
 
-SHAPES = {"c1": (1, 0.02, 250), "c16": (16, 0.0, 60)}  # requests/batch, pause, batches
+SHAPES = {"c1": (1, 0.02, 250), "c16": (16, 0.0, 300)}  # requests/batch, pause, batches
 
 
 def _record(rid: str) -> RequestRecord:
@@ -88,10 +97,43 @@ async def _create(db: Path) -> None:
     await (await Ledger.open(f"sqlite+aiosqlite:///{db}", node_id="n")).aclose()
 
 
+def _queue_cost(count: int = 20000) -> float:
+    """Thread CPU µs the event loop spends to queue one row (RecordRow.of + its RowOp)."""
+    records = [_record(f"q-{i}") for i in range(count)]
+    began = time.thread_time()
+    for r in records:
+        RowOp(r.request_id, RecordRow.of(r, final=True, at=0.0, node_id="n"), final=True)
+    return 1e6 * (time.thread_time() - began) / count
+
+
+def _trees(trees: list[str], rounds: int) -> None:
+    """The direct path of each tree, one subprocess per tree and round, alternating."""
+    results: dict[str, list[dict[str, float]]] = {t: [] for t in trees}
+    for _ in range(rounds):
+        for tree in trees:
+            env = {**os.environ, "PYTHONPATH": str(Path(tree).resolve() / "server")}
+            out = subprocess.run([sys.executable, __file__, "--rounds", "1", "--json"],
+                                 env=env, check=True, capture_output=True, text=True).stdout
+            results[tree].append(json.loads(out))
+    old, new = trees
+    print(f"| µs/request (thread CPU) | {old} | {new} | runs (old/new) |")
+    print("|---|---|---|---|")
+    for what in (*(f"{shape} direct" for shape in SHAPES), "queue"):
+        a = [r[what] for r in results[old]]
+        b = [r[what] for r in results[new]]
+        runs = ", ".join(f"{x:.1f}/{y:.1f}" for x, y in zip(a, b, strict=True))
+        print(f"| {what} | {statistics.median(a):.1f} | {statistics.median(b):.1f} | {runs} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--trees", nargs=2, metavar=("OLD", "NEW"))
+    parser.add_argument("--json", action="store_true", help="the direct path only, as JSON")
     args = parser.parse_args()
+    if args.trees:
+        _trees(args.trees, args.rounds)
+        return
     results: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "ledger.db"
@@ -101,6 +143,8 @@ def main() -> None:
             sys.exit("no SQLite file engine")
         direct = DirectWriter(engine)
         paths = {"sqlalchemy": _sqlalchemy(engine), "direct": direct.write}
+        if args.json:
+            del paths["sqlalchemy"]
         try:
             for r in range(args.rounds):
                 for shape in SHAPES:
@@ -110,6 +154,10 @@ def main() -> None:
         finally:
             direct.close()
             engine.dispose()
+    if args.json:
+        print(json.dumps({f"{shape} direct": statistics.median(results[(shape, "direct")])
+                          for shape in SHAPES} | {"queue": _queue_cost()}))
+        return
     print("| batch shape | SQLAlchemy path µs/request | direct path µs/request | runs |")
     print("|---|---|---|---|")
     for shape in SHAPES:

@@ -10,17 +10,22 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from dataclasses import replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import Engine, select
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from spillgate.ledger import rollup
-from spillgate.ledger.direct import DirectWriter
-from spillgate.ledger.record import RequestRecord, Usage
+from spillgate.ledger.direct import DirectWriter, utc_text
+from spillgate.ledger.record import RequestRecord, Usage, ledger_money
 from spillgate.ledger.rows import RecordRow
+from spillgate.ledger.schema import Money, UTCDateTime, money_units
 from spillgate.ledger.store import Ledger
 from spillgate.ledger.writer import RowOp, RowStatements, sync_sqlite_engine, write_batch
 
@@ -215,3 +220,26 @@ def test_amounts_finer_than_the_ledger_keeps_count_in_the_rollup_as_stored(
         assert _rollup_groups(engine) == _groups_of_rows(engine)
     finally:
         engine.dispose()
+
+
+_SQLITE = sqlite_dialect.dialect()
+_TIMES = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+                      timezones=st.none() | st.just(UTC) | st.timezones())  # fmt: skip
+_AMOUNTS = st.none() | st.decimals(allow_nan=False, allow_infinity=False, min_value=-10**9,
+                                   max_value=10**9) | st.integers(-10**9, 10**9)  # fmt: skip
+
+
+@given(_TIMES)
+def test_the_direct_paths_time_text_is_sqlalchemys(moment: datetime) -> None:
+    sqlalchemy = UTCDateTime().dialect_impl(_SQLITE).bind_processor(_SQLITE)
+    assert sqlalchemy is not None
+    assert utc_text(moment) == sqlalchemy(moment)
+
+
+@given(_AMOUNTS)
+def test_money_units_are_the_quantized_amount(amount: Decimal | int | None) -> None:
+    sqlalchemy = Money().dialect_impl(_SQLITE).bind_processor(_SQLITE)
+    assert sqlalchemy is not None
+    expected = None if amount is None else int(ledger_money(Decimal(amount)).scaleb(10))
+    assert sqlalchemy(amount) == expected
+    assert (None if amount is None else money_units(amount)) == expected
