@@ -9,7 +9,8 @@ Two batch shapes, on a fresh SQLite ledger file, thread CPU (`time.thread_time`)
   the same code costs several times what it costs in a tight loop (cold caches, a woken
   CPU), so this shape sleeps between batches as the writer thread does;
 - c16: sixteen final rows and sixteen open rows per transaction, back to back.
-The paths alternate round by round so drift on a shared machine hits both alike.
+The paths alternate round by round so drift on a shared machine hits both alike; a round
+reports its median batch.
 
 Old code against new, side by side: `--trees OLD NEW` runs the direct path of each tree's
 `spillgate` (this script in a subprocess with PYTHONPATH=TREE/server), alternating round by
@@ -83,14 +84,16 @@ def _cpu_per_request(write: Callable[[Sequence[RowOp]], None], shape: str, tag: 
     batches = _batches(per, count, tag)
     for batch in batches[:5]:  # warm-up: statements compiled, caches filled
         write(batch)
-    spent = 0.0
+    spent = []
     for batch in batches[5:]:
         began = time.thread_time()
         write(batch)
-        spent += time.thread_time() - began
+        spent.append(time.thread_time() - began)
         if pause:
             time.sleep(pause)
-    return 1e6 * spent / (per * (count - 5))
+    # the median batch: a batch the thread was preempted in (other work on a shared
+    # machine, its caches gone) moves a sum more than the change measured
+    return 1e6 * statistics.median(spent) / per
 
 
 async def _create(db: Path) -> None:

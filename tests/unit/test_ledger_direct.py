@@ -73,14 +73,23 @@ MOVED = {  # finalised a second time (recovery, a retried write): different figu
 }
 
 
+# rows queued as plain dicts (Ledger.begin/finish), most columns left to their defaults,
+# the callable one (tags) included
+BARE_START = {"request_id": "bare", "started_at": datetime.fromtimestamp(T0, UTC)}
+BARE_FINAL = {**BARE_START, "finished_at": datetime.fromtimestamp(T0 + 3, UTC), "status": 200,
+              "prompt_tokens": 3, "cost_usd": Decimal("0.25"), "state": "settled"}
+
+
 def _batches() -> list[list[RowOp]]:
     r = RECORDS
     return [
-        [_open(r["plain"]), _open(r["keyless"]), _open(r["sensitive"]), _open(r["spill"])],
+        [_open(r["plain"]), _open(r["keyless"]), _open(r["sensitive"]), _open(r["spill"]),
+         RowOp("bare", BARE_START, final=False)],
         [_final(r["plain"]), _final(r["keyless"]), _open(r["next-hour"]),
          _final(r["next-hour"]),  # begun and finished in one batch
          _final(r["cached"])],  # no open row before it (an orphan)
-        [_final(r["sensitive"]), _final(r["spill"]), _open(r["plain"])],  # late open: ignored
+        [_final(r["sensitive"]), _final(r["spill"]), _open(r["plain"]),  # late open: ignored
+         RowOp("bare", BARE_FINAL, final=True)],
         [_final(MOVED["plain"], at=T0 + 5), _final(MOVED["spill"]),
          _final(MOVED["sensitive"])],
         [_final(replace(MOVED["plain"], cost_usd=Decimal("0.5")), at=T0 + 9)],
@@ -146,7 +155,7 @@ def test_both_paths_store_the_same_rows_and_rollup(tmp_path: Path) -> None:
             engine.dispose()
     assert _dump(direct) == _dump(reference)
     rows, _ = _dump(direct)
-    assert len(rows) == len(RECORDS)
+    assert len(rows) == len(RECORDS) + 1
     # and what both wrote is right: the rollup is the GROUP BY of the final rows
     assert rollup_sums == rows_sums
     assert len(rows_sums) >= 4  # hours, keys, tag sets and flags were split
