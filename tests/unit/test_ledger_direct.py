@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import Engine, select
+from sqlalchemy import JSON, Engine, select
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from spillgate.ledger import rollup
-from spillgate.ledger.direct import DirectWriter, utc_text
+from spillgate.ledger.direct import DirectWriter, remembered, utc_text
 from spillgate.ledger.record import RequestRecord, Usage, ledger_money
 from spillgate.ledger.rows import RecordRow
 from spillgate.ledger.schema import Money, UTCDateTime, money_units
@@ -252,3 +252,20 @@ def test_money_units_are_the_quantized_amount(amount: Decimal | int | None) -> N
     expected = None if amount is None else int(ledger_money(Decimal(amount)).scaleb(10))
     assert sqlalchemy(amount) == expected
     assert (None if amount is None else money_units(amount)) == expected
+
+
+_TAG_VALUES = st.none() | st.booleans() | st.integers(0, 2) | st.floats(0, 2) | st.text(max_size=2)
+_TAGS = st.none() | st.dictionaries(st.text(max_size=2) | st.integers(0, 2),
+                                    _TAG_VALUES | st.lists(st.text(max_size=1), max_size=1),
+                                    max_size=3)  # fmt: skip
+
+
+@given(st.lists(_TAGS, max_size=12), st.integers(1, 4))
+def test_remembered_tags_text_is_sqlalchemys(tags: list[Any], most: int) -> None:
+    """Look-alike tags (1, 1.0 and True; the same items in another order) keep their own
+    text, whatever came before and whatever the memory dropped."""
+    sqlalchemy = JSON().dialect_impl(_SQLITE).bind_processor(_SQLITE)
+    assert sqlalchemy is not None
+    bind = remembered(sqlalchemy, most)
+    for value in tags + tags + [{"a": "1", "b": "2"}, {"b": "2", "a": "1"}, {"a": 1}]:
+        assert bind(value) == sqlalchemy(value)

@@ -26,11 +26,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, Dialect, Engine, Insert, PoolProxiedConnection, Table, bindparam
+from sqlalchemy import (
+    JSON,
+    Column,
+    Dialect,
+    Engine,
+    Insert,
+    PoolProxiedConnection,
+    Table,
+    bindparam,
+)
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefault
 
 from spillgate.ledger import rollup
+from spillgate.ledger.group_key import text_items
 from spillgate.ledger.row_ops import RowOp, Rows, RowStatements, by_columns, split
 from spillgate.ledger.schema import Money, UTCDateTime, money_units, requests
 
@@ -94,7 +104,27 @@ def _bind(column: Column[Any], dialect: Dialect) -> Processor:
         return money_units  # what Money.process_bind_param does on SQLite
     if isinstance(column.type, UTCDateTime) and dialect.name == "sqlite":
         return utc_text
-    return column.type.dialect_impl(dialect).bind_processor(dialect)
+    process = column.type.dialect_impl(dialect).bind_processor(dialect)
+    return remembered(process) if isinstance(column.type, JSON) and process else process
+
+
+def remembered(process: Callable[[Any], Any], most: int = 1024) -> Callable[[Any], Any]:
+    """A JSON column's processor remembering the text of text-only dicts by their items
+    (a request's tags: the same few sets, serialized for nearly every row)."""
+    texts: dict[tuple[tuple[str, str], ...], Any] = {}
+
+    def bind(value: Any) -> Any:
+        items = text_items(value) if value.__class__ is dict else None
+        if items is None:
+            return process(value)
+        text = texts.get(items)
+        if text is None:
+            if len(texts) >= most:
+                texts.clear()
+            text = texts[items] = process(value)
+        return text
+
+    return bind
 
 
 def utc_text(value: datetime | None) -> str | None:

@@ -72,14 +72,21 @@ def group_key(hour: datetime, key_id: Any, tags: Any, tier: Any, sensitivity: An
     cache keys but not equal text); anything unhashable is worked out as it is."""
     hour = hour_of(hour)
     if tags.__class__ is dict:
-        if _TEXT.issuperset(map(type, tags)) and _TEXT.issuperset(map(type, tags.values())):
-            tags = tuple(tags.items())  # canonical_tags makes the same dict of them again
-        else:
+        if (items := text_items(tags)) is None:
             return _group_key.__wrapped__(hour, key_id, tags, tier, sensitivity, reason)
+        tags = items  # canonical_tags makes the same dict of them again
     try:
         return _group_key(hour, key_id, tags, tier, sensitivity, reason)
     except TypeError:  # unhashable
         return _group_key.__wrapped__(hour, key_id, tags, tier, sensitivity, reason)
+
+
+def text_items(tags: dict[Any, Any]) -> tuple[tuple[str, str], ...] | None:
+    """A dict's items as a cache key, when its keys and values are all `str` (not a
+    subclass): equal keys then mean equal text. None otherwise."""
+    if _TEXT.issuperset(map(type, tags)) and _TEXT.issuperset(map(type, tags.values())):
+        return tuple(tags.items())
+    return None
 
 
 _TEXT = frozenset({str})
