@@ -14,7 +14,8 @@ reports its median batch.
 
 Old code against new, side by side: `--trees OLD NEW` runs the direct path of each tree's
 `spillgate` (this script in a subprocess with PYTHONPATH=TREE/server), alternating round by
-round; it also times what the event loop does to queue a row (RecordRow.of and the RowOp).
+round; it also times the direct path's Python alone (the statements sent nowhere: the part
+that holds the GIL) and what the event loop does to queue a row (RecordRow.of, RowOp).
 
     .venv/bin/python scripts/bench_ledger_writer.py --trees /tmp/base . [--rounds 5]
 """
@@ -30,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from pathlib import Path
 
@@ -100,6 +101,31 @@ async def _create(db: Path) -> None:
     await (await Ledger.open(f"sqlite+aiosqlite:///{db}", node_id="n")).aclose()
 
 
+class _NoDatabase:
+    """Where `_python_cost` sends the statements: parameters taken as sqlite3 takes them
+    (each row a sequence), nothing stored, no row found by the lookup."""
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> list[object]:
+        return []
+
+    def executemany(self, sql: str, params: Iterable[Sequence[object]]) -> None:
+        for row in params:
+            tuple(row)
+
+
+def _python_cost(writer: DirectWriter, shape: str, tag: str) -> float:
+    """The direct path's Python alone (no SQLite: what holds the GIL), µs per request."""
+    per, pause, count = SHAPES[shape]
+    spent = []
+    for batch in _batches(per, count, tag):
+        began = time.thread_time()
+        writer._write(_NoDatabase(), batch)  # type: ignore[arg-type]
+        spent.append(time.thread_time() - began)
+        if pause:
+            time.sleep(pause)
+    return 1e6 * statistics.median(spent[5:]) / per
+
+
 def _queue_cost(count: int = 20000) -> float:
     """Thread CPU µs the event loop spends to queue one row (RecordRow.of + its RowOp)."""
     records = [_record(f"q-{i}") for i in range(count)]
@@ -121,7 +147,8 @@ def _trees(trees: list[str], rounds: int) -> None:
     old, new = trees
     print(f"| µs/request (thread CPU) | {old} | {new} | runs (old/new) |")
     print("|---|---|---|---|")
-    for what in (*(f"{shape} direct" for shape in SHAPES), "queue"):
+    shapes = [f"{shape} {what}" for what in ("direct", "Python") for shape in SHAPES]
+    for what in (*shapes, "queue"):
         a = [r[what] for r in results[old]]
         b = [r[what] for r in results[new]]
         runs = ", ".join(f"{x:.1f}/{y:.1f}" for x, y in zip(a, b, strict=True))
@@ -158,8 +185,10 @@ def main() -> None:
             direct.close()
             engine.dispose()
     if args.json:
+        python = {f"{shape} Python": _python_cost(DirectWriter(engine), shape, f"p-{shape}")
+                  for shape in SHAPES}  # fmt: skip
         print(json.dumps({f"{shape} direct": statistics.median(results[(shape, "direct")])
-                          for shape in SHAPES} | {"queue": _queue_cost()}))
+                          for shape in SHAPES} | python | {"queue": _queue_cost()}))
         return
     print("| batch shape | SQLAlchemy path µs/request | direct path µs/request | runs |")
     print("|---|---|---|---|")
