@@ -169,13 +169,19 @@ def fold(rows: Iterable[Mapping[str, Any]], into: Groups | None = None, sign: in
     for row in rows:
         part = contribution(row)
         if part is not None:
-            groups.setdefault(part[0], GroupSums()).add(part[1], sign)
+            sums = groups.get(part[0])
+            if sums is None:  # (setdefault would build a GroupSums per row)
+                sums = groups[part[0]] = GroupSums()
+            sums.add(part[1], sign)
     return groups
 
 
 def _money(value: Any) -> Decimal:
-    # as a row stores it (1e-10 USD): raw amounts made the rollup drift from its rows' sums
-    return ZERO if value is None else ledger_money(Decimal(str(value)))
+    # as a row stores it (1e-10 USD): raw amounts made the rollup drift from its rows' sums;
+    # a Decimal as it is (its str() gives it back unchanged), anything else by its text
+    if value is None:
+        return ZERO
+    return ledger_money(value if value.__class__ is Decimal else Decimal(str(value)))
 
 
 # --- the batcher's and recovery's updates --------------------------------------------------
