@@ -2,7 +2,7 @@
 dict (keys in the same order, equal values of the same types) that RequestStart /
 RequestOutcome.from_record(...).columns() build from the record, plus the node id, for
 every kind of record: open and final, cache hits, voided and errored, estimated usage,
-no timings, sensitive, keyless."""
+no timings, sensitive, keyless. And a batch builds only the rows it writes (`split`)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from spillgate.ledger.record import RequestRecord, Usage
+from spillgate.ledger.row_ops import RowOp, split
 from spillgate.ledger.rows import RecordRow
 from spillgate.ledger.schema import RequestOutcome, RequestStart
 
@@ -96,3 +97,29 @@ def test_any_record_gives_the_dataclasses_columns(record: RequestRecord, final: 
                                                   at: float) -> None:  # fmt: skip
     _same(RecordRow.of(record, final=final, at=at, node_id="n").columns(),
           _expected(record, final, at))
+
+
+class _Built:
+    """A row that records being built."""
+
+    def __init__(self, rid: str, built: list[str]) -> None:
+        self.rid, self.built = rid, built
+
+    def columns(self) -> dict[str, Any]:
+        self.built.append(self.rid)
+        return {"request_id": self.rid}
+
+
+def test_split_collapses_a_batch_and_builds_only_the_rows_written() -> None:
+    built: list[str] = []
+
+    def op(rid: str, final: bool, tag: str = "") -> RowOp:
+        return RowOp(rid, _Built(rid + tag, built), final)  # type: ignore[arg-type]
+
+    opened, final = split([op("a", False), op("b", False), op("a", True), op("c", True, "1"),
+                           op("c", False), op("c", True, "2"), op("d", False, "1"),
+                           op("d", False, "2")])  # fmt: skip
+    assert list(opened) == ["b", "d"]
+    assert list(final) == ["a", "c"]
+    assert [opened["d"]["request_id"], final["c"]["request_id"]] == ["d2", "c2"]
+    assert sorted(built) == ["a", "b", "c2", "d2"]  # not the open a, c1, the late c, d1

@@ -52,15 +52,17 @@ def split(batch: Sequence[RowOp]) -> tuple[Rows, Rows]:
     """The batch's open rows and final rows, by request id: begin+finish of one request in
     the same batch collapse into its final row, and a later row of a request replaces an
     earlier one of the same kind."""
-    opened: Rows = {}
-    final: Rows = {}
+    opened: dict[str, RowOp] = {}
+    final: dict[str, RowOp] = {}
     for op in batch:
         if op.final:
-            final[op.request_id] = op.columns()
+            final[op.request_id] = op
             opened.pop(op.request_id, None)
         elif op.request_id not in final:
-            opened[op.request_id] = op.columns()
-    return opened, final
+            opened[op.request_id] = op
+    # only the rows written are built (an open row collapsed into its final one is not)
+    return ({rid: op.columns() for rid, op in opened.items()},
+            {rid: op.columns() for rid, op in final.items()})  # fmt: skip
 
 
 def by_columns(rows: Iterable[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
