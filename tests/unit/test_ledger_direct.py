@@ -269,3 +269,11 @@ def test_remembered_tags_text_is_sqlalchemys(tags: list[Any], most: int) -> None
     bind = remembered(sqlalchemy, most)
     for value in tags + tags + [{"a": "1", "b": "2"}, {"b": "2", "a": "1"}, {"a": 1}]:
         assert bind(value) == sqlalchemy(value)
+
+
+@pytest.mark.parametrize("bad", ["", "abc", [], {}, Decimal("sNaN")])
+def test_money_units_refuse_what_is_not_an_amount_as_before(bad: Any) -> None:
+    with pytest.raises(Exception) as before:  # its type is what money_units must raise
+        int(ledger_money(Decimal(bad)).scaleb(10))
+    with pytest.raises(before.type):
+        money_units(bad)

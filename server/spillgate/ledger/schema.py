@@ -78,8 +78,8 @@ class Money(TypeDecorator[Decimal]):
 
 def money_units(value: Any) -> int:
     """An amount as SQLite stores it: a count of 1e-10 USD (see the module doc)."""
-    if not value:  # most of a row's amounts are zero: no quantizing for them
-        return 0
+    if value == 0:  # most of a row's amounts are zero: no quantizing (what is not a
+        return 0  # number, "" included, still fails below as it did)
     return int(ledger_money(Decimal(value)).scaleb(MONEY_SCALE))
 
 
