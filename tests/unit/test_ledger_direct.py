@@ -10,17 +10,22 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from dataclasses import replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import JSON, Engine, select
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from spillgate.ledger import rollup
-from spillgate.ledger.direct import DirectWriter
-from spillgate.ledger.record import RequestRecord, Usage
+from spillgate.ledger.direct import DirectWriter, remembered, utc_text
+from spillgate.ledger.record import RequestRecord, Usage, ledger_money
 from spillgate.ledger.rows import RecordRow
+from spillgate.ledger.schema import Money, UTCDateTime, money_units
 from spillgate.ledger.store import Ledger
 from spillgate.ledger.writer import RowOp, RowStatements, sync_sqlite_engine, write_batch
 
@@ -68,14 +73,23 @@ MOVED = {  # finalised a second time (recovery, a retried write): different figu
 }
 
 
+# rows queued as plain dicts (Ledger.begin/finish), most columns left to their defaults,
+# the callable one (tags) included
+BARE_START = {"request_id": "bare", "started_at": datetime.fromtimestamp(T0, UTC)}
+BARE_FINAL = {**BARE_START, "finished_at": datetime.fromtimestamp(T0 + 3, UTC), "status": 200,
+              "prompt_tokens": 3, "cost_usd": Decimal("0.25"), "state": "settled"}
+
+
 def _batches() -> list[list[RowOp]]:
     r = RECORDS
     return [
-        [_open(r["plain"]), _open(r["keyless"]), _open(r["sensitive"]), _open(r["spill"])],
+        [_open(r["plain"]), _open(r["keyless"]), _open(r["sensitive"]), _open(r["spill"]),
+         RowOp("bare", BARE_START, final=False)],
         [_final(r["plain"]), _final(r["keyless"]), _open(r["next-hour"]),
          _final(r["next-hour"]),  # begun and finished in one batch
          _final(r["cached"])],  # no open row before it (an orphan)
-        [_final(r["sensitive"]), _final(r["spill"]), _open(r["plain"])],  # late open: ignored
+        [_final(r["sensitive"]), _final(r["spill"]), _open(r["plain"]),  # late open: ignored
+         RowOp("bare", BARE_FINAL, final=True)],
         [_final(MOVED["plain"], at=T0 + 5), _final(MOVED["spill"]),
          _final(MOVED["sensitive"])],
         [_final(replace(MOVED["plain"], cost_usd=Decimal("0.5")), at=T0 + 9)],
@@ -141,7 +155,7 @@ def test_both_paths_store_the_same_rows_and_rollup(tmp_path: Path) -> None:
             engine.dispose()
     assert _dump(direct) == _dump(reference)
     rows, _ = _dump(direct)
-    assert len(rows) == len(RECORDS)
+    assert len(rows) == len(RECORDS) + 1
     # and what both wrote is right: the rollup is the GROUP BY of the final rows
     assert rollup_sums == rows_sums
     assert len(rows_sums) >= 4  # hours, keys, tag sets and flags were split
@@ -215,3 +229,51 @@ def test_amounts_finer_than_the_ledger_keeps_count_in_the_rollup_as_stored(
         assert _rollup_groups(engine) == _groups_of_rows(engine)
     finally:
         engine.dispose()
+
+
+_SQLITE = sqlite_dialect.dialect()
+_TIMES = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+                      timezones=st.none() | st.just(UTC) | st.timezones())  # fmt: skip
+_AMOUNTS = st.none() | st.decimals(allow_nan=False, allow_infinity=False, min_value=-10**9,
+                                   max_value=10**9) | st.integers(-10**9, 10**9)  # fmt: skip
+
+
+@given(_TIMES)
+def test_the_direct_paths_time_text_is_sqlalchemys(moment: datetime) -> None:
+    sqlalchemy = UTCDateTime().dialect_impl(_SQLITE).bind_processor(_SQLITE)
+    assert sqlalchemy is not None
+    assert utc_text(moment) == sqlalchemy(moment)
+
+
+@given(_AMOUNTS)
+def test_money_units_are_the_quantized_amount(amount: Decimal | int | None) -> None:
+    sqlalchemy = Money().dialect_impl(_SQLITE).bind_processor(_SQLITE)
+    assert sqlalchemy is not None
+    expected = None if amount is None else int(ledger_money(Decimal(amount)).scaleb(10))
+    assert sqlalchemy(amount) == expected
+    assert (None if amount is None else money_units(amount)) == expected
+
+
+_TAG_VALUES = st.none() | st.booleans() | st.integers(0, 2) | st.floats(0, 2) | st.text(max_size=2)
+_TAGS = st.none() | st.dictionaries(st.text(max_size=2) | st.integers(0, 2),
+                                    _TAG_VALUES | st.lists(st.text(max_size=1), max_size=1),
+                                    max_size=3)  # fmt: skip
+
+
+@given(st.lists(_TAGS, max_size=12), st.integers(1, 4))
+def test_remembered_tags_text_is_sqlalchemys(tags: list[Any], most: int) -> None:
+    """Look-alike tags (1, 1.0 and True; the same items in another order) keep their own
+    text, whatever came before and whatever the memory dropped."""
+    sqlalchemy = JSON().dialect_impl(_SQLITE).bind_processor(_SQLITE)
+    assert sqlalchemy is not None
+    bind = remembered(sqlalchemy, most)
+    for value in tags + tags + [{"a": "1", "b": "2"}, {"b": "2", "a": "1"}, {"a": 1}]:
+        assert bind(value) == sqlalchemy(value)
+
+
+@pytest.mark.parametrize("bad", ["", "abc", [], {}, Decimal("sNaN")])
+def test_money_units_refuse_what_is_not_an_amount_as_before(bad: Any) -> None:
+    with pytest.raises(Exception) as before:  # its type is what money_units must raise
+        int(ledger_money(Decimal(bad)).scaleb(10))
+    with pytest.raises(before.type):
+        money_units(bad)

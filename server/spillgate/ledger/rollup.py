@@ -20,7 +20,6 @@ SQLite, numeric on PostgreSQL).
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,12 +47,18 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+# The keys' pure part (re-exported: reports and the ledger read it here)
+from spillgate.ledger.group_key import SPILL_REASONS as SPILL_REASONS
+from spillgate.ledger.group_key import GroupKey as GroupKey
+from spillgate.ledger.group_key import as_utc as as_utc
+from spillgate.ledger.group_key import canonical_tags as canonical_tags
+from spillgate.ledger.group_key import group_key as group_key
+from spillgate.ledger.group_key import hour_of as hour_of
+from spillgate.ledger.group_key import is_sensitive as is_sensitive
+from spillgate.ledger.group_key import is_spill as is_spill
 from spillgate.ledger.record import ledger_money
 from spillgate.ledger.schema import Money, UTCDateTime, requests
 
-# Route reason codes of a paid answer that local capacity should have served (spill).
-SPILL_REASONS = ("overflow", "local_unavailable", "local_queue_full", "local_context_exceeded",
-                 "telemetry_unknown")  # fmt: skip
 NOT_FINAL = ("open", "reserved", "pending")
 ZERO = Decimal(0)
 
@@ -80,21 +85,6 @@ request_rollup = Table(
     # cascade drafts' hardware share, on whichever row the request ended as (migration 13)
     Column("draft_usd", Money(), nullable=False, default=ZERO),
 )
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class GroupKey:
-    """What a report splits by: the hour a row started in, key, tag set, tier, flags."""
-
-    hour: datetime
-    key_id: str
-    tags: str  # canonical JSON object
-    tier: str
-    sensitive: bool
-    spill: bool
-
-    def tag_pairs(self) -> list[str]:
-        return [f"{k}={v}" for k, v in json.loads(self.tags).items()]
 
 
 @dataclass(slots=True)
@@ -155,46 +145,7 @@ def project(key: GroupKey, dim: Dimension) -> GroupKey:
                     key.spill)  # fmt: skip
 
 
-# --- pure: one row's contribution ----------------------------------------------------------
-def as_utc(value: datetime | str) -> datetime:
-    """Aware UTC datetime; naive values (SQLite) are taken as UTC."""
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def hour_of(moment: datetime) -> datetime:
-    return as_utc(moment).replace(minute=0, second=0, microsecond=0)
-
-
-def is_sensitive(value: Any) -> bool:
-    """`sensitivity` is empty for ordinary data, else the entity classes found (comma list;
-    a JSON list in older rows)."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            return bool(json.loads(text))
-        return text not in ("", "none", "public")
-    return bool(value)
-
-
-def is_spill(tier: str, sensitive: bool, reason: str) -> bool:
-    return tier == "api" and not sensitive and reason.startswith(SPILL_REASONS)
-
-
-def canonical_tags(tags: Any) -> str:
-    parsed = json.loads(tags) if isinstance(tags, str) else dict(tags or {})
-    return json.dumps({str(k): str(v) for k, v in parsed.items()}, sort_keys=True,
-                      separators=(",", ":"))  # fmt: skip
-
-
-def group_key(hour: datetime, key_id: Any, tags: Any, tier: Any, sensitivity: Any,
-              reason: Any) -> GroupKey:  # fmt: skip
-    tier_text = str(tier or "local")
-    sensitive = is_sensitive(sensitivity)
-    return GroupKey(hour_of(hour), str(key_id or ""), canonical_tags(tags), tier_text,
-                    sensitive, is_spill(tier_text, sensitive, str(reason or "")))  # fmt: skip
-
-
+# --- pure: one row's contribution ------------------------------------------------------
 def contribution(row: Mapping[str, Any]) -> tuple[GroupKey, GroupSums] | None:
     """A final row's part of the rollup; None for a row without a final cost yet."""
     if row.get("state") in NOT_FINAL:
@@ -218,13 +169,19 @@ def fold(rows: Iterable[Mapping[str, Any]], into: Groups | None = None, sign: in
     for row in rows:
         part = contribution(row)
         if part is not None:
-            groups.setdefault(part[0], GroupSums()).add(part[1], sign)
+            sums = groups.get(part[0])
+            if sums is None:  # (setdefault would build a GroupSums per row)
+                sums = groups[part[0]] = GroupSums()
+            sums.add(part[1], sign)
     return groups
 
 
 def _money(value: Any) -> Decimal:
-    # as a row stores it (1e-10 USD): raw amounts made the rollup drift from its rows' sums
-    return ZERO if value is None else ledger_money(Decimal(str(value)))
+    # as a row stores it (1e-10 USD): raw amounts made the rollup drift from its rows' sums;
+    # a Decimal as it is (its str() gives it back unchanged), anything else by its text
+    if value is None:
+        return ZERO
+    return ledger_money(value if value.__class__ is Decimal else Decimal(str(value)))
 
 
 # --- the batcher's and recovery's updates --------------------------------------------------

@@ -64,8 +64,9 @@ class Money(TypeDecorator[Decimal]):
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         if value is None:
             return None
-        amount = ledger_money(Decimal(value))
-        return int(amount.scaleb(MONEY_SCALE)) if dialect.name == "sqlite" else amount
+        if dialect.name == "sqlite":
+            return money_units(value)
+        return ledger_money(Decimal(value))
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         if value is None:
@@ -73,6 +74,13 @@ class Money(TypeDecorator[Decimal]):
         if dialect.name == "sqlite":
             return Decimal(int(value)).scaleb(-MONEY_SCALE)
         return Decimal(value)
+
+
+def money_units(value: Any) -> int:
+    """An amount as SQLite stores it: a count of 1e-10 USD (see the module doc)."""
+    if value == 0:  # most of a row's amounts are zero: no quantizing (what is not a
+        return 0  # number, "" included, still fails below as it did)
+    return int(ledger_money(Decimal(value)).scaleb(MONEY_SCALE))
 
 
 class UTCDateTime(TypeDecorator[datetime]):
