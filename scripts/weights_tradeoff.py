@@ -19,7 +19,6 @@ quantizer, `allow_requantize`: from the Q4_1 values, the only weights we ship), 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import math
 import statistics
@@ -37,10 +36,10 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from bench_engine import bundled_gguf  # noqa: E402
 from probe_engine import bare  # noqa: E402
+from spillgate.engines.llamacpp import weights  # noqa: E402
 from spillgate.engines.llamacpp.model import ContextShape, LlamaModel  # noqa: E402
 
-FTYPES = {"q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0, "q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0,
-          "iq4_nl": llama_cpp.LLAMA_FTYPE_MOSTLY_IQ4_NL, "q4_1": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_1}
+TYPES = ("q4_1", *weights.FILE_TYPES)  # q4_1: the bundled file as it is
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 TEXTS = {"README": (REPO / "README.md", 2000), "stdlib": (STDLIB / "asyncio" / "tasks.py", 0),
          "licence": (STDLIB / "LICENSE.txt", 0)}
@@ -48,20 +47,9 @@ TEXT_CHARS = 7000
 
 
 def requantized(source: Path, kind: str, folder: Path) -> Path:
-    """`source` in weight type `kind` (the bundled file itself for its own type)."""
-    if kind == "q4_1":
-        return source
-    target = folder / f"{source.stem}.{kind}.gguf"
-    if not target.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype, params.allow_requantize, params.nthread = FTYPES[kind], True, 2
-        partial = target.with_suffix(".part")
-        if llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(),
-                                          ctypes.byref(params)) != 0:
-            raise RuntimeError(f"llama.cpp could not requantize to {kind}")
-        partial.rename(target)
-    return target
+    """`source` in weight type `kind`, as the engine's `--weights` makes it (the bundled
+    file itself for its own type)."""
+    return weights.prepared(source, weights.AS_IS if kind == "q4_1" else kind, folder)
 
 
 def perplexity(path: Path, text: str, n_ctx: int = 1024) -> float:
@@ -83,7 +71,7 @@ def perplexity(path: Path, text: str, n_ctx: int = 1024) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--types", nargs="+", default=["q4_1", "q8_0", "q4_0", "iq4_nl"],
-                        choices=sorted(FTYPES))
+                        choices=TYPES)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--out", type=Path, default=REPO / "var" / "weights_tradeoff.json")
