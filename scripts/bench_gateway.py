@@ -295,11 +295,12 @@ def _summarize(runs: dict[str, list[dict[str, float]]]) -> dict[str, float]:
     }
 
 
-def part_b(tmp: Path, quick: bool) -> dict[str, Any]:
+def part_b(tmp: Path, quick: bool, engine_args: list[str] | None = None) -> dict[str, Any]:
     port = free_port()
     engine_url = f"http://127.0.0.1:{port}/v1"
     argv = ["-m", "spillgate.engines.llamacpp", "--model-path", bundled_gguf(),
-            "--served-name", "smollm2", "--port", str(port), "--max-batch", "4"]
+            "--served-name", "smollm2", "--port", str(port), "--max-batch", "4",
+            *(engine_args or [])]
     out: dict[str, Any] = {}
     with spawn(argv, tmp / "engine.log", engine_url, f"http://127.0.0.1:{port}/health"), \
             _start_gateway(tmp, engine_url) as gw:
@@ -321,6 +322,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "var" / "bench_gateway.json")
     parser.add_argument("--skip-engine", action="store_true", help="skip part (b)")
     parser.add_argument("--cpu-only", action="store_true", help="part (d) alone")
+    parser.add_argument("--engine-only", action="store_true", help="part (b) alone")
+    parser.add_argument("--engine-arg", action="append", default=[], dest="engine_args",
+                        help="extra engine flag for part (b), e.g. --engine-arg=--weights "
+                             "--engine-arg=iq4_nl (repeatable)")
     parser.add_argument("--profile", type=Path, help="with --cpu-only: cProfile output file")
     parser.add_argument("--py-spy", type=Path, dest="spy",
                         help="with --cpu-only: py-spy's collapsed stacks, written here")
@@ -329,12 +334,14 @@ def main() -> None:
         tmp = Path(tmp_name)
         if args.cpu_only:
             results = cpu_only(tmp, args.quick, args.profile, args.spy)
+        elif args.engine_only:
+            results = {"tokens_per_s": part_b(tmp, args.quick, args.engine_args)}
         else:
             results = part_a_and_c(tmp, args.quick)
             results["wake_rtt"] = wake_rtt.measure()
             if not args.skip_engine:
                 _write(args.out, results)  # parts a, c, d kept if the engine part fails
-                results["tokens_per_s"] = part_b(tmp, args.quick)
+                results["tokens_per_s"] = part_b(tmp, args.quick, args.engine_args)
     _write(args.out, results)
     print(render(results))
     if args.profile is not None:
@@ -351,7 +358,17 @@ def _write(out: Path, results: dict[str, Any]) -> None:
     out.write_text(json.dumps(results, indent=2))
 
 
+def _render_tokens(tokens: dict[str, Any]) -> str:
+    lines = ["| concurrency | direct tok/s | gateway tok/s | share |", "|---|---|---|---|"]
+    for c, r in tokens.items():
+        lines.append(f"| {c} | {r['direct_tps']:.1f} | {r['gateway_tps']:.1f} | "
+                     f"{100 * r['share']:.1f}% |")
+    return "\n".join(lines)
+
+
 def render(results: dict[str, Any]) -> str:
+    if "cpu" not in results:  # --engine-only
+        return _render_tokens(results["tokens_per_s"])
     lines = ["| concurrency | gateway CPU µs/request | of which ledger writer thread |",
              "|---|---|---|"]
     for c, r in results["cpu"].items():
@@ -376,10 +393,7 @@ def render(results: dict[str, Any]) -> str:
             f"{r['added_p50_ms']:.2f} / {r['added_p99_ms']:.2f} | "
             f"{100 * r['throughput_share']:.0f}% | {floor} |")
     if "tokens_per_s" in results:
-        lines += ["", "| concurrency | direct tok/s | gateway tok/s | share |", "|---|---|---|---|"]
-        for c, r in results["tokens_per_s"].items():
-            lines.append(f"| {c} | {r['direct_tps']:.1f} | {r['gateway_tps']:.1f} | "
-                         f"{100 * r['share']:.1f}% |")
+        lines += ["", _render_tokens(results["tokens_per_s"])]
     if "wake_rtt" in results:
         lines += ["", "Machine floor (scripts/wake_rtt.py): " + "; ".join(
             f"{name.replace('_', ' ')} {r['p50_us']:.0f} / {r['p99_us']:.0f} µs"
