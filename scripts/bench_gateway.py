@@ -3,7 +3,9 @@
 (a) latency the gateway adds over calling a loopback fake upstream directly (the upstream
     answers after 20 ms): p50/p99 at concurrency 1, 16, 64, throughput as a share of direct;
 (b) generated tokens/s through the gateway vs straight to the llama.cpp engine, c = 1 and 4
-    (medians of interleaved rounds);
+    (medians of interleaved rounds): as a burst (C identical requests at once, timed to the
+    last one's end) and in steady state (scripts/stream_share.py: C clients back to back, the
+    engine's own token counter over a window);
 (c) gateway RSS idle and while holding 64 concurrent streams;
 (d) gateway CPU time per request (user + system of the gateway process, from psutil, over a
     fixed number of requests at c = 1 and 16): the figure that stays honest on a loaded machine,
@@ -51,7 +53,8 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support import REPO, bundled_gguf, free_port, spawn, write_config
 
-import wake_rtt  # scripts/, beside this file
+import stream_share  # scripts/, beside this file
+import wake_rtt
 
 CHAT = {"model": "smollm2", "messages": [{"role": "user", "content": "Say ok."}],
         "max_tokens": 8}
@@ -313,6 +316,9 @@ def part_b(tmp: Path, quick: bool, engine_args: list[str] | None = None) -> dict
                 via.append(asyncio.run(_tokens(gw.base_url + "/chat/completions", c, 1)))
             d, g = statistics.median(direct), statistics.median(via)
             out[str(c)] = {"direct_tps": d, "gateway_tps": g, "share": g / d}
+        # The same in steady state (closed loop, arrivals spread by the streams' own ends).
+        out["steady"] = stream_share.share(engine_url, gw.base_url, (1, 4),
+                                           2 if quick else 4, 2.0, 6.0)
     return out
 
 
@@ -359,10 +365,18 @@ def _write(out: Path, results: dict[str, Any]) -> None:
 
 
 def _render_tokens(tokens: dict[str, Any]) -> str:
-    lines = ["| concurrency | direct tok/s | gateway tok/s | share |", "|---|---|---|---|"]
+    lines = ["| streams | measure | direct tok/s | gateway tok/s | share |",
+             "|---|---|---|---|---|"]
+    steady = tokens.get("steady", {})
     for c, r in tokens.items():
-        lines.append(f"| {c} | {r['direct_tps']:.1f} | {r['gateway_tps']:.1f} | "
+        if c == "steady":
+            continue
+        lines.append(f"| {c} | burst | {r['direct_tps']:.1f} | {r['gateway_tps']:.1f} | "
                      f"{100 * r['share']:.1f}% |")
+        if c in steady:
+            s = steady[c]
+            lines.append(f"| {c} | steady | {s['direct_tps']:.1f} | {s['gateway_tps']:.1f} | "
+                         f"{100 * s['share']:.1f}% |")
     return "\n".join(lines)
 
 
