@@ -6,13 +6,8 @@ uvicorn's httptools protocol buffers an unfinished header field without limit, a
 timer between a connection's first byte and a complete head (its keep-alive timer only runs
 between requests). h11's `h11_max_incomplete_event_size` bounds the size alone, and h11 is
 several times slower. So this subclass of uvicorn's httptools protocol counts a head's bytes
-as they arrive (memory stays within the limit plus one socket read) and times each head.
-Bodies are untouched: the routes cap those (`read_body`).
-
-The timer is one per connection, not one per head (arming and cancelling a uvloop timer costs
-~1.8 µs, on every request): a head notes when it began, and the connection's timer, when it
-fires, refuses a head that has taken too long or looks again when the current head's time
-would be up (or a full timeout later, between requests).
+as they arrive (memory stays within the limit plus one socket read) and arms one timer per
+head. Bodies are untouched: the routes cap those (`read_body`).
 """
 
 from __future__ import annotations
@@ -46,13 +41,11 @@ class HeadLimitedProtocol(HttpToolsProtocol):
         self._heads_done = 0
         self._refusal: tuple[int, str, str] | None = None
         self._head_timer: asyncio.TimerHandle | None = None
-        self._head_since: float | None = None  # loop time the timed head began; None: none
 
     # --- connection --------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._head_since = self.loop.time()  # a connection that never sends a head is closed
-        self._arm_timer(self.limits.timeout_s)
+        self._arm_timer()  # a connection that never sends a head is closed too
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_timer()
@@ -77,8 +70,7 @@ class HeadLimitedProtocol(HttpToolsProtocol):
     # --- parser callbacks (the refusal is answered once the parser returns) --------------------
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self._head_since is None:  # a new connection's first head counts from its connect
-            self._head_since = self.loop.time()
+        self._arm_timer()
 
     def on_url(self, url: bytes) -> None:
         self._parsed_bytes += len(url)
@@ -97,7 +89,7 @@ class HeadLimitedProtocol(HttpToolsProtocol):
             super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._head_since = None
+        self._disarm_timer()
         self._in_head = False
         self._heads_done += 1
         if self._refusal is None:
@@ -118,8 +110,9 @@ class HeadLimitedProtocol(HttpToolsProtocol):
                              "headers_too_large")
 
     # --- refusing ----------------------------------------------------------------------------
-    def _arm_timer(self, delay_s: float) -> None:
-        self._head_timer = self.loop.call_later(delay_s, self._head_timeout)
+    def _arm_timer(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.limits.timeout_s, self._head_timeout)
 
     def _disarm_timer(self) -> None:
         if self._head_timer is not None:
@@ -128,15 +121,7 @@ class HeadLimitedProtocol(HttpToolsProtocol):
 
     def _head_timeout(self) -> None:
         self._head_timer = None
-        if self.transport.is_closing():
-            return
-        since = self._head_since
-        if since is None or not self._in_head:  # no head under way: look again later
-            self._arm_timer(self.limits.timeout_s)
-            return
-        left = since + self.limits.timeout_s - self.loop.time()
-        if left > 0.001:  # this head began after the timer was armed
-            self._arm_timer(left)
+        if not self._in_head or self.transport.is_closing():
             return
         self._refusal = (408, "request head not received in time", "request_timeout")
         if self._read_bytes or self._parsed_bytes:  # a head was begun: say why it is dropped
