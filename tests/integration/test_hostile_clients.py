@@ -155,6 +155,22 @@ def test_slow_or_silent_heads_are_dropped(node: Proc) -> None:
     assert time.monotonic() - started < 30  # closed by the node, not by our read timeout
 
 
+def test_a_slow_head_after_an_idle_spell_is_dropped(node: Proc) -> None:
+    # The head timer is the connection's: after a served request and an idle spell longer
+    # than the head timeout (shorter than uvicorn's 5 s keep-alive), it still times the next
+    # head on the kept connection.
+    with _connect(node) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: node\r\n\r\n")
+        first = _response(sock)
+        time.sleep(1.5)  # the scenario (idle past header_timeout_s = 1.0), not a wait for it
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: node\r\n")  # never finished
+        started = time.monotonic()
+        answer = _answer(sock)
+    assert first.startswith(b"HTTP/1.1 200 "), first[:100]
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
+    assert time.monotonic() - started < 30  # closed by the node, not by our read timeout
+
+
 def test_huge_admin_body_without_key_is_refused_unread(node: Proc) -> None:
     before = rss(node.popen.pid)
     with _connect(node) as sock:

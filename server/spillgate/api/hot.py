@@ -17,12 +17,11 @@ a stream answered as `text/event-stream` by `send_stream`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Final
 
 import orjson
 from fastapi import FastAPI
-from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
 from spillgate import service
@@ -122,7 +121,7 @@ class HotRoute:
     async def _serve(self, scope: Scope, receive: Receive,
                      rid: str) -> service.Reply | service.StreamReply:
         node = self.node
-        headers = Headers(scope=scope)
+        headers = request_headers(scope)
         # A refusal here (401, 413, a client gone mid-body) is counted like any other exit.
         async with RequestLife(node, rid):
             client = await self.authenticate(headers.get("authorization"))
@@ -131,7 +130,19 @@ class HotRoute:
             return await service.serve(node, self.endpoint, raw, headers, client, rid)
 
 
-async def read_body(receive: Receive, headers: Headers, cap: int) -> bytes:
+def request_headers(scope: Scope) -> dict[str, str]:
+    """The request's header fields by name, the first of a repeated one: what Starlette's
+    `Headers(scope=scope).get` answers, in one pass over the fields instead of a scan (and a
+    KeyError for each absent one) per lookup; the path looks up about ten per request."""
+    headers: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        key = name.decode("latin-1")
+        if key not in headers:
+            headers[key] = value.decode("latin-1")
+    return headers
+
+
+async def read_body(receive: Receive, headers: Mapping[str, str], cap: int) -> bytes:
     """The body, refused with 413 before reading when its declared length exceeds the cap,
     or as soon as what arrived does; 499 if the client leaves before it is complete."""
     declared = headers.get("content-length")
