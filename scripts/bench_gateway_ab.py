@@ -9,7 +9,9 @@ checkout's models/ and config.
 Per concurrency (1, 16, 64): added p50/p99 over direct (median of the rounds), throughput as
 a share of direct, the gateway's CPU µs per request (user + system, psutil, over the same
 load) and its event loop's alone (the main thread's, from /proc: Linux only). `--stream`
-sends streaming requests instead (the fake upstream's stream: 8 chunks 5 ms apart).
+sends streaming requests instead (the fake upstream's stream: 8 chunks 5 ms apart; with
+`--burst N`, N of them in one write, so a relay that forwards what one read brings in one
+write shows it).
 
     .venv/bin/python scripts/bench_gateway_ab.py --a /tmp/base --b . [--rounds 3] [--quick]
 
@@ -36,11 +38,11 @@ from tests.support import REPO, Proc, free_port, spawn
 
 
 @contextlib.contextmanager
-def _upstream(tmp: Path) -> Iterator[str]:
+def _upstream(tmp: Path, burst: int) -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
     argv = [str(REPO / "scripts" / "fake_upstream.py"), "--port", str(port),
-            "--delay-ms", "20", "--chunks", "8", "--chunk-ms", "5"]
+            "--delay-ms", "20", "--chunks", "8", "--chunk-ms", "5", "--burst", str(burst)]
     with spawn(argv, tmp / "upstream.log", url, f"http://127.0.0.1:{port}/health"):
         yield url
 
@@ -74,12 +76,12 @@ def _measured(url: str, pid: int | None, body: dict[str, Any], c: int,
 
 
 def run(a: Path, b: Path, rounds: int, quick: bool, stream: bool,
-        levels: list[int]) -> dict[str, Any]:
+        levels: list[int], burst: int = 1) -> dict[str, Any]:
     body = {**CHAT, "stream": True} if stream else CHAT
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        with _upstream(tmp) as upstream, _gateway(tmp, a, upstream) as ga, \
+        with _upstream(tmp, burst) as upstream, _gateway(tmp, a, upstream) as ga, \
                 _gateway(tmp, b, upstream) as gb:
             targets = {"direct": (upstream, None), "a": (ga.base_url, ga.popen.pid),
                        "b": (gb.base_url, gb.popen.pid)}
@@ -128,14 +130,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="fewer requests per round")
     parser.add_argument("--stream", action="store_true", help="streaming requests")
+    parser.add_argument("--burst", type=int, default=1,
+                        help="with --stream: the upstream writes this many chunks at once")
     parser.add_argument("--c", type=int, nargs="+", default=[1, 16, 64],
                         help="concurrency levels")
     parser.add_argument("--out", type=Path, default=REPO / "var" / "bench_gateway_ab.json")
     args = parser.parse_args()
-    results = run(args.a, args.b, args.rounds, args.quick, args.stream, args.c)
+    results = run(args.a, args.b, args.rounds, args.quick, args.stream, args.c, args.burst)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"a": str(args.a), "b": str(args.b), "rounds": args.rounds,
                                     "quick": args.quick, "stream": args.stream,
+                                    "burst": args.burst,
                                     "results": results}, indent=2, default=str))
     print(render(results))
     print(f"\nwritten to {args.out}")

@@ -1,8 +1,8 @@
 """A bare asyncio OpenAI-style upstream for latency benchmarks (no framework in the way).
 
 POST …/chat/completions answers after --delay-ms with a fixed completion; with "stream": true
-it sends --chunks SSE chunks --chunk-ms apart, then a usage chunk and [DONE]. GET …/health and
-…/metrics answer 200. HTTP/1.1 keep-alive, loopback only.
+it sends --chunks SSE chunks --chunk-ms apart (--burst of them in one write), then a usage
+chunk and [DONE]. GET …/health and …/metrics answer 200. HTTP/1.1 keep-alive, loopback only.
 
     python scripts/fake_upstream.py --port 9100 --delay-ms 20
 """
@@ -88,10 +88,11 @@ class Upstream(asyncio.Protocol):
             return
         t.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
                 b"transfer-encoding: chunked\r\n\r\n")
-        for _ in range(self.args.chunks):
+        burst = max(1, self.args.burst)
+        for sent in range(0, self.args.chunks, burst):
             if t.is_closing():
                 return
-            t.write(_chunk("tok "))
+            t.write(_chunk("tok ") * min(burst, self.args.chunks - sent))
             await asyncio.sleep(self.args.chunk_ms / 1000)
         done = b"data: [DONE]\n\n"
         t.write(_chunk(None, usage=True) + b"%x\r\n%s\r\n" % (len(done), done) + b"0\r\n\r\n")
@@ -110,6 +111,9 @@ def main() -> None:
     parser.add_argument("--delay-ms", type=float, default=20.0)
     parser.add_argument("--chunks", type=int, default=50)
     parser.add_argument("--chunk-ms", type=float, default=20.0)
+    parser.add_argument("--burst", type=int, default=1,
+                        help="chunks written together, --chunk-ms apart (an engine that "
+                             "delivers several tokens per step, or a reader that fell behind)")
     args = parser.parse_args()
     with contextlib.suppress(ImportError):
         import uvloop

@@ -202,10 +202,12 @@ def anthropic_wire(call: UpstreamCall, body: dict[str, Any]) -> bytes:
 
 @contextlib.asynccontextmanager
 async def harness(tmp: Path, extra: dict[str, Any] | None = None,
-                  extra_routes: Sequence[dict[str, Any]] = (), **server: Any
+                  extra_routes: Sequence[dict[str, Any]] = (), *,
+                  local_backend: FakeBackend | None = None, **server: Any
                   ) -> AsyncIterator[Harness]:
+    """`local_backend`: a FakeBackend (or subclass) named LOCAL to use instead of the plain one."""
     clock = ManualClock()
-    local, paid, fallback = (FakeBackend(LOCAL, "local", wire=openai_wire),
+    local, paid, fallback = (local_backend or FakeBackend(LOCAL, "local", wire=openai_wire),
                              FakeBackend(PAID, "api", wire=openai_wire),
                              FakeBackend(FALLBACK, "api", wire=anthropic_wire))
     backends = Backends(

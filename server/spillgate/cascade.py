@@ -143,9 +143,7 @@ async def as_stream(answer: JSON, include_usage: bool,
         yield _sse({**base, "object": kind, "choices": [part]})
     usage_chunk = ({**base, "object": kind, "choices": [], "usage": answer["usage"]}
                    if include_usage and answer.get("usage") else None)
-    for frame in stream_cost.final_frames(record, usage_chunk):
-        yield frame
-    yield b"data: [DONE]\n\n"
+    yield stream_cost.closing(record, usage_chunk)
 
 
 def _sse(obj: JSON) -> bytes:

@@ -32,8 +32,8 @@ class Upstreams:
 @dataclass(slots=True)
 class OpenStream:
     target: Target
-    head: list[JSON]  # chunks up to and including the first one carrying output
-    rest: AsyncIterator[JSON]
+    head: list[JSON]  # chunks up to the first read that brought output, that read's included
+    rest: AsyncIterator[list[JSON]]  # then each read's chunks (Backend.stream_batches)
     failed_over: list[str]
     deadline_missed: bool = False  # the local target gave no first token in time
 
@@ -74,16 +74,20 @@ async def open_stream(
     up: Upstreams, decision: Decision, call_for: Callable[[Target], UpstreamCall],
     body: JSON, before: BeforeTarget, *, local_deadline_s: float | None = None,
 ) -> OpenStream:
-    async def run(target: Target, backend: Backend) -> tuple[list[JSON], AsyncIterator[JSON]]:
-        iterator = aiter(backend.stream(call_for(target), body))
+    async def run(target: Target,
+                  backend: Backend) -> tuple[list[JSON], AsyncIterator[list[JSON]]]:
+        iterator = aiter(backend.stream_batches(call_for(target), body))
         head: list[JSON] = []
-        while not head or not _carries_output(head[-1]):
+        while True:
             try:
-                head.append(await anext(iterator))
+                batch = await anext(iterator)
             except StopAsyncIteration:
                 if head:
                     break
                 raise UpstreamFailure("upstream stream ended before any chunk") from None
+            head += batch
+            if any(map(_carries_output, batch)):
+                break
         return head, iterator
 
     target, (head, rest), failed, missed = await _first_success(

@@ -249,12 +249,11 @@ async def _replay(life: RequestLife, record: RequestRecord, body: JSON,
     want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     events = cache_replay.sse_events(answer, model, want_usage,
                                      lambda usage: stream_cost.final_frames(record, usage))
-    return StreamReply(_events(events), headers)
+    return StreamReply(_events(b"".join(events)), headers)
 
 
-async def _events(events: list[bytes]) -> AsyncIterator[bytes]:
-    for event in events:
-        yield event
+async def _events(events: bytes) -> AsyncIterator[bytes]:
+    yield events  # the whole answer is at hand: one write
 
 
 async def _complete(

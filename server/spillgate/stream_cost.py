@@ -19,6 +19,7 @@ from spillgate.ledger.record import RequestRecord, usd_text
 from spillgate.types import JSON
 
 COMMENT = b": x-spillgate-cost-usd="
+DONE = b"data: [DONE]\n\n"
 
 
 def cost_text(record: RequestRecord) -> str:
@@ -38,3 +39,9 @@ def final_frames(record: RequestRecord, usage_chunk: JSON | None) -> list[bytes]
         frames.append(b"data: " + orjson.dumps({**usage_chunk, "spillgate": extra}) + b"\n\n")
     frames.append(comment(record))
     return frames
+
+
+def closing(record: RequestRecord, usage_chunk: JSON | None) -> bytes:
+    """The final frames and `data: [DONE]` as one piece: the client gets the end of a stream
+    in one write (api/hot.py's `send_stream` sends it with the response's end)."""
+    return b"".join(final_frames(record, usage_chunk)) + DONE

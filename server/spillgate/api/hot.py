@@ -29,6 +29,7 @@ from spillgate.api.deps import new_request_id
 from spillgate.api.disconnect import cancelled_on_disconnect
 from spillgate.errors import ApiError, ClientClosed, InternalError, PayloadTooLarge, describe
 from spillgate.life import RequestLife
+from spillgate.stream_cost import DONE
 from spillgate.types import Client, Endpoint
 from spillgate.web import REQUEST_ID, error_response
 
@@ -71,12 +72,18 @@ async def send_stream(reply: service.StreamReply, raw: list[tuple[bytes, bytes]]
     the disconnect (scripts/bench_gateway_ab.py --stream). The relay still stops when the
     client leaves: `cancelled_on_disconnect` cancels this task, the relay settles the row as
     499 in its `finally`, and nothing more is sent. A slow reader holds the loop at `send`
-    (the server's flow control), so the upstream is read no faster than the client reads."""
+    (the server's flow control), so the upstream is read no faster than the client reads.
+    The piece that ends with `data: [DONE]` is the stream's last (the source has settled
+    before it): it leaves with the response's end, in one write instead of two."""
     chunks = reply.chunks
+    last = b""
     await send({"type": "http.response.start", "status": 200, "headers": raw})
     try:
         async with cancelled_on_disconnect(receive):
             async for chunk in chunks:
+                if chunk.endswith(DONE):
+                    last = chunk
+                    break
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
     except ClientClosed:
         return  # the answer had started: nothing to tell a client that is gone
@@ -85,7 +92,7 @@ async def send_stream(reply: service.StreamReply, raw: list[tuple[bytes, bytes]]
         if close is not None:
             await close()
     # Outside the watcher: completing the response wakes it with a (false) disconnect.
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    await send({"type": "http.response.body", "body": last, "more_body": False})
 
 
 class HotRoute:

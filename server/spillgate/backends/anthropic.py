@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any
 
 import orjson
 
 from spillgate.backends.anthropic_stream import AnthropicStreamTranslator, parse_sse_data
 from spillgate.backends.anthropic_translate import from_anthropic_response, to_anthropic_request
-from spillgate.backends.base import UpstreamCall
+from spillgate.backends.base import UpstreamCall, flattened
 from spillgate.backends.http import Timeouts, UpstreamHttp
-from spillgate.errors import InvalidRequest, error_for_status
+from spillgate.errors import ApiError, InvalidRequest, error_for_status
 from spillgate.types import JSON, Tier
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -61,21 +62,33 @@ class AnthropicBackend:
             raise error_for_status(status, _message(data, status))
         return from_anthropic_response(data, created=int(self._clock()))
 
-    async def stream(self, call: UpstreamCall, body: JSON) -> AsyncIterator[JSON]:
+    def stream(self, call: UpstreamCall, body: JSON) -> AsyncIterator[JSON]:
+        return flattened(self.stream_batches(call, body))
+
+    async def stream_batches(self, call: UpstreamCall, body: JSON) -> AsyncIterator[list[JSON]]:
         payload = self._payload(call, body)
         payload["stream"] = True
         translator = AnthropicStreamTranslator(
             model=call.upstream_model, created=int(self._clock()), include_usage=True
         )
-        async for status, line in self._http.stream_lines(_MESSAGES, payload):
-            if status >= 400:
-                raise error_for_status(status, _message(_loads_or_none(line), status))
-            event = parse_sse_data(line)
-            if event is None:
-                continue
-            # No break at message_stop: reading to the end lets the pooled connection be reused.
-            for chunk in translator.feed(event):
-                yield chunk
+        async with aclosing(self._http.stream_lines(_MESSAGES, payload)) as blocks:
+            async for status, lines in blocks:
+                if status >= 400:
+                    raise error_for_status(status, _message(_loads_or_none(lines[0]), status))
+                # No break at message_stop: reading to the end lets the pooled connection be
+                # reused.
+                chunks: list[JSON] = []
+                try:
+                    for line in lines:
+                        event = parse_sse_data(line)
+                        if event is not None:
+                            chunks += translator.feed(event)
+                except ApiError:
+                    if chunks:  # what came before the failure still reaches the client
+                        yield chunks
+                    raise
+                if chunks:
+                    yield chunks
         translator.finish()
 
     async def aclose(self) -> None:

@@ -68,9 +68,40 @@ class Backend(Protocol):
         `usage` when the body asked for `stream_options.include_usage`)."""
         ...
 
+    def stream_batches(self, call: UpstreamCall, body: JSON) -> AsyncIterator[list[JSON]]:
+        """`stream`'s chunks in the groups they arrived in: each list holds what one read of
+        the upstream brought (never held back to wait for more), so the relay forwards it in
+        one write. The relay's form; `single_chunks` for a backend without reads."""
+        ...
+
     async def aclose(self) -> None:
         """Release pooled connections."""
         ...
+
+
+async def single_chunks(chunks: AsyncIterator[JSON]) -> AsyncIterator[list[JSON]]:
+    """Batches of one chunk each (`Backend.stream_batches` of a backend without reads)."""
+    try:
+        async for chunk in chunks:
+            yield [chunk]
+    finally:  # closed at once, as the relay closes a stream (the upstream slot is freed)
+        await _close(chunks)
+
+
+async def flattened(batches: AsyncIterator[list[JSON]]) -> AsyncIterator[JSON]:
+    """`Backend.stream` of a backend whose own form is `stream_batches`."""
+    try:
+        async for batch in batches:
+            for chunk in batch:
+                yield chunk
+    finally:
+        await _close(batches)
+
+
+async def _close(stream: AsyncIterator[JSON] | AsyncIterator[list[JSON]]) -> None:
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        await close()
 
 
 class Supervisor(Protocol):

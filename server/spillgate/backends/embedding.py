@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from spillgate.backends.base import UpstreamCall
+from spillgate.backends.base import UpstreamCall, single_chunks
 from spillgate.embeddings import LocalEmbedder, load_local_embedder
 from spillgate.errors import InvalidRequest
 from spillgate.types import JSON, Tier
@@ -68,6 +68,9 @@ class LocalEmbeddingBackend:
     def stream(self, call: UpstreamCall, body: JSON) -> AsyncIterator[JSON]:
         raise InvalidRequest(f"`{self.served_model}` is an embedding model: it does not "
                              "stream", param="stream")
+
+    def stream_batches(self, call: UpstreamCall, body: JSON) -> AsyncIterator[list[JSON]]:
+        return single_chunks(self.stream(call, body))  # raises at once, as `stream`
 
     async def aclose(self) -> None:
         return None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -112,18 +112,26 @@ class UpstreamHttp:
 
     async def stream_lines(
         self, path: str, body: Any
-    ) -> AsyncIterator[tuple[int, bytes]]:
-        """POST and yield (status, line) for each line of the response body. The status comes
-        with every line so callers can handle a non-200 JSON error body without a second call."""
+    ) -> AsyncGenerator[tuple[int, list[bytes]]]:
+        """POST and yield (status, lines): the complete lines of the response body that one
+        read brought (everything that had arrived; nothing is held back to wait for more), so
+        a caller can pass on in one piece what came in one piece, and a chunk costs one hop
+        instead of one per line. A non-200 body comes whole as the one line, so callers can
+        read a JSON error body without a second call."""
         try:
             async with self._client().post(self.base_url + path, data=orjson.dumps(body)) as r:
                 if r.status >= 400:
                     raw = await r.read()
                     await _raise_for_retryable(r, raw)
-                    yield r.status, raw
+                    yield r.status, [raw]
                     return
-                async for line in r.content:
-                    yield r.status, line
+                status, tail = r.status, b""
+                async for block in r.content.iter_any():
+                    lines, tail = complete_lines(tail, block)
+                    if lines:
+                        yield status, lines
+                if tail:  # a body that ends without a newline
+                    yield status, [tail]
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _transport_failure(exc) from exc
 
@@ -150,6 +158,13 @@ def _plain_pool(base_url: str, timeouts: Timeouts, limit: int,
         return None
     return PlainHttpPool(url.hostname, url.port or 80, head, connect_s=timeouts.connect_s,
                          read_s=timeouts.read_s, limit=limit)
+
+
+def complete_lines(tail: bytes, block: bytes) -> tuple[list[bytes], bytes]:
+    """The complete lines of `tail + block` (without their newline) and what follows the
+    last newline: a line still arriving, b"" when the block ended with a newline."""
+    lines = (tail + block if tail else block).split(b"\n")
+    return lines, lines.pop()
 
 
 async def _raise_for_retryable(r: aiohttp.ClientResponse, raw: bytes) -> None:

@@ -9,11 +9,12 @@ engine metrics.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
 from typing import Any
 
 import orjson
 
-from spillgate.backends.base import UpstreamCall, UpstreamFailure
+from spillgate.backends.base import UpstreamCall, UpstreamFailure, flattened
 from spillgate.backends.http import Timeouts, UpstreamHttp
 from spillgate.backends.prompt_cache import without_cache_control
 from spillgate.errors import error_for_status
@@ -98,7 +99,10 @@ class OpenAICompatBackend:
             raise error_for_status(status, _message(data, status))
         return data
 
-    async def stream(self, call: UpstreamCall, body: JSON) -> AsyncIterator[JSON]:
+    def stream(self, call: UpstreamCall, body: JSON) -> AsyncIterator[JSON]:
+        return flattened(self.stream_batches(call, body))
+
+    async def stream_batches(self, call: UpstreamCall, body: JSON) -> AsyncIterator[list[JSON]]:
         replica = self._pick()
         replica.inflight += 1
         upstream_body = _with_model(body, call.upstream_model)
@@ -106,22 +110,19 @@ class OpenAICompatBackend:
         upstream_body["stream_options"] = {**(body.get("stream_options") or {}),
                                            "include_usage": True}
         finished = False
+        lines = aclosing(replica.http.stream_lines("/" + call.endpoint, upstream_body))
         try:
-            async for status, line in replica.http.stream_lines(
-                "/" + call.endpoint, upstream_body
-            ):
-                if status >= 400:
-                    raise error_for_status(status, _message(_loads(line), status))
-                payload = _sse_payload(line)
-                if payload is None:
-                    continue
-                if payload == _DONE:
-                    finished = True
-                    break
-                chunk = _loads(payload)
-                if "error" in chunk:
-                    raise UpstreamFailure(_message(chunk, 502))
-                yield chunk
+            async with lines as blocks:
+                async for status, block in blocks:
+                    if status >= 400:
+                        raise error_for_status(status, _message(_loads(block[0]), status))
+                    chunks, finished, failure = _events(block)
+                    if chunks:  # what came before a failure still reaches the client
+                        yield chunks
+                    if failure is not None:
+                        raise failure
+                    if finished:
+                        break
         finally:
             replica.inflight -= 1
         if not finished:
@@ -140,6 +141,25 @@ def _with_model(body: JSON, model: str) -> JSON:
     """A copy for the upstream: its model name, and no Anthropic cache_control markers
     (OpenAI-protocol servers cache prefixes by themselves; strict ones refuse the field)."""
     return {**without_cache_control(body), "model": model}
+
+
+def _events(lines: list[bytes]) -> tuple[list[JSON], bool, UpstreamFailure | None]:
+    """The chunks of `data:` lines, up to `[DONE]` or a failure: (chunks, done, failure)."""
+    chunks: list[JSON] = []
+    for line in lines:
+        payload = _sse_payload(line)
+        if payload is None:
+            continue
+        if payload == _DONE:
+            return chunks, True, None
+        try:
+            chunk = _loads(payload)
+        except UpstreamFailure as exc:
+            return chunks, False, exc
+        if "error" in chunk:
+            return chunks, False, UpstreamFailure(_message(chunk, 502))
+        chunks.append(chunk)
+    return chunks, False, None
 
 
 def _sse_payload(line: bytes) -> bytes | None:

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
-from spillgate.backends.base import UpstreamCall
+from spillgate.backends.base import UpstreamCall, single_chunks
 from spillgate.types import JSON, Tier
 
 
@@ -136,6 +136,9 @@ class FakeBackend:
                 yield {**base, "choices": [], "usage": self._usage(script)}
         finally:
             self.active -= 1
+
+    def stream_batches(self, call: UpstreamCall, body: JSON) -> AsyncIterator[list[JSON]]:
+        return single_chunks(self.stream(call, body))
 
     async def aclose(self) -> None:
         return None
