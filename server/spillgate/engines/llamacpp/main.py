@@ -56,7 +56,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-queue", type=int, default=32,
                         help="Requests allowed to wait for a slot before answering 429.")
     # Prefill costs about the same per token from 32-token chunks up, but every running stream
-    # waits for the whole chunk: 128 keeps that stall a quarter of 512's (README, Performance).
+    # waits for the whole chunk: 128 keeps that stall a quarter of 512's
+    # (docs/performance-history.md).
     parser.add_argument("--prefill-chunk", type=int, default=128,
                         help="Prompt tokens processed per decode step (bounds stalls).")
     parser.add_argument("--handoff-wait-ms", type=float,
@@ -69,7 +70,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "faster (cores shared with other busy work), trying again now and "
                              "then (default: off; for boxes whose cores other work also uses).")
     # Thread by default: on the 2-core reference machine, quiet, the decode process served
-    # 64.1 / 71.0 tokens/s at 1 / 4 streams against 71.4 / 80.5 in a thread (README).
+    # 64.1 / 71.0 tokens/s at 1 / 4 streams against 71.4 / 80.5 in a thread
+    # (docs/performance-history.md).
     parser.add_argument("--weights", choices=weights.CHOICES, default=weights.AS_IS,
                         help="Serve the GGUF as it is, or llama.cpp's requantization of it to "
                              "a type with fast batched CPU kernels, made on first start "
