@@ -78,6 +78,10 @@ def _http(url: str, read_s: float = 30.0, limit: int = 8) -> UpstreamHttp:
     return http
 
 
+async def _silent(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
+    return True  # reads the next request, never answers
+
+
 async def _ok(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
     writer.write(_answer(b"200 OK", OK, b"content-type: application/json"))
     return True
@@ -190,10 +194,7 @@ async def test_a_refused_connection_and_a_hang_up_are_unreachable_upstreams(
 
 async def test_a_silent_upstream_times_out(
         serve: Callable[[Handler], Awaitable[tuple[Upstream, str]]]) -> None:
-    async def silent(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
-        return True  # reads the next request, never answers
-
-    upstream, url = await serve(silent)
+    upstream, url = await serve(_silent)
     http = _http(url, read_s=0.05)
     with pytest.raises(UpstreamFailure) as late:
         await http.post_json("/x", {})
@@ -204,10 +205,7 @@ async def test_a_silent_upstream_times_out(
 
 async def test_a_cancelled_call_closes_its_connection(
         serve: Callable[[Handler], Awaitable[tuple[Upstream, str]]]) -> None:
-    async def silent(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
-        return True
-
-    upstream, url = await serve(silent)
+    upstream, url = await serve(_silent)
     http = _http(url)
     call = asyncio.ensure_future(http.post_json("/x", {}))
     await upstream.received.wait()  # the request reached the upstream
