@@ -7,6 +7,13 @@ runs one `llama_decode`, and samples each sequence with its own C sampler chain.
 never waits for, or is interrupted by, another one: it leaves its slot only when it finishes or
 its client goes away, and then its KV cells are dropped at once.
 
+Row order matters to llama.cpp. With a KV stream per sequence it splits a batch into
+"ubatches" that take sequences only in increasing, consecutive ids; the first id out of order
+or after a gap starts another ubatch, i.e. another pass over all the weights. So the rows go
+out sorted by slot, and a new request takes the lowest free slot, which keeps busy slots
+contiguous. Sorted 0,1,2,3 four rows are one pass; in admission order 3,2,1,0 they were four,
+and a step took 35% (bundled Q4_1) to 92% (IQ4_NL) longer.
+
 Hand-off: once per step the thread hands every `Chunk` of that step to its `Outlet` in one go
 (one wake-up per step, not one per token per request): in this process `LoopOutlet` (one
 `loop.call_soon_threadsafe`), in a decode process of its own (decoder.py) one pipe message.
@@ -22,6 +29,7 @@ and a `ThreadChooser` (threads.py) switches between `n_threads` and 1 by what it
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import threading
 import time
@@ -100,7 +108,7 @@ class Scheduler:
         self._cond = threading.Condition()
         self._pending: deque[Slip] = deque()
         self._active: list[_Sequence] = []
-        self._free_slots = list(range(config.max_batch - 1, -1, -1))
+        self._free_slots = list(range(config.max_batch))  # a min-heap: lowest slot first
         self._stopping = False
         self._outbox: Delivery = []
         # llama.cpp runs one-token batches on `n_threads` and bigger ones on `n_threads_batch`:
@@ -204,7 +212,7 @@ class Scheduler:
 
     def _admit(self, ticket: Slip) -> None:
         job = ticket.job
-        seq = _Sequence(ticket=ticket, slot=self._free_slots.pop(),
+        seq = _Sequence(ticket=ticket, slot=heapq.heappop(self._free_slots),
                         sampler=self._model.new_sampler(job.sampling),
                         text=TextStream(job.stops),
                         max_tokens=max(1, min(job.max_tokens, self.n_ctx - len(job.prompt))))
@@ -218,17 +226,14 @@ class Scheduler:
             self._metrics.aborted.inc()
         rows: list[tuple[int, int, int, bool]] = []
         to_sample: list[tuple[_Sequence, int]] = []
-        for seq in self._active:
+        takes = self._prefill_takes()
+        for seq in sorted(self._active, key=_by_slot):  # one llama.cpp pass: see the module doc
             if not seq.prefilling:
                 position = len(seq.ticket.job.prompt) + seq.generated - 1
                 rows.append((seq.last, position, seq.slot, True))
                 to_sample.append((seq, len(rows) - 1))
-        budget = self._config.prefill_chunk
-        for seq in self._active:
-            if budget <= 0:
-                break
-            if seq.prefilling:
-                budget -= self._add_prompt_rows(seq, rows, to_sample, budget)
+            elif takes.get(seq.slot, 0) > 0:
+                self._add_prompt_rows(seq, rows, to_sample, takes[seq.slot])
         if not rows:
             return
         status = self._decode(rows)
@@ -262,17 +267,28 @@ class Scheduler:
             outbox, self._outbox = self._outbox, []
             self._outlet.send(outbox)
 
+    def _prefill_takes(self) -> dict[int, int]:
+        """Prompt tokens each prefilling sequence feeds this step, by slot: the step's budget
+        goes to the earliest admitted first."""
+        takes: dict[int, int] = {}
+        budget = self._config.prefill_chunk
+        for seq in self._active:  # admission order
+            if budget <= 0:
+                break
+            if seq.prefilling:
+                takes[seq.slot] = min(budget, len(seq.ticket.job.prompt) - seq.fed)
+                budget -= takes[seq.slot]
+        return takes
+
     def _add_prompt_rows(self, seq: _Sequence, rows: list[tuple[int, int, int, bool]],
-                         to_sample: list[tuple[_Sequence, int]], budget: int) -> int:
+                         to_sample: list[tuple[_Sequence, int]], take: int) -> None:
         prompt = seq.ticket.job.prompt
-        take = min(budget, len(prompt) - seq.fed)
         for position in range(seq.fed, seq.fed + take):
             rows.append((prompt[position], position, seq.slot, position == len(prompt) - 1))
         seq.fed += take
         if not seq.prefilling:
             to_sample.append((seq, len(rows) - 1))
             self._metrics.prompt_tokens.inc(len(prompt))
-        return take
 
     def _accept(self, seq: _Sequence, token: int) -> None:
         seq.generated += 1
@@ -304,7 +320,7 @@ class Scheduler:
         self._active.remove(seq)
         self._model.forget(seq.slot)
         self._model.free_sampler(seq.sampler)
-        self._free_slots.append(seq.slot)
+        heapq.heappush(self._free_slots, seq.slot)
         self._metrics.running.set(len(self._active))
 
     def _fail_all(self, error: ApiError) -> None:
@@ -322,6 +338,10 @@ class Scheduler:
                 self._outbox.append((self._pending.popleft(), error))
             self._metrics.waiting.set(0)
         self._flush_outbox()
+
+
+def _by_slot(seq: _Sequence) -> int:
+    return seq.slot
 
 
 def queue_full(max_queue: int) -> RateLimited:
