@@ -171,6 +171,22 @@ def test_a_slow_head_after_an_idle_spell_is_dropped(node: Proc) -> None:
     assert time.monotonic() - started < 30  # closed by the node, not by our read timeout
 
 
+def test_each_head_on_a_kept_connection_gets_the_whole_timeout(node: Proc) -> None:
+    # The connection's timer was armed for its first request (it fires 1.0 s after the
+    # connection opened); the second head begins 0.6 s in and takes 0.7 s, crossing that
+    # moment 0.4 s into its own 1.0 s: it is served, not dropped.
+    with _connect(node) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: node\r\n\r\n")
+        first = _response(sock)
+        time.sleep(0.6)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\n")
+        time.sleep(0.7)  # the scenario (a head slower than the first timer), not a wait
+        sock.sendall(b"host: node\r\n\r\n")
+        second = _response(sock)
+    assert first.startswith(b"HTTP/1.1 200 "), first[:100]
+    assert second.startswith(b"HTTP/1.1 200 "), second[:100]
+
+
 def test_huge_admin_body_without_key_is_refused_unread(node: Proc) -> None:
     before = rss(node.popen.pid)
     with _connect(node) as sock:
