@@ -293,6 +293,24 @@ async def test_urgent_priority_is_admitted_before_earlier_arrivals(single: Proc)
     assert finished == ["first", "urgent", "b", "c"]
 
 
+def test_a_repeated_prompt_reuses_the_slots_cells_and_answers_alike(single: Proc) -> None:
+    """With one slot, the second of two identical greedy requests finds all but the last
+    prompt token in the slot's KV cache (the last is computed again for its logits), and
+    answers exactly as the first did."""
+    body = chat("Name three colours of the rainbow.", max_tokens=16, temperature=0)
+
+    def ask() -> tuple[str, int]:
+        reply = httpx.post(single.base_url + "/chat/completions", json=body, timeout=60).json()
+        return reply["choices"][0]["message"]["content"], reply["usage"]["prompt_tokens"]
+
+    first, prompt_tokens = ask()
+    cached_before = gauge(single, "spillgate_engine_prompt_tokens_cached_total")
+    second, _ = ask()
+    assert gauge(single, "spillgate_engine_prompt_tokens_cached_total") == (
+        cached_before + prompt_tokens - 1)
+    assert first and second == first
+
+
 def test_adaptive_threads_serve_concurrent_requests(
         tmp_path_factory: pytest.TempPathFactory) -> None:
     """`--adapt-threads` changes llama.cpp's thread count between decodes (a trial starts

@@ -15,7 +15,8 @@ process keeps a vocabulary-only model for tokenizing and exchanges one pipe mess
 decode step with it, so the event loop never competes with decoding for the GIL.
 
 Modules: model (C API wrapper), scheduler (decode thread), tickets (jobs, chunks, hand-off),
-decoder (the decode process and its HTTP-side proxy), textstream (UTF-8 + stop strings),
+decoder (the decode process and its HTTP-side proxy), prefix (a slot's cells reused by the
+next request's shared prompt prefix), textstream (UTF-8 + stop strings),
 logprobs (token log-probabilities and their OpenAI shapes), chat (GGUF chat template), bodies
 (request validation), service (request → job), shapes (OpenAI bodies and SSE), metrics,
 app (routes), main (CLI).
@@ -26,6 +27,7 @@ Prometheus metrics (own CollectorRegistry), scraped by spillgate.telemetry.engin
     spillgate_engine_queue_capacity                 gauge      --max-queue
     spillgate_engine_batch_capacity                 gauge      --max-batch
     spillgate_engine_prompt_tokens_total            counter    prompt tokens processed
+    spillgate_engine_prompt_tokens_cached_total     counter    of those, reused (prefix.py)
     spillgate_engine_generation_tokens_total        counter    tokens generated
     spillgate_engine_time_to_first_token_seconds    histogram  arrival → first token
     spillgate_engine_request_queue_time_seconds     histogram  arrival → slot

@@ -31,6 +31,10 @@ class EngineMetrics:
                                     "Sequences decoded together at most.", registry=r)
         self.prompt_tokens = Counter("spillgate_engine_prompt_tokens",
                                      "Prompt tokens processed.", registry=r)
+        self.prompt_tokens_cached = Counter(
+            "spillgate_engine_prompt_tokens_cached",
+            "Prompt tokens a slot's KV cache still held from its previous request (not "
+            "computed again).", registry=r)
         self.generation_tokens = Counter("spillgate_engine_generation_tokens",
                                          "Tokens generated.", registry=r)
         self.ttft = Histogram("spillgate_engine_time_to_first_token_seconds",

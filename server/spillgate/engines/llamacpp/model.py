@@ -220,6 +220,11 @@ class LlamaModel:
         """Threads of the next decodes: of one-token batches, and of bigger ones."""
         llama_cpp.llama_set_n_threads(self._ctx, n_threads, n_threads_batch)
 
+    def keep_prefix(self, seq: int, n_tokens: int) -> bool:
+        """Drop a sequence's KV cells from position `n_tokens` on, keeping the ones before;
+        False when the model cannot cut a sequence part way (recurrent state)."""
+        return bool(llama_cpp.llama_memory_seq_rm(self._memory, seq, n_tokens, -1))
+
     def forget(self, seq: int) -> None:
         """Drop every KV-cache cell of a sequence so its slot can hold a new one."""
         llama_cpp.llama_memory_seq_rm(self._memory, seq, -1, -1)
