@@ -19,6 +19,10 @@ Direct and proxied runs alternate so drift on this shared 2-core machine hits bo
     .venv/bin/python scripts/bench_gateway.py --cpu-only [--profile var/gateway.prof]
     .venv/bin/python scripts/bench_gateway.py --cpu-only --py-spy var/gateway.spy
 
+Part (a) runs two floors beside the gateway: scripts/passthrough_floor.py (uvicorn, uvloop,
+httptools and one aiohttp session: the server stack, nothing of the gateway's own) and its
+`--raw` mode (an asyncio protocol and the gateway's plain_http client: no ASGI server).
+
 --profile runs the gateway under cProfile and prints its top functions (cProfile slows the
 gateway several-fold and misreads time across greenlet and coroutine switches: use it to see
 where the time goes, not for the CPU figure; `py-spy record --gil --pid <gateway>` samples a
@@ -55,6 +59,7 @@ from tests.support import REPO, bundled_gguf, free_port, spawn, write_config
 
 import stream_share  # scripts/, beside this file
 import wake_rtt
+from bench_gateway_table import render
 
 CHAT = {"model": "smollm2", "messages": [{"role": "user", "content": "Say ok."}],
         "max_tokens": 8}
@@ -144,10 +149,10 @@ def _start_gateway(tmp: Path, upstream: str, profile: Path | None = None) -> Any
                  f"http://127.0.0.1:{port}/readyz")
 
 
-def _start_floor(tmp: Path, upstream: str) -> Any:
+def _start_floor(tmp: Path, upstream: str, raw: bool = False) -> Any:
     port = free_port()
     argv = [str(REPO / "scripts" / "passthrough_floor.py"), "--upstream", upstream,
-            "--port", str(port)]
+            "--port", str(port), *(["--raw"] if raw else [])]
     return spawn(argv, tmp / f"floor-{port}.log", f"http://127.0.0.1:{port}/v1",
                  f"http://127.0.0.1:{port}/health")
 
@@ -257,9 +262,10 @@ def spy_table(path: Path, top: int = 45) -> str:
 def part_a_and_c(tmp: Path, quick: bool) -> dict[str, Any]:
     up, upstream = _upstream(tmp)
     results: dict[str, Any] = {"latency": {}}
-    with up, _start_gateway(tmp, upstream) as gw, _start_floor(tmp, upstream) as fl:
+    with up, _start_gateway(tmp, upstream) as gw, _start_floor(tmp, upstream) as fl, \
+            _start_floor(tmp, upstream, raw=True) as rf:
         direct, proxied = upstream + "/chat/completions", gw.base_url + "/chat/completions"
-        floor = fl.base_url + "/chat/completions"
+        floor, raw = fl.base_url + "/chat/completions", rf.base_url + "/chat/completions"
         asyncio.run(_load(proxied, CHAT, 4, 200))  # warm-up: connections, caches
         asyncio.run(_load(floor, CHAT, 4, 200))
         results["cpu"] = part_d(proxied, gw.popen.pid, quick)
@@ -267,11 +273,11 @@ def part_a_and_c(tmp: Path, quick: bool) -> dict[str, Any]:
         idle_rss = psutil.Process(gw.popen.pid).memory_info().rss / 2**20
         for c in (1, 16, 64):
             total = (150 if quick else 400) if c == 1 else (c * (15 if quick else 40))
-            runs: dict[str, list[dict[str, float]]] = {"direct": [], "gateway": [], "floor": []}
+            urls = {"direct": direct, "gateway": proxied, "floor": floor, "raw": raw}
+            runs: dict[str, list[dict[str, float]]] = {kind: [] for kind in urls}
             for _ in range(2 if quick else 3):
-                runs["direct"].append(asyncio.run(_load(direct, CHAT, c, total)))
-                runs["gateway"].append(asyncio.run(_load(proxied, CHAT, c, total)))
-                runs["floor"].append(asyncio.run(_load(floor, CHAT, c, total)))
+                for kind, url in urls.items():
+                    runs[kind].append(asyncio.run(_load(url, CHAT, c, total)))
             results["latency"][str(c)] = _summarize(runs)
         results["rss_mb"] = {
             "idle": idle_rss,
@@ -295,6 +301,10 @@ def _summarize(runs: dict[str, list[dict[str, float]]]) -> dict[str, float]:
         "floor_added_p50_ms": med("floor", "p50_ms") - med("direct", "p50_ms"),
         "floor_added_p99_ms": med("floor", "p99_ms") - med("direct", "p99_ms"),
         "floor_throughput_share": med("floor", "rps") / med("direct", "rps"),
+        # the raw floor (passthrough_floor.py --raw): no ASGI server, no client library
+        "raw_added_p50_ms": med("raw", "p50_ms") - med("direct", "p50_ms"),
+        "raw_added_p99_ms": med("raw", "p99_ms") - med("direct", "p99_ms"),
+        "raw_throughput_share": med("raw", "rps") / med("direct", "rps"),
     }
 
 
@@ -362,61 +372,6 @@ def main() -> None:
 def _write(out: Path, results: dict[str, Any]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
-
-
-def _render_tokens(tokens: dict[str, Any]) -> str:
-    lines = ["| streams | measure | direct tok/s | gateway tok/s | share |",
-             "|---|---|---|---|---|"]
-    steady = tokens.get("steady", {})
-    for c, r in tokens.items():
-        if c == "steady":
-            continue
-        lines.append(f"| {c} | burst | {r['direct_tps']:.1f} | {r['gateway_tps']:.1f} | "
-                     f"{100 * r['share']:.1f}% |")
-        if c in steady:
-            s = steady[c]
-            lines.append(f"| {c} | steady | {s['direct_tps']:.1f} | {s['gateway_tps']:.1f} | "
-                         f"{100 * s['share']:.1f}% |")
-    return "\n".join(lines)
-
-
-def render(results: dict[str, Any]) -> str:
-    if "cpu" not in results:  # --engine-only
-        return _render_tokens(results["tokens_per_s"])
-    lines = ["| concurrency | gateway CPU µs/request | of which ledger writer thread |",
-             "|---|---|---|"]
-    for c, r in results["cpu"].items():
-        writer = r.get("threads_us_per_request", {}).get("ledger-writer")
-        lines.append(f"| {c} | {r['cpu_us_per_request']:.0f} | "
-                     f"{'n/a (no py-spy)' if writer is None else f'{writer:.0f}'} |")
-    if "latency" not in results:
-        return "\n".join(lines)
-    if "floor_cpu" in results:
-        lines += ["", "Python floor (scripts/passthrough_floor.py) CPU µs/request: " + ", ".join(
-            f"c{c} {r['cpu_us_per_request']:.0f}" for c, r in results["floor_cpu"].items())]
-    lines += ["", "| concurrency | direct p50 / p99 ms | gateway p50 / p99 ms "
-              "| added p50 / p99 ms | throughput vs direct | floor added p50 / p99 ms "
-              "| floor throughput |", "|---|---|---|---|---|---|---|"]
-    for c, r in results["latency"].items():
-        floor = (f"{r['floor_added_p50_ms']:.2f} / {r['floor_added_p99_ms']:.2f} | "
-                 f"{100 * r['floor_throughput_share']:.0f}%" if "floor_added_p50_ms" in r
-                 else "- | -")
-        lines.append(
-            f"| {c} | {r['direct_p50_ms']:.2f} / {r['direct_p99_ms']:.2f} | "
-            f"{r['gateway_p50_ms']:.2f} / {r['gateway_p99_ms']:.2f} | "
-            f"{r['added_p50_ms']:.2f} / {r['added_p99_ms']:.2f} | "
-            f"{100 * r['throughput_share']:.0f}% | {floor} |")
-    if "tokens_per_s" in results:
-        lines += ["", _render_tokens(results["tokens_per_s"])]
-    if "wake_rtt" in results:
-        lines += ["", "Machine floor (scripts/wake_rtt.py): " + "; ".join(
-            f"{name.replace('_', ' ')} {r['p50_us']:.0f} / {r['p99_us']:.0f} µs"
-            for name, r in results["wake_rtt"].items())
-            + " (p50 / p99 loopback round trip between two processes: the hop a proxy adds)"]
-    rss = results["rss_mb"]
-    lines += ["", f"gateway RSS: idle {rss['idle']:.0f} MB, "
-                  f"64 streams peak {rss['64_streams_peak']:.0f} MB"]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -6,16 +6,31 @@ bytes. No validation, routing, detector, ledger, metrics or headers of its own. 
 adds over calling the upstream directly is what Python, this server and this client cost on
 this machine; the gateway's figures are read against it, in the same run.
 
-    .venv/bin/python scripts/passthrough_floor.py --upstream URL --port N
+`--raw` is the floor under that floor: no ASGI server and no HTTP client library. An asyncio
+protocol parses requests with httptools and forwards each body over the gateway's own
+keep-alive client (spillgate.backends.plain_http), answering with a fixed head. It keeps
+connections alive and nothing else: no limits, no timeouts, no error handling a real server
+needs. What it adds is what Python's event loop and two loopback hops cost here.
+
+    .venv/bin/python scripts/passthrough_floor.py --upstream URL --port N [--raw]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import sys
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
+import httptools
 import uvicorn
+import uvloop
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
+from spillgate.backends.plain_http import PlainHttpPool
 
 JSON_HEADERS = {"content-type": "application/json"}
 
@@ -63,11 +78,63 @@ async def _respond(send: Any, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class RawFloor(asyncio.Protocol):
+    """One client connection: requests parsed as they arrive, each forwarded in a task."""
+
+    def __init__(self, pool: PlainHttpPool, target: bytes) -> None:
+        self._pool, self._target = pool, target
+        self._parser = httptools.HttpRequestParser(self)
+        self._body: list[bytes] = []
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._parser.feed_data(data)
+
+    def on_message_begin(self) -> None:
+        self._body = []
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        assert self._transport is not None
+        if self._parser.get_method() == b"GET":  # readiness
+            self._transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            return
+        asyncio.get_running_loop().create_task(self._forward(b"".join(self._body)))
+
+    async def _forward(self, body: bytes) -> None:
+        answer = await self._pool.post(self._target, body)
+        assert self._transport is not None
+        self._transport.write(b"HTTP/1.1 %d OK\r\ncontent-type: application/json\r\n"
+                              b"content-length: %d\r\n\r\n%s"
+                              % (answer.status, len(answer.body), answer.body))
+
+
+async def serve_raw(upstream: str, port: int) -> None:
+    url = urlsplit(upstream)
+    assert url.hostname is not None and url.port is not None
+    head = b"Host: %s\r\nContent-Type: application/json\r\n" % url.netloc.encode()
+    pool = PlainHttpPool(url.hostname, url.port, head, connect_s=5.0, read_s=60.0, limit=1024)
+    target = (url.path.rstrip("/") + "/chat/completions").encode()
+    server = await asyncio.get_running_loop().create_server(
+        lambda: RawFloor(pool, target), "127.0.0.1", port)
+    await server.serve_forever()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--upstream", required=True, help="base URL ending in /v1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--raw", action="store_true", help="no ASGI server, no client library")
     args = parser.parse_args()
+    if args.raw:
+        uvloop.run(serve_raw(args.upstream, args.port))
+        return
     uvicorn.run(Floor(args.upstream), host="127.0.0.1", port=args.port, loop="uvloop",
                 http="httptools", log_level="warning", access_log=False, lifespan="on")
 
