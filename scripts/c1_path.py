@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Where one client's request spends the gateway's time: the critical path at c = 1, in parts.
+
+Starts the 20 ms fake upstream and a gateway whose interpreter loads a `sitecustomize` from a
+temporary folder. That module wraps, in the gateway process only, uvicorn's httptools
+parser callbacks, the hot route, the plain_http client's POST and the response's send with
+`perf_counter` stamps. Then one client sends `--requests` requests back to back, and the
+gateway writes the median of each part when it stops:
+  recv->parsed    first byte of the request to the parser's message end (uvicorn)
+  parsed->enter   to the hot route's first line (uvicorn's ASGI cycle and task)
+  enter->post     the gateway's work before the upstream call
+  post->posted    the upstream call (its 20 ms, the two loopback hops, the client's parsing)
+  posted->send    the gateway's work on the answer, to the response's body send
+  send->sent      the body write
+The stamps cost a few microseconds each; read the parts against each other, not as totals.
+
+    .venv/bin/python scripts/c1_path.py [--requests 1000] [--out var/c1_path.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import tempfile
+from pathlib import Path
+
+import bench_gateway  # scripts/, beside this file
+
+STAMPS = '''
+import atexit, json, os, statistics, time
+pc = time.perf_counter
+stamps, current = [], {}
+import uvicorn.protocols.http.httptools_impl as uv
+_begin, _complete = uv.HttpToolsProtocol.on_message_begin, uv.HttpToolsProtocol.on_message_complete
+def on_message_begin(self):
+    current.clear(); current["recv"] = pc(); return _begin(self)
+def on_message_complete(self):
+    current["parsed"] = pc(); return _complete(self)
+uv.HttpToolsProtocol.on_message_begin = on_message_begin
+uv.HttpToolsProtocol.on_message_complete = on_message_complete
+import spillgate.api.hot as hot
+_call = hot.HotRoute.__call__
+async def call(self, scope, receive, send):
+    mine = current
+    mine["enter"] = pc()
+    async def timed_send(message):
+        if message["type"] == "http.response.body":
+            mine["send"] = pc(); await send(message); mine["sent"] = pc()
+        else:
+            await send(message)
+    await _call(self, scope, receive, timed_send)
+    stamps.append(dict(mine))
+hot.HotRoute.__call__ = call
+import spillgate.backends.plain_http as plain
+_post = plain.PlainHttpPool.post
+async def post(self, target, body):
+    current["post"] = pc()
+    try:
+        return await _post(self, target, body)
+    finally:
+        current["posted"] = pc()
+plain.PlainHttpPool.post = post
+KEYS = ["recv", "parsed", "enter", "post", "posted", "send", "sent"]
+def dump():
+    rows = [s for s in stamps[int(os.environ["SG_SKIP"]):] if all(k in s for k in KEYS)]
+    parts = {f"{a}->{b}": round(1e6 * statistics.median(s[b] - s[a] for s in rows))
+             for a, b in zip(KEYS, KEYS[1:])}
+    with open(os.environ["SG_STAMPS"], "w") as out:
+        json.dump({"requests": len(rows), "median_us": parts}, out)
+atexit.register(dump)
+'''
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--out", type=Path,
+                        default=Path(__file__).resolve().parents[1] / "var" / "c1_path.json")
+    args = parser.parse_args()
+    warm_up = 200
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        (tmp / "site").mkdir()
+        (tmp / "site" / "sitecustomize.py").write_text(STAMPS)
+        stamps = tmp / "stamps.json"
+        up, upstream = bench_gateway._upstream(tmp)
+        with up, contextlib.ExitStack() as stack:
+            saved = dict(os.environ)
+            os.environ.update(SG_STAMPS=str(stamps), SG_SKIP=str(warm_up),
+                              PYTHONPATH=os.pathsep.join([str(tmp / "site"),
+                                                          os.environ.get("PYTHONPATH", "")]))
+            try:  # the gateway alone gets the stamps
+                gw = stack.enter_context(bench_gateway._start_gateway(tmp, upstream))
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
+            url = gw.base_url + "/chat/completions"
+            asyncio.run(bench_gateway._load(url, bench_gateway.CHAT, 4, warm_up))
+            load = asyncio.run(bench_gateway._load(url, bench_gateway.CHAT, 1, args.requests))
+            gw.stop(signal.SIGINT)  # uvicorn re-raises SIGTERM, which skips atexit
+        result = json.loads(stamps.read_text()) | {"gateway_p50_ms": load["p50_ms"]}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print("| part | median µs |\n|---|---|")
+    for part, us in result["median_us"].items():
+        print(f"| {part} | {us} |")
+    print(f"({result['requests']} requests; gateway p50 {load['p50_ms']:.2f} ms "
+          f"against a 20 ms upstream)\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
