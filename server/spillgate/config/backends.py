@@ -36,7 +36,7 @@ class LocalBackendSettings(StrictModel):
         None, ge=1, description="CPU threads (default: every core; fewer on a box shared "
         "with busy processes).")
     max_batch: int = Field(4, ge=1, description="Sequences decoded together (llama.cpp).")
-    weights: Literal["as-is", "q8_0", "q4_0", "iq4_nl"] = Field(
+    weights: Literal["as-is", "q8_0", "q4_0", "q5_0", "iq4_nl"] = Field(
         "as-is", description="llama.cpp: serve the GGUF as it is, or its requantization to a "
         "type with fast batched CPU kernels (made on the engine's first start; README, "
         "performance, has each type's quality and speed).",

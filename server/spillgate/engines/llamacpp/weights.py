@@ -1,11 +1,12 @@
 """The engine's weight type: serve the GGUF as it is, or llama.cpp's requantization of it.
 
-llama.cpp's CPU backend batches some weight types far better than others: Q4_0, IQ4_NL and
-Q8_0 have fast kernels for several sequences at once (llamafile's tinyBLAS, the AVX2/AVX-512
-"repack" layouts); the bundled model's Q4_1 has none, so four sequences cost nearly four
-single decodes. `--weights TYPE` has the engine serve a copy of its GGUF in TYPE, made by
-llama.cpp's own quantizer (`allow_requantize`) on first start and kept in a cache directory
-(about a second for the bundled model; later starts reuse the file).
+llama.cpp's CPU backend batches some weight types far better than others: Q4_0, Q5_0,
+IQ4_NL and Q8_0 have fast kernels for several sequences at once (llamafile's tinyBLAS, the
+AVX2/AVX-512 "repack" layouts); the bundled model's Q4_1 has none, so four sequences cost
+nearly four single decodes. Q5_0 is the middle ground: a few percent of perplexity for a
+faster single stream and better batching. `--weights TYPE` has the engine serve a copy of
+its GGUF in TYPE, made by llama.cpp's own quantizer (`allow_requantize`) on first start and
+kept in a cache directory (about a second for the bundled model; later starts reuse it).
 
 Requantizing starts from the file's already-quantized values, so a type with fewer bits than
 the source loses quality: scripts/weights_tradeoff.py measures perplexity and tokens/s for
@@ -29,6 +30,7 @@ AS_IS: Final = "as-is"
 FILE_TYPES: Final[dict[str, int]] = {
     "q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0,
     "q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0,
+    "q5_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q5_0,
     "iq4_nl": llama_cpp.LLAMA_FTYPE_MOSTLY_IQ4_NL,
 }
 CHOICES: Final = (AS_IS, *FILE_TYPES)
