@@ -3,7 +3,7 @@
 Every request is parsed from raw bytes (bodies.py) so errors are OpenAI-shaped 400s, then
 turned into a scheduler Job (service.py). A client that goes away is noticed either by the
 streaming response being cancelled or by a watcher waiting for `http.disconnect`; both
-cancel the ticket, which frees the sequence slot and its KV cells at the next decode step.
+cancel the ticket, which frees the sequence slot at the next decode step.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ sequence slots as soon as one is free. Every step builds one `llama_batch` holdi
 token of each decoding sequence plus a bounded chunk of prompt tokens of newly admitted ones,
 runs one `llama_decode`, and samples each sequence with its own C sampler chain. A request
 never waits for, or is interrupted by, another one: it leaves its slot only when it finishes or
-its client goes away, and then its KV cells are dropped at once.
+its client goes away, and then the slot is free at once.
 
 Row order matters to llama.cpp. With a KV stream per sequence it splits a batch into
 "ubatches" that take sequences only in increasing, consecutive ids; the first id out of order
