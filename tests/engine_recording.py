@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ from spillgate.engines.llamacpp.metrics import EngineMetrics
 from spillgate.engines.llamacpp.model import ContextShape, SamplingParams
 from spillgate.engines.llamacpp.scheduler import Job, Scheduler, SchedulerConfig
 from spillgate.engines.llamacpp.tickets import TicketCancelled
+from spillgate.errors import ApiError
 
 Row = tuple[int, int, int, bool]
 Event = tuple[str, Any]
@@ -30,6 +32,11 @@ FIRST_SAMPLED = 50_000  # sampled tokens count up from here: never a prompt toke
 class RecordingModel:
     max_batch: int
     step_s: float = 0.0  # how long a decode takes: lets arrivals land between steps
+    fail_at: int | None = None  # this decode call (1, 2, ...) fails, its rows not applied
+    pause_at: int | None = None  # this decode call waits for `resume` once it is done
+    paused: threading.Event = field(default_factory=threading.Event)
+    resume: threading.Event = field(default_factory=threading.Event)
+    decodes: int = 0
     events: list[Event] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     kv: dict[int, list[int]] = field(default_factory=dict)
@@ -48,7 +55,10 @@ class RecordingModel:
         return sampler
 
     def decode(self, rows: list[Row]) -> int:
+        self.decodes += 1
         self.events.append(("decode", list(rows)))
+        if self.decodes == self.fail_at:
+            return -1  # llama.cpp rolls a failed batch's cells back
         for token, position, seq, _logits in rows:
             held = self.kv.setdefault(seq, [])
             if position != len(held):
@@ -56,10 +66,16 @@ class RecordingModel:
             self.kv[seq] = [*held[:position], token]
         self._rows = list(rows)
         time.sleep(self.step_s)
+        if self.decodes == self.pause_at:
+            self.paused.set()
+            self.resume.wait(10)
         return 0
 
     def sample(self, sampler: int, batch_index: int) -> int:
-        slot = self._rows[batch_index][2]
+        _token, _position, slot, logits = self._rows[batch_index]
+        if not logits or any(row[2] == slot for row in self._rows[batch_index + 1:]):
+            self.violations.append(f"slot {slot}: sampled row {batch_index}, not its last "
+                                   "row with logits")
         token = next(self._tokens)
         self.events.append(("sample", (sampler, tuple(self.kv[slot]), token)))
         return token
@@ -96,9 +112,10 @@ class Request:
     delay_ms: int = 0
     cancel_after: int | None = None  # chunks read before the client leaves; None: to the end
     cancel_at_ms: int | None = None  # or the client leaves this long after it asked
+    cancel_when_paused: bool = False  # or once the model pauses (RecordingModel.pause_at)
 
 
-async def _drive(scheduler: Scheduler, wanted: list[Request]) -> None:
+async def _drive(scheduler: Scheduler, model: RecordingModel, wanted: list[Request]) -> None:
     loop = asyncio.get_running_loop()
 
     async def client(request: Request) -> None:
@@ -106,6 +123,10 @@ async def _drive(scheduler: Scheduler, wanted: list[Request]) -> None:
         ticket = scheduler.submit(Job(list(request.prompt), request.max_tokens), loop)
         if request.cancel_at_ms is not None:
             loop.call_later(request.cancel_at_ms / 1000, ticket.cancel)
+        if request.cancel_when_paused:  # the decode thread waits until the client has left
+            await loop.run_in_executor(None, model.paused.wait, 10)
+            ticket.cancel()
+            model.resume.set()
         read = 0
         try:
             while True:
@@ -116,21 +137,22 @@ async def _drive(scheduler: Scheduler, wanted: list[Request]) -> None:
                 read += 1
                 if chunk.finish_reason is not None:
                     return
-        except TicketCancelled:
+        except (TicketCancelled, ApiError):  # left, or the engine failed the request
             return
 
     await asyncio.wait_for(asyncio.gather(*(client(r) for r in wanted)), 30)
 
 
 def run(wanted: list[Request], *, max_batch: int = 4, prefill_chunk: int = 64,
-        step_s: float = 0.0005, reuse_prefix: bool = True) -> RecordingModel:
-    model = RecordingModel(max_batch, step_s)
+        step_s: float = 0.0005, reuse_prefix: bool = True, fail_at: int | None = None,
+        pause_at: int | None = None) -> RecordingModel:
+    model = RecordingModel(max_batch, step_s, fail_at=fail_at, pause_at=pause_at)
     config = SchedulerConfig(max_batch=max_batch, max_queue=64, prefill_chunk=prefill_chunk,
                              reuse_prefix=reuse_prefix)
     scheduler = Scheduler(model, EngineMetrics(64, max_batch), config)  # type: ignore[arg-type]
     scheduler.start()
     try:
-        asyncio.run(_drive(scheduler, wanted))
+        asyncio.run(_drive(scheduler, model, wanted))
     finally:
         scheduler.stop()
     return model

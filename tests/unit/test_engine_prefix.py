@@ -89,14 +89,33 @@ def test_with_reuse_off_every_prompt_is_computed_whole() -> None:
 
 
 def test_a_prompt_left_half_computed_lends_only_what_was_computed() -> None:
-    # One token a step, 10 ms a step: the first client leaves a few tokens into its prompt
-    # (any of 1-9 tokens will do: 10-90 ms of scheduling jitter are tolerated).
+    # One prompt token a step; after the third step the model waits until the client has
+    # left, so the request is released with exactly 3 prompt tokens in its slot.
     base = BASES[0]
-    first = Request((*base, 1001), 3, cancel_at_ms=35)
-    second = Request((*base, 1002), 3, delay_ms=150)
-    model = run([first, second], max_batch=1, prefill_chunk=1, step_s=0.01)
+    first = Request((*base, 1001), 3, cancel_when_paused=True)
+    second = Request((*base, 1002), 3, delay_ms=100)
+    model = run([first, second], max_batch=1, prefill_chunk=1, pause_at=3)
     admits = [i for i, (kind, _) in enumerate(model.events) if kind == "admit"]
-    fed_by_first = sum(len(rows) for kind, rows in model.events[:admits[1]] if kind == "decode")
-    assert 0 < fed_by_first < len(base), "the scenario: the first left mid-prompt"
-    assert model.events[admits[1] - 1] == ("keep", (0, fed_by_first))
+    assert model.events[admits[1] - 1] == ("keep", (0, 3))
+    assert model.violations == []
+
+
+def test_a_previous_answer_is_reused_up_to_its_last_decoded_token() -> None:
+    # The first request samples 3 tokens; the last one is never decoded into the cache. A
+    # follow-up whose prompt repeats the answer reuses the prompt and the 2 decoded tokens.
+    prompt = BASES[2]
+    follow_up = (*prompt, FIRST_SAMPLED, FIRST_SAMPLED + 1, FIRST_SAMPLED + 2, 1002)
+    model = run([Request(prompt, 3), Request(follow_up, 2, delay_ms=60)], max_batch=1)
+    assert ("keep", (0, len(prompt) + 2)) in model.events
+    assert model.violations == []
+
+
+def test_after_a_failed_decode_the_slot_starts_empty() -> None:
+    base = BASES[0]
+    first, second = Request((*base, 1001), 3), Request((*base, 1002), 3, delay_ms=60)
+    model = run([first, second], max_batch=1, fail_at=2)  # the first answer's first step
+    admits = [i for i, (kind, _) in enumerate(model.events) if kind == "admit"]
+    assert model.events[admits[1] - 1] == ("keep", (0, 0))
+    second_rows = [rows for kind, rows in model.events[admits[1]:] if kind == "decode"]
+    assert second_rows[0][0][1] == 0  # its prompt from position 0
     assert model.violations == []

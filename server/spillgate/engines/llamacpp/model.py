@@ -67,6 +67,7 @@ class LlamaModel:
         self.vocab: Any = llama_cpp.llama_model_get_vocab(model)
         self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(model))
         self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
+        self._n_swa = int(llama_cpp.llama_model_n_swa(model))
         self._ctx: Any = self._new_context(shape) if context else None
         self._memory: Any = llama_cpp.llama_get_memory(self._ctx) if context else None
         self._batch: Any = llama_cpp.llama_batch_init(shape.n_batch, 0, 1) if context else None
@@ -222,7 +223,10 @@ class LlamaModel:
 
     def keep_prefix(self, seq: int, n_tokens: int) -> bool:
         """Drop a sequence's KV cells from position `n_tokens` on, keeping the ones before;
-        False when the model cannot cut a sequence part way (recurrent state)."""
+        False when the model cannot cut a sequence part way (recurrent state) or may have
+        pruned the cells before it (a sliding window: llama.cpp still says yes there)."""
+        if self._n_swa > 0:
+            return False
         return bool(llama_cpp.llama_memory_seq_rm(self._memory, seq, n_tokens, -1))
 
     def forget(self, seq: int) -> None:

@@ -74,6 +74,7 @@ class _Sequence:
     text: TextStream
     max_tokens: int
     fed: int = 0  # prompt tokens already in the KV cache
+    cached: int = 0  # of those, found in the slot at admission (prefix reuse)
     decoded: list[int] = field(default_factory=list)  # generated tokens in the KV cache
     generated: int = 0
     last: int = -1
@@ -221,11 +222,10 @@ class Scheduler:
         job = ticket.job
         slot = heapq.heappop(self._free_slots)
         cached = self._prefixes.claim(slot, job.prompt)
-        seq = _Sequence(ticket=ticket, slot=slot, fed=cached,
+        seq = _Sequence(ticket=ticket, slot=slot, fed=cached, cached=cached,
                         sampler=self._model.new_sampler(job.sampling),
                         text=TextStream(job.stops),
                         max_tokens=max(1, min(job.max_tokens, self.n_ctx - len(job.prompt))))
-        self._metrics.prompt_tokens_cached.inc(cached)
         self._active.append(seq)
         self._metrics.running.set(len(self._active))
         self._metrics.queue_time.observe(self._clock() - ticket.arrived)
@@ -299,7 +299,8 @@ class Scheduler:
         seq.fed += take
         if not seq.prefilling:
             to_sample.append((seq, len(rows) - 1))
-            self._metrics.prompt_tokens.inc(len(prompt))
+            self._metrics.prompt_tokens.inc(len(prompt))  # with the cached part: counted
+            self._metrics.prompt_tokens_cached.inc(seq.cached)  # together, as the prompt ends
 
     def _accept(self, seq: _Sequence, token: int) -> None:
         seq.generated += 1
