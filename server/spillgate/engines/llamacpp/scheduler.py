@@ -12,7 +12,7 @@ Row order matters to llama.cpp. With a KV stream per sequence it splits a batch 
 or after a gap starts another ubatch, i.e. another pass over all the weights. So the rows go
 out sorted by slot, and a new request takes the lowest free slot, which keeps busy slots
 contiguous. Sorted 0,1,2,3 four rows are one pass; in admission order 3,2,1,0 they were four,
-and a step took 35% (bundled Q4_1) to 92% (IQ4_NL) longer.
+and a step took 37% (bundled Q4_1) to 91% (IQ4_NL) longer (scripts/batch_order.py).
 
 A finished request leaves its KV cells in its slot: the next request there computes only
 the part of its prompt past the prefix they share (prefix.py).
