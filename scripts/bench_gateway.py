@@ -93,8 +93,9 @@ async def _load(url: str, body: dict[str, Any], concurrency: int, total: int) ->
             "rps": len(latencies) / wall}
 
 
-async def _tokens(url: str, concurrency: int, rounds: int) -> float:
-    body = {"model": "smollm2", "max_tokens": 96, "temperature": 0, "stream": True,
+async def _tokens(url: str, concurrency: int, rounds: int, model: str = "smollm2") -> float:
+    """Generated tokens/s of `rounds` bursts of `concurrency` identical greedy streams."""
+    body = {"model": model, "max_tokens": 96, "temperature": 0, "stream": True,
             "stream_options": {"include_usage": True},
             "messages": [{"role": "user", "content": "Write a long story about a robot."}]}
     tokens = 0
@@ -268,6 +269,7 @@ def part_a_and_c(tmp: Path, quick: bool) -> dict[str, Any]:
         floor, raw = fl.base_url + "/chat/completions", rf.base_url + "/chat/completions"
         asyncio.run(_load(proxied, CHAT, 4, 200))  # warm-up: connections, caches
         asyncio.run(_load(floor, CHAT, 4, 200))
+        asyncio.run(_load(raw, CHAT, 4, 200))
         results["cpu"] = part_d(proxied, gw.popen.pid, quick)
         results["floor_cpu"] = part_d(floor, fl.popen.pid, quick)
         idle_rss = psutil.Process(gw.popen.pid).memory_info().rss / 2**20

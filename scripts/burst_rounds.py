@@ -20,36 +20,13 @@ import asyncio
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
-
-import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
 import bench_engine  # noqa: E402
-
-BODY = {"model": "bench", "max_tokens": 96, "temperature": 0, "stream": True,
-        "stream_options": {"include_usage": True},
-        "messages": [{"role": "user", "content": "Write a long story about a robot."}]}
-
-
-async def burst(url: str, streams: int) -> float:
-    """Tokens/s of `streams` identical requests sent at once, to the last one's end."""
-    tokens = 0
-    async with httpx.AsyncClient(timeout=httpx.Timeout(300.0)) as client:
-        async def one() -> None:
-            nonlocal tokens
-            async with client.stream("POST", url, json=BODY) as response:
-                async for line in response.aiter_lines():
-                    if line.startswith("data: {") and '"usage"' in line:
-                        usage = json.loads(line[6:]).get("usage")
-                        tokens += usage["completion_tokens"] if usage else 0
-
-        began = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(streams)))
-        return tokens / (time.perf_counter() - began)
+from bench_gateway import _tokens as burst  # noqa: E402  (the same burst as its part b)
 
 
 def main() -> None:
@@ -66,8 +43,8 @@ def main() -> None:
         label = bench_engine.split_variant(spec)[0]
         with bench_engine.engine(engine_args, spec) as (base, _pid):
             url = base + "/chat/completions"
-            asyncio.run(burst(url, args.streams))  # warm-up
-            rounds = [round(asyncio.run(burst(url, args.streams)), 1)
+            asyncio.run(burst(url, args.streams, 1, model="bench"))  # warm-up
+            rounds = [round(asyncio.run(burst(url, args.streams, 1, model="bench")), 1)
                       for _ in range(args.rounds)]
         results[label] = rounds
         odd, even = rounds[0::2], rounds[1::2]
