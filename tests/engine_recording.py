@@ -113,12 +113,23 @@ class Request:
     cancel_after: int | None = None  # chunks read before the client leaves; None: to the end
     cancel_at_ms: int | None = None  # or the client leaves this long after it asked
     cancel_when_paused: bool = False  # or once the model pauses (RecordingModel.pause_at)
+    after: int | None = None  # asks only once this request (an index) has ended: delay_ms
+    # then counts from that end (a closed-loop client asking again)
 
 
 async def _drive(scheduler: Scheduler, model: RecordingModel, wanted: list[Request]) -> None:
     loop = asyncio.get_running_loop()
+    ended = [asyncio.Event() for _ in wanted]
 
-    async def client(request: Request) -> None:
+    async def client(index: int, request: Request) -> None:
+        try:
+            await ask(request)
+        finally:
+            ended[index].set()
+
+    async def ask(request: Request) -> None:
+        if request.after is not None:
+            await ended[request.after].wait()
         await asyncio.sleep(request.delay_ms / 1000)
         ticket = scheduler.submit(Job(list(request.prompt), request.max_tokens), loop)
         if request.cancel_at_ms is not None:
@@ -140,15 +151,15 @@ async def _drive(scheduler: Scheduler, model: RecordingModel, wanted: list[Reque
         except (TicketCancelled, ApiError):  # left, or the engine failed the request
             return
 
-    await asyncio.wait_for(asyncio.gather(*(client(r) for r in wanted)), 30)
+    await asyncio.wait_for(asyncio.gather(*(client(i, r) for i, r in enumerate(wanted))), 30)
 
 
 def run(wanted: list[Request], *, max_batch: int = 4, prefill_chunk: int = 64,
         step_s: float = 0.0005, reuse_prefix: bool = True, fail_at: int | None = None,
-        pause_at: int | None = None) -> RecordingModel:
+        pause_at: int | None = None, refill_wait_s: float = 0.0) -> RecordingModel:
     model = RecordingModel(max_batch, step_s, fail_at=fail_at, pause_at=pause_at)
     config = SchedulerConfig(max_batch=max_batch, max_queue=64, prefill_chunk=prefill_chunk,
-                             reuse_prefix=reuse_prefix)
+                             reuse_prefix=reuse_prefix, refill_wait_s=refill_wait_s)
     scheduler = Scheduler(model, EngineMetrics(64, max_batch), config)  # type: ignore[arg-type]
     scheduler.start()
     try:

@@ -24,10 +24,12 @@ requests = st.lists(st.builds(
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(max_batch=st.integers(2, 4), prefill_chunk=st.integers(1, 48), wanted=requests)
+@given(max_batch=st.integers(2, 4), prefill_chunk=st.integers(1, 48), wanted=requests,
+       refill_wait_s=st.sampled_from([0.0, 0.003]))
 def test_rows_go_out_by_slot_and_requests_take_the_lowest_free_slot(
-        max_batch: int, prefill_chunk: int, wanted: list[Request]) -> None:
-    model = run(wanted, max_batch=max_batch, prefill_chunk=prefill_chunk)
+        max_batch: int, prefill_chunk: int, wanted: list[Request], refill_wait_s: float) -> None:
+    model = run(wanted, max_batch=max_batch, prefill_chunk=prefill_chunk,
+                refill_wait_s=refill_wait_s)
     events = model.events
     batches = [rows for kind, rows in events if kind == "decode"]
     if any(r.cancel_after != 0 for r in wanted):  # someone waited for a token

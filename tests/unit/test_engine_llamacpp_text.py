@@ -138,6 +138,15 @@ def test_engine_threads_take_every_core_and_the_handoff_wait_follows() -> None:
     assert parse_args(explicit).handoff_wait_ms == 0
 
 
+def test_refill_wait_is_on_by_default_can_be_turned_off_and_is_bounded() -> None:
+    base = ["--model-path", "m.gguf", "--served-name", "m"]
+    assert parse_args(base).refill_wait_ms > 0
+    assert parse_args([*base, "--refill-wait-ms", "0"]).refill_wait_ms == 0
+    for bad in ("-1", "101"):
+        with pytest.raises(SystemExit):
+            parse_args([*base, "--refill-wait-ms", bad])
+
+
 def test_decoder_defaults_to_a_thread_and_rejects_unknown_modes() -> None:
     base = ["--model-path", "m.gguf", "--served-name", "m"]
     assert parse_args(base).decoder == "thread"

@@ -65,6 +65,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "previous step's tokens before decoding again (0: never; "
                              f"default: {HANDOFF_WAIT_MS} ms when --n-threads takes every "
                              "core, else 0).")
+    parser.add_argument("--refill-wait-ms", type=float, default=4.0,
+                        help="After a request finishes while others decode: longest wait for "
+                             "the next request before decoding again, so a client that asks "
+                             "again at once joins the next step (0: never; default: 4).")
     parser.add_argument("--adapt-threads", action=argparse.BooleanOptionalAction, default=False,
                         help="Decode with 1 thread instead of --n-threads while that measures "
                              "faster (cores shared with other busy work), trying again now and "
@@ -92,8 +96,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.handoff_wait_ms is None:
         every_core = args.n_threads >= (os.cpu_count() or 1)
         args.handoff_wait_ms = HANDOFF_WAIT_MS if every_core else 0.0
-    if not 0 <= args.handoff_wait_ms <= 100:
-        parser.error("--handoff-wait-ms must be between 0 and 100")
+    for name in ("handoff_wait_ms", "refill_wait_ms"):
+        if not 0 <= getattr(args, name) <= 100:
+            parser.error(f"--{name.replace('_', '-')} must be between 0 and 100")
     for name in ("n_ctx", "n_threads", "max_batch", "max_queue", "prefill_chunk"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -122,7 +127,7 @@ def build(args: argparse.Namespace) -> tuple[Engine, DecodeLoop]:
     config = SchedulerConfig(
         max_batch=args.max_batch, max_queue=args.max_queue, prefill_chunk=args.prefill_chunk,
         handoff_wait_s=args.handoff_wait_ms / 1000, adapt_threads=args.adapt_threads,
-        reuse_prefix=args.reuse_prefix)
+        reuse_prefix=args.reuse_prefix, refill_wait_s=args.refill_wait_ms / 1000)
     scheduler: DecodeLoop
     if in_process:
         metrics = EngineMetrics(queue_capacity=args.max_queue, max_batch=args.max_batch)

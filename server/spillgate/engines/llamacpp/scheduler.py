@@ -17,6 +17,15 @@ and a step took 37% (bundled Q4_1) to 91% (IQ4_NL) longer (scripts/batch_order.p
 A finished request leaves its KV cells in its slot: the next request there computes only
 the part of its prompt past the prefix they share (prefix.py).
 
+Refill: a request is admitted only between decodes, and a client that sends its next request
+as soon as one ends (an agent loop, a batch runner, the cascade) gets it here 2-4 ms after
+the last chunk left: just after the next decode began, so it waited a whole step in the
+queue (a third of its time to first token at 4 streams). After a step that finished a
+request, while others still decode and nothing waits, the thread waits up to
+`refill_wait_s` for a new arrival before decoding again (Triton's dynamic batcher has the
+same kind of queue delay). When nothing comes that is all it costs, once per finished
+request; when something does, the slot is busy a step earlier.
+
 Hand-off: once per step the thread hands every `Chunk` of that step to its `Outlet` in one go
 (one wake-up per step, not one per token per request): in this process `LoopOutlet` (one
 `loop.call_soon_threadsafe`), in a decode process of its own (decoder.py) one pipe message.
@@ -99,6 +108,7 @@ class SchedulerConfig:
     handoff_wait_s: float = 0.002  # longest wait for the loop to take a step's chunks; 0: none
     adapt_threads: bool = False  # switch between n_threads and 1 by measured step time
     reuse_prefix: bool = True  # keep a slot's cells for the next request's shared prefix
+    refill_wait_s: float = 0.004  # after a request finished: longest wait for the next one
 
 
 class Scheduler:
@@ -118,6 +128,7 @@ class Scheduler:
         self._free_slots = list(range(config.max_batch))  # a min-heap: lowest slot first
         self._prefixes = SlotPrefixes(model, config.max_batch, enabled=config.reuse_prefix)
         self._stopping = False
+        self._refills_owed = 0  # requests finished in the last step, not yet replaced
         self._outbox: Delivery = []
         # llama.cpp runs one-token batches on `n_threads` and bigger ones on `n_threads_batch`:
         # one chooser each, as one stream and several (or a prompt) can want different counts
@@ -200,6 +211,7 @@ class Scheduler:
         try:
             while self._wait_for_work():
                 self._outlet.settle(self._config.handoff_wait_s)
+                self._await_refill()
                 self._step()
         except BaseException as exc:  # a native failure: fail every request, report unhealthy
             self.failure = exc
@@ -210,13 +222,31 @@ class Scheduler:
     def _wait_for_work(self) -> bool:
         with self._cond:
             while not self._stopping and not self._pending and not self._active:
+                self._refills_owed = 0  # idle: no running stream to hold back
                 self._cond.wait()
             if self._stopping:
                 return False
-            while self._pending and self._free_slots:
-                self._admit(self._pending.popleft())
-            self._metrics.waiting.set(len(self._pending))
+            self._admit_pending()
             return True
+
+    def _await_refill(self) -> None:
+        """After a step that finished requests not yet replaced by arrivals: wait up to
+        `refill_wait_s` for the next one (none waiting, a slot free, others decoding), then
+        admit what came. Once: a replacement that does not come is not waited for again."""
+        if not self._refills_owed:
+            return
+        with self._cond:
+            if not self._pending and self._free_slots and self._active:
+                self._cond.wait_for(lambda: bool(self._pending) or self._stopping,
+                                    self._config.refill_wait_s)
+            self._admit_pending()
+            self._refills_owed = 0
+
+    def _admit_pending(self) -> None:
+        """Admit waiting requests into free slots (caller holds the lock)."""
+        while self._pending and self._free_slots:
+            self._admit(self._pending.popleft())
+        self._metrics.waiting.set(len(self._pending))
 
     def _admit(self, ticket: Slip) -> None:
         job = ticket.job
@@ -227,6 +257,7 @@ class Scheduler:
                         text=TextStream(job.stops),
                         max_tokens=max(1, min(job.max_tokens, self.n_ctx - len(job.prompt))))
         self._active.append(seq)
+        self._refills_owed = max(0, self._refills_owed - 1)
         self._metrics.running.set(len(self._active))
         self._metrics.queue_time.observe(self._clock() - ticket.arrived)
 
@@ -326,6 +357,8 @@ class Scheduler:
         self._metrics.success.labels(finish_reason=reason).inc()
         self._metrics.e2e.observe(self._clock() - seq.ticket.arrived)
         self._release(seq)
+        if self._config.refill_wait_s > 0:
+            self._refills_owed += 1
 
     def _release(self, seq: _Sequence, *, cells_known: bool = True) -> None:
         """Free the slot and the sequence's sampler. The slot's KV cells stay for the next
