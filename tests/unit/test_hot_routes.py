@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
-from tests.harness import LOCAL, Harness, harness
+from tests.harness import LOCAL, Harness, harness, row_of
 
+HEADER_ROUNDING = Decimal("0.000000005")  # the cost header's rounding: 8 decimals
 CHAT = {"model": "local", "messages": [{"role": "user", "content": "hello"}]}
 
 
@@ -58,3 +61,52 @@ async def test_a_refusal_names_the_request(node: Harness) -> None:
     assert reply.status_code == 400
     assert reply.json()["error"]["type"] == "invalid_request_error"
     assert re.fullmatch(r"[0-9a-f]{32}", reply.headers["x-request-id"])
+
+
+# A plain answer's row and metrics are booked by the time the client has it, whatever
+# becomes of the write.
+
+async def test_a_plain_answer_is_counted_and_its_row_final_once_it_is_out(node: Harness) -> None:
+    before = node.requests_total("200")
+    reply = await node.post(CHAT)
+    assert reply.status_code == 200, reply.text
+    assert node.requests_total("200") == before + 1
+    row = await row_of(node, reply.headers["x-request-id"])
+    assert (row["state"], row["status"], row["backend"]) == ("settled", 200, LOCAL)
+    assert abs(Decimal(reply.headers["x-spillgate-cost-usd"]) - row["cost_usd"]) <= HEADER_ROUNDING
+
+
+def _scope(raw: bytes) -> dict[str, Any]:
+    return {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions", "query_string": b"", "root_path": "",
+        "headers": [(b"host", b"gateway"), (b"content-type", b"application/json"),
+                    (b"content-length", str(len(raw)).encode())],
+        "client": ("127.0.0.1", 50000), "server": ("gateway", 80),
+    }
+
+
+async def test_an_answer_the_connection_cannot_take_is_still_booked(node: Harness) -> None:
+    """The body's write fails (the socket died under it): the request was served, so its
+    row is final and it is counted, as when the answer went out."""
+    raw = orjson.dumps(CHAT)
+    started: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": raw, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            raise ConnectionResetError("peer gone")
+        started.append(message)
+
+    before = node.requests_total("200")
+    with pytest.raises(ConnectionResetError):
+        await node.app(_scope(raw), receive, send)
+    rid = dict(started[0]["headers"])[b"x-request-id"].decode()
+    assert node.requests_total("200") == before + 1
+    row = await row_of(node, rid)
+    assert (row["state"], row["status"]) == ("settled", 200)
+    header = Decimal(dict(started[0]["headers"])[b"x-spillgate-cost-usd"].decode())
+    assert abs(header - row["cost_usd"]) <= HEADER_ROUNDING
