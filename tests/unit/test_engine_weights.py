@@ -12,6 +12,7 @@ from spillgate.backends.registry import engine_command
 from spillgate.catalog import Catalog
 from spillgate.config.backends import LocalBackendSettings
 from spillgate.engines.llamacpp import weights
+from spillgate.engines.llamacpp.main import parse_args
 from spillgate.engines.llamacpp.model import ContextShape, LlamaModel
 from spillgate.errors import ConfigError
 from tests.support import REPO, bundled_gguf
@@ -73,3 +74,14 @@ def test_the_gateway_setting_offers_the_engines_choices_and_passes_them_on() -> 
     tuned = LocalBackendSettings(name="cpu", model="smollm2", weights="iq4_nl")
     command = engine_command(tuned, catalog)
     assert command[command.index("--weights") + 1] == "iq4_nl"
+
+
+def test_the_gateway_passes_the_refill_wait_on_to_the_engine_it_starts() -> None:
+    catalog = Catalog.load(REPO / "models" / "catalog.yaml")
+    for wait in (0.0, 4.0, 12.5):
+        local = LocalBackendSettings(name="cpu", model="smollm2", refill_wait_ms=wait)
+        command = engine_command(local, catalog)
+        argv = command[command.index("spillgate.engines.llamacpp") + 1:]
+        assert parse_args(argv).refill_wait_ms == wait
+    with pytest.raises(ValueError, match="refill_wait_ms"):
+        LocalBackendSettings(name="cpu", model="smollm2", refill_wait_ms=-1)

@@ -41,6 +41,11 @@ class LocalBackendSettings(StrictModel):
         "type with fast batched CPU kernels (made on the engine's first start; README, "
         "performance, has each type's quality and speed).",
     )
+    refill_wait_ms: float = Field(
+        4.0, ge=0, le=100, description="llama.cpp: after a request finishes while others "
+        "decode, the longest wait for the next request before decoding again, so a client "
+        "that asks again at once joins the next step (0: never wait).",
+    )
     max_queue: int = Field(32, ge=1, description="Waiting requests before the engine says 429.")
     max_connections: int = Field(256, ge=1, description="HTTP connection pool size.")
     sensitive_priority: bool = Field(
