@@ -21,6 +21,9 @@ token costs (with `--n-threads 1`; llama.cpp's threads spin at barriers when the
     .venv/bin/python scripts/bench_engine.py --levels 1 4 8 --max-tokens 96
     .venv/bin/python scripts/bench_engine.py --repeat 3 --engine 'before=--src /tmp/old/server' \
         --engine 'after='
+
+`--think-ms N`: each client waits N ms between its requests, so a new request does not come
+the moment one ends (at 4 streams some slot then idles: tokens/s is not the steady state).
 """
 
 from __future__ import annotations
@@ -187,6 +190,8 @@ async def level(base: str, pid: int | None, model: str, concurrency: int,
             for r in range(10**6):
                 prompt = PROMPTS[(index + r) % len(PROMPTS)]
                 await one_request(client, model, prompt, args.max_tokens, samples)
+                if args.think_ms:  # a pause before asking again (not back to back)
+                    await asyncio.sleep(args.think_ms / 1000)
 
         workers = [asyncio.create_task(worker(i)) for i in range(concurrency)]
         await asyncio.sleep(args.warmup)
@@ -260,6 +265,9 @@ def main() -> int:
                         help="cycles over every variant and level; medians are reported")
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--think-ms", type=float, default=0.0,
+                        help="each client pauses this long between its requests (default: "
+                             "asks again at once)")
     parser.add_argument("--n-threads", type=int)
     parser.add_argument("--engine", action="append", dest="variants", metavar="LABEL=ARGS",
                         help="a variant to compare (repeatable); default one plain engine")
