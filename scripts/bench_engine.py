@@ -264,7 +264,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1,
                         help="cycles over every variant and level; medians are reported")
     parser.add_argument("--max-tokens", type=int, default=96)
-    parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--max-batch", type=int, default=4,
+                        help="the engine's slots (default: the engine's own default, 4)")
     parser.add_argument("--think-ms", type=float, default=0.0,
                         help="each client pauses this long between its requests (default: "
                              "asks again at once)")
