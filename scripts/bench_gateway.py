@@ -320,18 +320,29 @@ def part_b(tmp: Path, quick: bool, engine_args: list[str] | None = None) -> dict
     with spawn(argv, tmp / "engine.log", engine_url, f"http://127.0.0.1:{port}/health"), \
             _start_gateway(tmp, engine_url) as gw:
         for c in (1, 4):
-            # One round is a few seconds of decoding; single rounds swing by 10% here, so
-            # the medians of several interleaved rounds are compared.
-            direct, via = [], []
-            for _ in range(3 if quick else 7):
-                direct.append(asyncio.run(_tokens(engine_url + "/chat/completions", c, 1)))
-                via.append(asyncio.run(_tokens(gw.base_url + "/chat/completions", c, 1)))
-            d, g = statistics.median(direct), statistics.median(via)
-            out[str(c)] = {"direct_tps": d, "gateway_tps": g, "share": g / d}
+            out[str(c)] = _burst_share(engine_url, gw.base_url, c, 3 if quick else 15)
         # The same in steady state (closed loop, arrivals spread by the streams' own ends).
         out["steady"] = stream_share.share(engine_url, gw.base_url, (1, 4),
-                                           2 if quick else 4, 2.0, 6.0)
+                                           2 if quick else 6, 2.0, 6.0)
     return out
+
+
+def _burst_share(engine_url: str, gateway_url: str, c: int, rounds: int) -> dict[str, Any]:
+    """Tokens/s of c-stream bursts straight to the engine and through the gateway, in
+    pairs. One round is a few seconds of decoding and single rounds swing by 10% here, so
+    the medians of many rounds are compared; each pair runs back to back (the machine's
+    drift hits both alike) in alternating order, and the median of the pairs' own ratios is
+    reported beside the ratio of the medians."""
+    runs: dict[str, list[float]] = {"direct": [], "gateway": []}
+    for i in range(rounds):
+        pair = [("direct", engine_url), ("gateway", gateway_url)]
+        for kind, base in pair[::-1] if i % 2 else pair:
+            runs[kind].append(asyncio.run(_tokens(base + "/chat/completions", c, 1)))
+    d, g = statistics.median(runs["direct"]), statistics.median(runs["gateway"])
+    paired = statistics.median(v / w for v, w in zip(runs["gateway"], runs["direct"],
+                                                     strict=True))
+    return {"direct_tps": d, "gateway_tps": g, "share": g / d, "paired_share": paired,
+            "runs": runs}
 
 
 def main() -> None:

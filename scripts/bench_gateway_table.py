@@ -13,18 +13,20 @@ def _floor(r: dict[str, Any], kind: str) -> str:
 
 
 def _render_tokens(tokens: dict[str, Any]) -> str:
-    lines = ["| streams | measure | direct tok/s | gateway tok/s | share |",
-             "|---|---|---|---|---|"]
+    lines = ["| streams | measure | direct tok/s | gateway tok/s | share | median of paired "
+             "rounds' shares |", "|---|---|---|---|---|---|"]
     steady = tokens.get("steady", {})
     for c, r in tokens.items():
         if c == "steady":
             continue
+        paired = f"{100 * r['paired_share']:.1f}%" if "paired_share" in r else "-"
         lines.append(f"| {c} | burst | {r['direct_tps']:.1f} | {r['gateway_tps']:.1f} | "
-                     f"{100 * r['share']:.1f}% |")
+                     f"{100 * r['share']:.1f}% | {paired} |")
         if c in steady:
             s = steady[c]
+            paired = f"{100 * s['paired_share']:.1f}%" if "paired_share" in s else "-"
             lines.append(f"| {c} | steady | {s['direct_tps']:.1f} | {s['gateway_tps']:.1f} | "
-                         f"{100 * s['share']:.1f}% |")
+                         f"{100 * s['share']:.1f}% | {paired} |")
     return "\n".join(lines)
 
 

@@ -92,17 +92,23 @@ async def steady_tps(chat_url: str, metrics_url: str, concurrency: int, warmup_s
 
 def share(engine_url: str, gateway_url: str, levels: tuple[int, ...], rounds: int,
           warmup_s: float, window_s: float) -> dict[str, Any]:
-    """Per level: medians of `rounds` alternating windows, direct first, then the gateway."""
+    """Per level: medians of `rounds` pairs of windows, direct and gateway back to back in
+    alternating order (neither always runs on what the other left), and the median of the
+    pairs' own ratios (the machine's drift between pairs cancels)."""
     metrics = engine_url.removesuffix("/v1") + "/metrics"
     out: dict[str, Any] = {}
     for c in levels:
         runs: dict[str, list[float]] = {"direct": [], "gateway": []}
-        for _ in range(rounds):
-            for name, base in (("direct", engine_url), ("gateway", gateway_url)):
+        for i in range(rounds):
+            pair = [("direct", engine_url), ("gateway", gateway_url)]
+            for name, base in pair[::-1] if i % 2 else pair:
                 runs[name].append(asyncio.run(steady_tps(base + "/chat/completions", metrics,
                                                          c, warmup_s, window_s)))
         d, g = statistics.median(runs["direct"]), statistics.median(runs["gateway"])
-        out[str(c)] = {"direct_tps": d, "gateway_tps": g, "share": g / d, "runs": runs}
+        paired = statistics.median(v / w for v, w in zip(runs["gateway"], runs["direct"],
+                                                         strict=True))
+        out[str(c)] = {"direct_tps": d, "gateway_tps": g, "share": g / d,
+                       "paired_share": paired, "runs": runs}
     return out
 
 
