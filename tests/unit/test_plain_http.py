@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 
 import orjson
 import pytest
@@ -224,3 +226,163 @@ def test_https_credentials_total_timeouts_and_odd_fields_stay_on_aiohttp() -> No
             ("http://engine/v1", Timeouts(1, 2), {"authorization": "k\r\nx-injected: 1"})]:
         assert UpstreamHttp(url, timeouts=timeouts, max_connections=1,
                             headers=headers)._plain is None
+
+
+# --- streamed answers (UpstreamHttp.stream_lines on plain_http) -------------------------------
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+STREAM_HEAD = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+               b"transfer-encoding: chunked\r\n\r\n")
+
+
+def _stream_of(events: list[bytes], between: asyncio.Event | None = None,
+               end: bool = True) -> Handler:
+    """Answers with one chunk per event; waits for `between` after the first (the reader
+    must have it before the second is sent). `end=False` hangs up instead of ending."""
+    async def handler(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(STREAM_HEAD)
+        for i, event in enumerate(events):
+            writer.write(_chunk(event))
+            await writer.drain()
+            if i == 0 and between is not None:
+                await between.wait()
+        if not end:
+            return False  # the connection closes mid-stream
+        writer.write(b"0\r\n\r\n")
+        return True
+    return handler
+
+
+async def _lines(http: UpstreamHttp, sink: list[tuple[int, list[bytes]]] | None = None,
+                 on_first: asyncio.Event | None = None) -> list[tuple[int, list[bytes]]]:
+    got = [] if sink is None else sink
+    async for status, lines in http.stream_lines("/chat/completions", {"stream": True}):
+        got.append((status, lines))
+        if on_first is not None:
+            on_first.set()
+    return got
+
+
+async def test_a_stream_is_handed_on_as_it_arrives_and_its_connection_kept(
+        serve: Callable[[Handler], Awaitable[tuple[Upstream, str]]]) -> None:
+    first_read = asyncio.Event()
+    upstream, url = await serve(_stream_of([b"data: 1\n\n", b"data: 2\n\ndata: [DONE]\n\n"],
+                                           between=first_read))
+    http = _http(url)
+    got = await _lines(http, on_first=first_read)  # deadlocks if the first piece is held
+    assert got[0] == (200, [b"data: 1", b""])
+    assert [line for _, lines in got for line in lines if line] == [
+        b"data: 1", b"data: 2", b"data: [DONE]"]
+    first_read.set()
+    await _lines(http)  # the same connection serves the next stream
+    await http.aclose()
+    assert upstream.connections == 1
+    head, body = upstream.requests[0]
+    assert head.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+    assert b"authorization: Bearer k" in head and orjson.loads(body) == {"stream": True}
+
+
+async def test_a_reader_that_stops_early_closes_its_connection(
+        serve: Callable[[Handler], Awaitable[tuple[Upstream, str]]]) -> None:
+    gone = asyncio.Event()
+
+    async def endless(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(STREAM_HEAD)
+        try:
+            for _ in range(500):  # an engine decoding on, until its writes fail
+                writer.write(_chunk(b"data: 1\n\n"))
+                await writer.drain()
+                await asyncio.sleep(0.01)
+        except ConnectionError:
+            gone.set()
+        return False
+
+    _, url = await serve(endless)
+    http = _http(url)
+    pieces = http.stream_lines("/chat/completions", {})
+    assert (await anext(pieces))[0] == 200
+    await pieces.aclose()  # the client went away mid-answer
+    await asyncio.wait_for(gone.wait(), 5)  # the engine sees it leave
+    await http.aclose()
+
+
+async def test_a_stream_cut_short_or_gone_silent_fails_as_the_upstreams_fault(
+        serve: Callable[[Handler], Awaitable[tuple[Upstream, str]]]) -> None:
+    _, cut_url = await serve(_stream_of([b"data: 1\n\n"], end=False))
+    http = _http(cut_url)
+    got: list[tuple[int, list[bytes]]] = []
+    with pytest.raises(UpstreamFailure) as cut:
+        await _lines(http, got)
+    assert got == [(200, [b"data: 1", b""])]  # what came before the cut was handed on
+    assert cut.value.upstream_status == 503
+    await http.aclose()
+
+    never = asyncio.Event()
+    _, quiet_url = await serve(_stream_of([b"data: 1\n\n", b"data: 2\n\n"], between=never))
+    http = _http(quiet_url, read_s=0.05)
+    with pytest.raises(UpstreamFailure) as late:
+        await _lines(http)
+    assert (str(late.value), late.value.upstream_status) == ("upstream timed out", 504)
+    await http.aclose()
+
+
+async def test_a_streamed_error_status_comes_whole_and_a_5xx_raises(
+        serve: Callable[[Handler], Awaitable[tuple[Upstream, str]]]) -> None:
+    error = orjson.dumps({"error": {"message": "bad request body"}})
+
+    async def refuse(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        status = b"400 Bad Request" if b"first" in body else b"503 Service Unavailable"
+        writer.write(_answer(status, error, b"retry-after: 7"))
+        return True
+
+    _, url = await serve(refuse)
+    http = _http(url)
+    got = [item async for item in http.stream_lines("/x", {"first": True})]
+    assert got == [(400, [error])]
+    with pytest.raises(UpstreamFailure) as busy:
+        await _lines(http)
+    assert busy.value.upstream_status == 503 and busy.value.retry_after_s == 7
+    assert "bad request body" in str(busy.value)
+    await http.aclose()
+
+
+async def test_a_gzip_stream_is_decoded_piece_by_piece(
+        serve: Callable[[Handler], Awaitable[tuple[Upstream, str]]]) -> None:
+    packer = zlib.compressobj(wbits=31)
+    parts = [packer.compress(b"data: 1\n\n") + packer.flush(zlib.Z_SYNC_FLUSH),
+             packer.compress(b"data: 2\n\n") + packer.flush()]
+
+    async def gzipped(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(STREAM_HEAD.replace(b"\r\n\r\n", b"\r\ncontent-encoding: gzip\r\n\r\n"))
+        for part in parts:
+            writer.write(_chunk(part))
+        writer.write(b"0\r\n\r\n")
+        return True
+
+    _, url = await serve(gzipped)
+    http = _http(url)
+    got = await _lines(http)
+    await http.aclose()
+    assert [line for _, lines in got for line in lines if line] == [b"data: 1", b"data: 2"]
+
+
+async def test_a_reader_that_stops_at_the_last_event_of_an_ended_answer_keeps_the_connection(
+        serve: Callable[[Handler], Awaitable[tuple[Upstream, str]]]) -> None:
+    """As the OpenAI backend does: it stops at `data: [DONE]`. When the answer's end came
+    with it, the connection serves the next call; when it had not come yet, it is closed."""
+    async def whole(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(STREAM_HEAD + _chunk(b"data: 1\n\ndata: [DONE]\n\n") + b"0\r\n\r\n")
+        return True
+
+    upstream, url = await serve(whole)
+    http = _http(url)
+    for _ in range(3):
+        async with aclosing(http.stream_lines("/chat/completions", {})) as pieces:
+            async for _status, lines in pieces:
+                if b"data: [DONE]" in lines:
+                    break
+    await http.aclose()
+    assert upstream.connections == 1

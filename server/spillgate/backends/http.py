@@ -4,15 +4,17 @@ Why aiohttp and not httpx's own transport: on this class of machine httpx's conn
 is the bottleneck under concurrency (shared/BASELINES.md: 9-11% of direct throughput at 64
 concurrent requests versus 63% for aiohttp). scripts/bench_gateway.py measures our choice.
 One `UpstreamHttp` per backend: one connection pool, explicit connect/read/total timeouts.
-Non-stream POSTs to a plain-http local engine skip aiohttp (backends/plain_http.py: ~45 µs of
-CPU less per call); they keep a pool of their own, of the same size.
+POSTs to a plain-http local engine skip aiohttp (backends/plain_http.py: ~45 µs of CPU less
+per call), streamed ones too (aiohttp's read side was ~20% of the gateway's CPU per relayed
+chunk); they keep a pool of their own, of the same size.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +24,7 @@ import aiohttp
 import orjson
 
 from spillgate.backends.base import UpstreamFailure
-from spillgate.backends.plain_http import PlainHttpPool
+from spillgate.backends.plain_http import Answer, PlainHttpPool
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +120,13 @@ class UpstreamHttp:
         a caller can pass on in one piece what came in one piece, and a chunk costs one hop
         instead of one per line. A non-200 body comes whole as the one line, so callers can
         read a JSON error body without a second call."""
+        if self._plain is not None:
+            pieces = self._plain.stream(self._plain_prefix + path.encode("ascii"),
+                                        orjson.dumps(body))
+            async with aclosing(pieces):
+                async for status, lines in _plain_lines(pieces):
+                    yield status, lines
+            return
         try:
             async with self._client().post(self.base_url + path, data=orjson.dumps(body)) as r:
                 if r.status >= 400:
@@ -158,6 +167,24 @@ def _plain_pool(base_url: str, timeouts: Timeouts, limit: int,
         return None
     return PlainHttpPool(url.hostname, url.port or 80, head, connect_s=timeouts.connect_s,
                          read_s=timeouts.read_s, limit=limit)
+
+
+async def _plain_lines(pieces: AsyncIterator[Answer]) -> AsyncIterator[tuple[int, list[bytes]]]:
+    """`stream_lines` over plain_http's pieces: the same lines, the same errors."""
+    status, tail = 0, b""
+    async for answer in pieces:
+        status = answer.status
+        if status >= 400:  # the whole body, in one piece
+            retry_after = answer.headers.get(b"retry-after")
+            _raise_for_status(status, answer.reason, answer.body,
+                              None if retry_after is None else retry_after.decode("latin-1"))
+            yield status, [answer.body]
+            return
+        lines, tail = complete_lines(tail, answer.body)
+        if lines:
+            yield status, lines
+    if tail:  # a body that ends without a newline
+        yield status, [tail]
 
 
 def complete_lines(tail: bytes, block: bytes) -> tuple[list[bytes], bytes]:

@@ -7,8 +7,10 @@ protocol and httptools' parser costs ~18 µs (`UpstreamHttp.post_json`, measured
 one process). The gateway's event loop is CPU-bound at 64
 clients, and every non-stream request makes one such call.
 
-Scope (`UpstreamHttp` keeps aiohttp for everything else): non-stream POSTs to an `http://`
-base URL without credentials in it and without a total timeout — the local engines. What it
+Scope (`UpstreamHttp` keeps aiohttp for everything else): POSTs to an `http://` base URL
+without credentials in it and without a total timeout — the local engines — answered whole
+(`post`) or streamed (`stream`: the body handed on as it arrives, which every relayed token
+of a local stream goes through). What it
 keeps from the aiohttp path: one pool per upstream holding at most `max_connections`
 connections (waiting for a free one beyond that), a connection reused only when the answer
 says keep-alive and the server has not closed it, the connect timeout and the read timeout
@@ -23,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import zlib
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 import httptools
@@ -47,6 +51,11 @@ class _Pending:
     headers: dict[bytes, bytes] = field(default_factory=dict)
     body: list[bytes] = field(default_factory=list)
     head_done: bool = False
+    wake: asyncio.Future[None] | None = None  # a streaming reader waits on it for news
+    buffered: int = 0  # body bytes a streaming reader has not taken yet
+
+
+STREAM_HIGH_WATER = 1 << 16  # a stream's unread body beyond this pauses reading the socket
 
 
 def _unreachable(name: str) -> UpstreamFailure:
@@ -63,6 +72,7 @@ class _Connection(asyncio.Protocol):
         self.pending: _Pending | None = None
         self.closed = False
         self.keep_alive = False
+        self.answered = False  # the last exchange's answer arrived to its end
 
     # --- asyncio ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -100,15 +110,28 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         if self.pending is not None:
             self.pending.head_done = True
+            self._nudge()
 
     def on_body(self, body: bytes) -> None:
-        if self.pending is not None:
-            self.pending.body.append(body)
+        p = self.pending
+        if p is not None:
+            p.body.append(body)
+            if p.wake is not None:  # streaming: tell the reader, hold the socket if it lags
+                p.buffered += len(body)
+                if p.buffered > STREAM_HIGH_WATER and self.transport is not None:
+                    self.transport.pause_reading()
+                self._nudge()
 
     def on_message_complete(self) -> None:
         self.keep_alive = not self.closed and self.parser.should_keep_alive()
         if self.pending is not None and not self.pending.waiter.done():
             self.pending.waiter.set_result(None)
+        self._nudge()
+
+    def _nudge(self) -> None:
+        p = self.pending
+        if p is not None and p.wake is not None and not p.wake.done():
+            p.wake.set_result(None)
 
     # --- one exchange -------------------------------------------------------------------
     async def exchange(self, request: bytes, read_s: float) -> Answer:
@@ -124,16 +147,70 @@ class _Connection(asyncio.Protocol):
                 p.timer.cancel()
             self.pending = None
         body = b"".join(p.body)
-        encoding = p.headers.get(b"content-encoding", b"identity").lower()
-        if encoding in (b"gzip", b"deflate", b"x-gzip"):
-            try:  # wbits 47: gzip or zlib framing, told apart by the header
-                body = zlib.decompressobj(47).decompress(body)
-            except zlib.error:
-                raise _unreachable("ClientPayloadError") from None
-        elif encoding != b"identity":
-            raise _unreachable("ClientPayloadError")
+        decoder = _decoder(p.headers)
+        if decoder is not None:
+            body = _decoded(decoder, body)
         return Answer(self.parser.get_status_code(), p.reason.decode("latin-1"), p.headers,
                       body)
+
+    # --- one streamed exchange ---------------------------------------------------------
+    async def stream(self, request: bytes, read_s: float) -> AsyncGenerator[Answer]:
+        """Send `request`; yield the answer's body as it arrives, each piece everything that
+        came since the last (an `Answer` with the status and head, and that piece). A status
+        of 400 or more comes whole, as one piece. Raises what `exchange` raises, mid-body
+        too (a cut stream, a silence longer than `read_s`)."""
+        loop = self.loop
+        p = self.pending = _Pending(loop.create_future(), loop.time(), wake=loop.create_future())
+        self.keep_alive = self.answered = False
+        assert self.transport is not None
+        self.transport.write(request)
+        p.timer = loop.call_later(read_s, self._check_silence, read_s)
+        try:
+            while not p.head_done:
+                await self._news(p)
+            status, reason = self.parser.get_status_code(), p.reason.decode("latin-1")
+            decoder = _decoder(p.headers)
+            if status >= 400:  # an error body: whole, in one piece (empty or not)
+                while not p.waiter.done():
+                    await self._news(p)
+                p.waiter.result()
+                body = b"".join(p.body)
+                yield Answer(status, reason, p.headers,
+                             body if decoder is None else _decoded(decoder, body))
+                return
+            while True:
+                if p.body:
+                    piece = b"".join(p.body) if len(p.body) > 1 else p.body[0]
+                    p.body.clear()
+                    if p.buffered > STREAM_HIGH_WATER:
+                        self.transport.resume_reading()
+                    p.buffered = 0
+                    if decoder is not None:
+                        piece = _decoded(decoder, piece)
+                    yield Answer(status, reason, p.headers, piece)
+                elif p.waiter.done():
+                    p.waiter.result()  # a failure raises here
+                    return
+                else:
+                    await self._news(p)
+        finally:
+            if p.timer is not None:
+                p.timer.cancel()
+            if p.waiter.done() and not p.waiter.cancelled():
+                # retrieved (a reader gone early leaves no warning); a reader that stopped at
+                # the last event of an answer already read to its end may pass it on
+                self.answered = p.waiter.exception() is None
+            self.pending = None
+
+    async def _news(self, p: _Pending) -> None:
+        """Until the connection has news for a streaming reader: head, body, end or failure
+        (a failure raises)."""
+        if p.waiter.done():
+            p.waiter.result()
+            return
+        assert p.wake is not None
+        await p.wake
+        p.wake = self.loop.create_future()
 
     def _check_silence(self, read_s: float) -> None:
         """The read timeout: the answer must keep arriving, no gap longer than `read_s`."""
@@ -141,6 +218,8 @@ class _Connection(asyncio.Protocol):
         if p is None or p.waiter.done():
             return
         quiet = self.loop.time() - p.last_read
+        if p.buffered > STREAM_HIGH_WATER:  # our reader lags, not the upstream: not silence
+            quiet = 0.0
         if quiet < read_s - 0.001:
             p.timer = self.loop.call_later(read_s - quiet, self._check_silence, read_s)
             return
@@ -151,11 +230,29 @@ class _Connection(asyncio.Protocol):
         p = self.pending
         if p is not None and not p.waiter.done():
             p.waiter.set_exception(exc)
+        self._nudge()
 
     def close(self) -> None:
         self.closed = True
         if self.transport is not None:
             self.transport.close()
+
+
+def _decoder(headers: dict[bytes, bytes]) -> zlib._Decompress | None:
+    """A decompressor for the answer's content-encoding (None: identity)."""
+    encoding = headers.get(b"content-encoding", b"identity").lower()
+    if encoding in (b"gzip", b"deflate", b"x-gzip"):
+        return zlib.decompressobj(47)  # wbits 47: gzip or zlib framing, told apart by the header
+    if encoding != b"identity":
+        raise _unreachable("ClientPayloadError")
+    return None
+
+
+def _decoded(decoder: zlib._Decompress, piece: bytes) -> bytes:
+    try:
+        return decoder.decompress(piece)
+    except zlib.error:
+        raise _unreachable("ClientPayloadError") from None
 
 
 class PlainHttpPool:
@@ -173,11 +270,7 @@ class PlainHttpPool:
         self._opened: set[_Connection] = set()  # made since the last close(): may be pooled
 
     async def post(self, target: bytes, body: bytes) -> Answer:
-        request = b"POST %s HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n%s" % (
-            target, self._head, len(body), body)
-        if self._loop is not asyncio.get_running_loop():  # first use, or a new event loop:
-            self.close()  # connections and waiters belong to the loop that made them
-            self._loop, self._slots = asyncio.get_running_loop(), asyncio.Semaphore(self._limit)
+        request = self._request(target, body)
         async with self._slots:
             connection = self._reusable() or await self._connect()
             try:
@@ -191,6 +284,32 @@ class PlainHttpPool:
             else:
                 self._drop(connection)
             return answer
+
+    async def stream(self, target: bytes, body: bytes) -> AsyncGenerator[Answer]:
+        """POST and yield the answer's body as it arrives (`_Connection.stream`). The
+        connection goes back to the pool only once its answer has arrived to its end (the
+        reader may stop at the last event); a reader that stops before, fails or is
+        cancelled closes it (the engine sees the client leave)."""
+        request = self._request(target, body)
+        async with self._slots:
+            connection = self._reusable() or await self._connect()
+            try:  # the connection's own reader closes first: it knows how the answer ended
+                async with aclosing(connection.stream(request, self._read_s)) as pieces:
+                    async for piece in pieces:
+                        yield piece
+            finally:
+                if connection.answered and connection.keep_alive and not connection.closed \
+                        and connection in self._opened:
+                    self._idle.append(connection)
+                else:
+                    self._drop(connection)
+
+    def _request(self, target: bytes, body: bytes) -> bytes:
+        if self._loop is not asyncio.get_running_loop():  # first use, or a new event loop:
+            self.close()  # connections and waiters belong to the loop that made them
+            self._loop, self._slots = asyncio.get_running_loop(), asyncio.Semaphore(self._limit)
+        return b"POST %s HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n%s" % (
+            target, self._head, len(body), body)
 
     def _drop(self, connection: _Connection) -> None:
         connection.close()

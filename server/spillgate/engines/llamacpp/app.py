@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 import orjson
 from fastapi import FastAPI, Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Send
 
 from spillgate.engines.llamacpp.bodies import ChatBody, CompletionBody, parse
 from spillgate.engines.llamacpp.decoder import DecoderProcess
@@ -96,9 +97,8 @@ async def _generate(request: Request, scheduler: DecodeLoop, job: Job, kind: Kin
     ticket = scheduler.submit(job, asyncio.get_running_loop())
     reply = Reply.new(kind, model)
     if stream:
-        return StreamingResponse(_stream(request, ticket, reply, include_usage),
-                                 media_type="text/event-stream",
-                                 headers={"cache-control": "no-cache"})
+        return _EventStream(_stream(request, ticket, reply, include_usage),
+                            media_type="text/event-stream", headers={"cache-control": "no-cache"})
     async with _cancel_on_disconnect(request, ticket):
         parts: list[str] = []
         logprobs: list[TokenLogprob] | None = None if job.logprobs is None else []
@@ -125,8 +125,8 @@ async def _stream(request: Request, ticket: Ticket, reply: Reply,
             try:
                 chunk = await ticket.next()
             except ApiError as error:  # the status line is gone: report in the stream
-                yield sse_error(error)
-                break
+                yield sse_error(error) + DONE
+                return
             except TicketCancelled:  # the client is gone
                 return
             if chunk.text or chunk.logprobs:
@@ -134,11 +134,28 @@ async def _stream(request: Request, ticket: Ticket, reply: Reply,
                 offset += text_length(chunk.logprobs)
                 yield sse(reply.chunk(chunk.text, with_usage_field=include_usage,
                                       logprobs=logprobs))
-            if chunk.finish_reason is not None:
-                for frame in _final_frames(reply, chunk, include_usage):
-                    yield frame
-                break
-        yield DONE
+            if chunk.finish_reason is not None:  # the last frames and [DONE]: one piece
+                yield b"".join(_final_frames(reply, chunk, include_usage)) + DONE
+                return
+
+
+class _EventStream(StreamingResponse):
+    """Starlette's StreamingResponse, except that the piece ending with `data: [DONE]`
+    (always the stream's last) leaves with the response's end, in one write. A client that
+    stops reading at [DONE], as the gateway's relay does, then finds the answer complete and
+    keeps the connection for its next request instead of closing it and connecting again."""
+
+    async def stream_response(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})
+        last = b""
+        async for chunk in self.body_iterator:
+            piece = chunk.encode(self.charset) if isinstance(chunk, str) else bytes(chunk)
+            if piece.endswith(DONE):  # the generator ends right after it
+                last = piece
+                continue
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+        await send({"type": "http.response.body", "body": last, "more_body": False})
 
 
 @contextlib.asynccontextmanager
