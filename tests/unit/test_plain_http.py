@@ -386,3 +386,18 @@ async def test_a_reader_that_stops_at_the_last_event_of_an_ended_answer_keeps_th
                     break
     await http.aclose()
     assert upstream.connections == 1
+
+
+async def test_a_slow_reader_of_a_large_stream_gets_all_of_it_in_order(
+        serve: Callable[[Handler], Awaitable[tuple[Upstream, str]]]) -> None:
+    """More than the 64 KiB the connection holds for a lagging reader: reading the socket
+    pauses and resumes, and nothing is lost or reordered."""
+    events = [b"data: %05d %s\n\n" % (i, b"x" * 8000) for i in range(40)]
+    _, url = await serve(_stream_of(events))
+    http = _http(url, read_s=5.0)
+    got: list[bytes] = []
+    async for _status, lines in http.stream_lines("/chat/completions", {}):
+        got += [line for line in lines if line]
+        await asyncio.sleep(0.002)  # a client that reads slowly
+    await http.aclose()
+    assert got == [event.rstrip(b"\n") for event in events]

@@ -53,6 +53,7 @@ class _Pending:
     head_done: bool = False
     wake: asyncio.Future[None] | None = None  # a streaming reader waits on it for news
     buffered: int = 0  # body bytes a streaming reader has not taken yet
+    paused: bool = False  # the socket's reading is paused until the reader catches up
 
 
 STREAM_HIGH_WATER = 1 << 16  # a stream's unread body beyond this pauses reading the socket
@@ -118,8 +119,10 @@ class _Connection(asyncio.Protocol):
             p.body.append(body)
             if p.wake is not None:  # streaming: tell the reader, hold the socket if it lags
                 p.buffered += len(body)
-                if p.buffered > STREAM_HIGH_WATER and self.transport is not None:
+                if p.buffered > STREAM_HIGH_WATER and not p.paused \
+                        and self.transport is not None:
                     self.transport.pause_reading()
+                    p.paused = True
                 self._nudge()
 
     def on_message_complete(self) -> None:
@@ -182,8 +185,9 @@ class _Connection(asyncio.Protocol):
                 if p.body:
                     piece = b"".join(p.body) if len(p.body) > 1 else p.body[0]
                     p.body.clear()
-                    if p.buffered > STREAM_HIGH_WATER:
+                    if p.paused:
                         self.transport.resume_reading()
+                        p.paused = False
                     p.buffered = 0
                     if decoder is not None:
                         piece = _decoded(decoder, piece)
@@ -218,7 +222,7 @@ class _Connection(asyncio.Protocol):
         if p is None or p.waiter.done():
             return
         quiet = self.loop.time() - p.last_read
-        if p.buffered > STREAM_HIGH_WATER:  # our reader lags, not the upstream: not silence
+        if p.paused:  # our reader lags, not the upstream: not silence
             quiet = 0.0
         if quiet < read_s - 0.001:
             p.timer = self.loop.call_later(read_s - quiet, self._check_silence, read_s)
