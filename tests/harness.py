@@ -153,14 +153,10 @@ async def row_of(h: Harness, request_id: str) -> dict[str, Any]:
         return dict(result.one()._mapping)
 
 
-async def leave_early(app: FastAPI, body: dict[str, Any], leave: asyncio.Event,
-                      *, on_first_byte: bool = False, cut_body: bool = False,
-                      ) -> list[dict[str, Any]]:
-    """Drive the ASGI app as a client that disconnects once `leave` is set (or once the first
-    body byte arrives, or halfway through sending its body): httpx's ASGITransport cannot
-    leave halfway. Returns what the app sent."""
-    raw = orjson.dumps(body)
-    scope = {
+def chat_scope(raw: bytes) -> dict[str, Any]:
+    """The ASGI scope of a POST /v1/chat/completions carrying `raw`, for driving the app
+    by hand."""
+    return {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
         "scheme": "http", "path": "/v1/chat/completions",
         "raw_path": b"/v1/chat/completions", "query_string": b"", "root_path": "",
@@ -168,6 +164,16 @@ async def leave_early(app: FastAPI, body: dict[str, Any], leave: asyncio.Event,
                     (b"content-length", str(len(raw)).encode())],
         "client": ("127.0.0.1", 50000), "server": ("gateway", 80),
     }
+
+
+async def leave_early(app: FastAPI, body: dict[str, Any], leave: asyncio.Event,
+                      *, on_first_byte: bool = False, cut_body: bool = False,
+                      ) -> list[dict[str, Any]]:
+    """Drive the ASGI app as a client that disconnects once `leave` is set (or once the first
+    body byte arrives, or halfway through sending its body): httpx's ASGITransport cannot
+    leave halfway. Returns what the app sent."""
+    raw = orjson.dumps(body)
+    scope = chat_scope(raw)
     pending = [{"type": "http.request", "body": raw, "more_body": False}]
     if cut_body:
         pending = [{"type": "http.request", "body": raw[: len(raw) // 2], "more_body": True}]

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.harness import LOCAL, Harness, harness, row_of
+from tests.harness import LOCAL, Harness, chat_scope, harness, row_of
 
 HEADER_ROUNDING = Decimal("0.000000005")  # the cost header's rounding: 8 decimals
 CHAT = {"model": "local", "messages": [{"role": "user", "content": "hello"}]}
@@ -76,17 +76,6 @@ async def test_a_plain_answer_is_counted_and_its_row_final_once_it_is_out(node: 
     assert abs(Decimal(reply.headers["x-spillgate-cost-usd"]) - row["cost_usd"]) <= HEADER_ROUNDING
 
 
-def _scope(raw: bytes) -> dict[str, Any]:
-    return {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-        "scheme": "http", "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions", "query_string": b"", "root_path": "",
-        "headers": [(b"host", b"gateway"), (b"content-type", b"application/json"),
-                    (b"content-length", str(len(raw)).encode())],
-        "client": ("127.0.0.1", 50000), "server": ("gateway", 80),
-    }
-
-
 async def test_an_answer_the_connection_cannot_take_is_still_booked(node: Harness) -> None:
     """The body's write fails (the socket died under it): the request was served, so its
     row is final and it is counted, as when the answer went out."""
@@ -103,7 +92,7 @@ async def test_an_answer_the_connection_cannot_take_is_still_booked(node: Harnes
 
     before = node.requests_total("200")
     with pytest.raises(ConnectionResetError):
-        await node.app(_scope(raw), receive, send)
+        await node.app(chat_scope(raw), receive, send)
     rid = dict(started[0]["headers"])[b"x-request-id"].decode()
     assert node.requests_total("200") == before + 1
     row = await row_of(node, rid)
