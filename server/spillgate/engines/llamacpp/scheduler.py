@@ -353,7 +353,8 @@ class Scheduler:
 
     def _finish(self, seq: _Sequence, reason: str, text: str) -> None:
         self._outbox.append((seq.ticket, Chunk(text, reason, len(seq.ticket.job.prompt),
-                                               seq.generated, seq.take_logprobs())))
+                                               seq.generated, seq.take_logprobs(),
+                                               cached_tokens=seq.cached)))
         self._metrics.success.labels(finish_reason=reason).inc()
         self._metrics.e2e.observe(self._clock() - seq.ticket.arrived)
         self._release(seq)

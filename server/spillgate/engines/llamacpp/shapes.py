@@ -18,9 +18,12 @@ Kind = Literal["chat", "completion"]
 DONE = b"data: [DONE]\n\n"
 
 
-def usage(last: Chunk) -> dict[str, int]:
+def usage(last: Chunk) -> dict[str, Any]:
+    """OpenAI's usage; `prompt_tokens_details.cached_tokens`: the prompt's prefix found in
+    the slot's KV cells, not computed again (the gateway's cost clock charges the rest)."""
     return {"prompt_tokens": last.prompt_tokens, "completion_tokens": last.completion_tokens,
-            "total_tokens": last.prompt_tokens + last.completion_tokens}
+            "total_tokens": last.prompt_tokens + last.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": last.cached_tokens}}
 
 
 def sse(payload: dict[str, Any]) -> bytes:

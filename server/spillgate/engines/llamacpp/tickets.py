@@ -49,6 +49,7 @@ class Chunk:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     logprobs: tuple[TokenLogprob, ...] = ()
+    cached_tokens: int = 0  # of prompt_tokens, found in the slot (prefix reuse): not computed
 
 
 class TicketCancelled(Exception):
