@@ -19,6 +19,8 @@ from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from spillgate.api.held_head import HeldHeadTransport
+
 
 @dataclass(frozen=True, slots=True)
 class HeadLimits:
@@ -45,6 +47,8 @@ class HeadLimitedProtocol(HttpToolsProtocol):
     # --- connection --------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # Cycles and this protocol write through it; flow control keeps the socket's own.
+        self.transport = HeldHeadTransport(transport, self.loop)  # type: ignore[assignment]
         self._arm_timer()  # a connection that never sends a head is closed too
 
     def connection_lost(self, exc: Exception | None) -> None:
