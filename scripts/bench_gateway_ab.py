@@ -96,7 +96,7 @@ def run(a: Path, b: Path, rounds: int, quick: bool, stream: bool,
                         url, pid = targets[kind]
                         runs[kind].append(_measured(url + "/chat/completions", pid, body, c,
                                                     total))
-                out[str(c)] = _summary(runs)
+                out[str(c)] = {**_summary(runs), "rounds": runs}
     return out
 
 
@@ -104,8 +104,13 @@ def _summary(runs: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, flo
     def med(kind: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[kind])
 
+    # B against A within each round (the two ran back to back), so drift between rounds
+    # cancels: the figure to read when the trees differ by less than the rounds spread.
+    b_minus_a = statistics.median(b["p50_ms"] - a["p50_ms"]
+                                  for a, b in zip(runs["a"], runs["b"], strict=True))
     return {kind: {
         "added_p50_ms": med(kind, "p50_ms") - med("direct", "p50_ms"),
+        "b_minus_a_p50_ms": b_minus_a,
         "added_p99_ms": med(kind, "p99_ms") - med("direct", "p99_ms"),
         "share": med(kind, "rps") / med("direct", "rps"),
         "cpu_us": med(kind, "cpu_us"),
@@ -114,12 +119,15 @@ def _summary(runs: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, flo
 
 
 def render(results: dict[str, Any]) -> str:
-    lines = ["| c | tree | added p50 / p99 ms | throughput vs direct | CPU µs/request "
-             "| event loop µs/request |", "|---|---|---|---|---|---|"]
+    lines = ["| c | tree | added p50 / p99 ms | b - a p50 ms (paired) | throughput vs direct "
+             "| CPU µs/request | event loop µs/request |", "|---|---|---|---|---|---|---|"]
     for c, by_tree in results.items():
-        for tree, r in by_tree.items():
+        for tree in ("a", "b"):
+            r = by_tree[tree]
+            paired = f"{r['b_minus_a_p50_ms']:+.2f}" if tree == "b" else ""
             lines.append(f"| {c} | {tree} | {r['added_p50_ms']:.2f} / {r['added_p99_ms']:.2f} "
-                         f"| {100 * r['share']:.0f}% | {r['cpu_us']:.0f} | {r['loop_us']:.0f} |")
+                         f"| {paired} | {100 * r['share']:.0f}% | {r['cpu_us']:.0f} "
+                         f"| {r['loop_us']:.0f} |")
     return "\n".join(lines)
 
 
