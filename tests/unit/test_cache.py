@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -259,10 +260,13 @@ def test_a_scope_that_grows_into_a_graph_still_finds_what_a_full_scan_finds() ->
             assert abs(found[0][1] - 1.0) < 1e-5
 
 
-def test_a_bulk_load_into_a_graph_finds_what_a_full_scan_finds() -> None:
-    """`put_many` (the benchmark's batch fill, on two threads) moves a scope's scanned
-    entries into the graph with the new ones; the bounds still hold and every answer is a
-    scan's by hand."""
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_bulk_load_into_a_graph_finds_what_a_full_scan_finds(threads: int) -> None:
+    """`put_many` (the benchmark's batch fill) moves a scope's scanned entries into the graph
+    with the new ones; the bounds still hold and the answers are a scan's by hand. Built on
+    one thread the graph finds the true top 8 of every query; built on two, usearch's
+    concurrent inserts link a few nodes less well, so it is held to recall instead (mean
+    recall@8 over all 400 queries: 0.972-1.0 in 150 loads, 0.994 on average)."""
     rng = np.random.default_rng(1601)
     rows = rng.normal(size=(400, 16)).astype(np.float32)
     rows /= np.linalg.norm(rows, axis=1, keepdims=True)
@@ -274,14 +278,19 @@ def test_a_bulk_load_into_a_graph_finds_what_a_full_scan_finds() -> None:
     scope = keys[0].semantic_scope
     assert scope is not None and cache.index.kind(scope) == "scan"
     cache.put_many([(k, _answer("b"), row, facts_of("question"))
-                    for k, row in zip(keys[20:], rows[20:], strict=True)], threads=2)
+                    for k, row in zip(keys[20:], rows[20:], strict=True)], threads=threads)
     assert cache.index.kind(scope) == "graph"
     assert len(cache) == 300 and len(cache.index) == 300  # the 100 oldest left both
     live = range(100, 400)
-    for q in (5, 50, 150, 399):
-        found = cache.index.search(scope, rows[q], threshold=-1.0)
-        expected = sorted(live, key=lambda i: -float(rows[i] @ rows[q]))[:8]  # by hand
-        assert [k for k, _ in found] == [keys[i].exact for i in expected]
+    recalls = []
+    for q in range(400):
+        found = [k for k, _ in cache.index.search(scope, rows[q], threshold=-1.0)]
+        expected = [keys[i].exact
+                    for i in sorted(live, key=lambda i: -float(rows[i] @ rows[q]))[:8]]  # by hand
+        if threads == 1:
+            assert found == expected
+        recalls.append(len(set(found) & set(expected)) / 8)
+    assert sum(recalls) / len(recalls) >= 0.93
     hit = cache.find(keys[399], None, None, 0.9)
     assert hit is not None and hit.kind == "exact"
 
