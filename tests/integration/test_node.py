@@ -42,6 +42,8 @@ def test_chat_plain_usage_finish_reason_and_headers(node: Proc) -> None:
     assert raw.headers["x-spillgate-route"] == "smollm2;reason=local_policy"
     assert len(raw.headers["x-request-id"]) >= 16
     assert float(raw.headers["x-spillgate-cost-usd"]) >= 0
+    assert "server" not in raw.headers  # the node does not advertise its server software
+    assert raw.headers["date"]
 
 
 def test_chat_streamed_with_usage(node: Proc) -> None:
