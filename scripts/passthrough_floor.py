@@ -12,6 +12,9 @@ keep-alive client (spillgate.backends.plain_http), answering with a fixed head. 
 connections alive and nothing else: no limits, no timeouts, no error handling a real server
 needs. What it adds is what Python's event loop and two loopback hops cost here.
 
+`--plain` keeps the ASGI server and forwards over plain_http instead of aiohttp: the
+difference to `--raw` is then uvicorn's share alone.
+
     .venv/bin/python scripts/passthrough_floor.py --upstream URL --port N [--raw]
 """
 
@@ -36,9 +39,10 @@ JSON_HEADERS = {"content-type": "application/json"}
 
 
 class Floor:
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, plain: bool = False) -> None:
         self._target = upstream.rstrip("/") + "/chat/completions"
         self._session: aiohttp.ClientSession | None = None
+        self._plain = _plain_pool(upstream) if plain else None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -53,6 +57,10 @@ class Floor:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
+        if self._plain is not None:
+            answer = await self._plain[0].post(self._plain[1], body)
+            await _respond(send, answer.status, answer.body)
+            return
         assert self._session is not None
         async with self._session.post(self._target, data=body, headers=JSON_HEADERS) as reply:
             await _respond(send, reply.status, await reply.read())
@@ -114,12 +122,17 @@ class RawFloor(asyncio.Protocol):
                               % (answer.status, len(answer.body), answer.body))
 
 
-async def serve_raw(upstream: str, port: int) -> None:
+def _plain_pool(upstream: str) -> tuple[PlainHttpPool, bytes]:
+    """The gateway's keep-alive client for the upstream, and the chat route's path."""
     url = urlsplit(upstream)
     assert url.hostname is not None and url.port is not None
     head = b"Host: %s\r\nContent-Type: application/json\r\n" % url.netloc.encode()
     pool = PlainHttpPool(url.hostname, url.port, head, connect_s=5.0, read_s=60.0, limit=1024)
-    target = (url.path.rstrip("/") + "/chat/completions").encode()
+    return pool, (url.path.rstrip("/") + "/chat/completions").encode()
+
+
+async def serve_raw(upstream: str, port: int) -> None:
+    pool, target = _plain_pool(upstream)
     server = await asyncio.get_running_loop().create_server(
         lambda: RawFloor(pool, target), "127.0.0.1", port)
     await server.serve_forever()
@@ -130,11 +143,13 @@ def main() -> None:
     parser.add_argument("--upstream", required=True, help="base URL ending in /v1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--raw", action="store_true", help="no ASGI server, no client library")
+    parser.add_argument("--plain", action="store_true",
+                        help="the ASGI server, forwarding over plain_http (not aiohttp)")
     args = parser.parse_args()
     if args.raw:
         uvloop.run(serve_raw(args.upstream, args.port))
         return
-    uvicorn.run(Floor(args.upstream), host="127.0.0.1", port=args.port, loop="uvloop",
+    uvicorn.run(Floor(args.upstream, args.plain), host="127.0.0.1", port=args.port, loop="uvloop",
                 http="httptools", log_level="warning", access_log=False, lifespan="on")
 
 
