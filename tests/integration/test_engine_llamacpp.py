@@ -7,6 +7,8 @@ import asyncio
 import concurrent.futures
 import contextlib
 import signal
+import socket
+import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,6 +99,24 @@ def test_chat_plain_usage_and_length(engine: Proc) -> None:
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     assert usage["prompt_tokens"] > 0
     assert usage["completion_tokens"] == 4
+
+
+def test_a_plain_answer_reaches_the_gateway_in_one_segment(engine: Proc) -> None:
+    """The engine's server writes a plain answer's head and body together, so the gateway's
+    client pool reads it in one read (one wake-up), not two (spillgate.held_head)."""
+    body = orjson.dumps(chat("Say hi.", max_tokens=2, temperature=0))
+    port = int(engine.base_url.split(":")[2].split("/")[0])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: engine\r\n"
+                     b"content-type: application/json\r\ncontent-length: %d\r\n"
+                     b"connection: close\r\n\r\n%s" % (len(body), body))
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 160)
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert b'"chat.completion"' in answer
+    assert struct.unpack_from("I", info, 152)[0] == 1  # tcpi_data_segs_in: one segment
 
 
 def test_max_completion_tokens_and_seeded_sampling(engine: Proc) -> None:

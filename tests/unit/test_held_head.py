@@ -1,5 +1,5 @@
 """A response head leaves with its body in one write, and is never held longer than one turn
-of the loop (spillgate.api.held_head): over a recording transport, then through the node's
+of the loop (spillgate.held_head): over a recording transport, then through the node's
 own HTTP protocol (uvicorn with the head limits) on a loopback socket."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 
 import uvicorn
 
-from spillgate.api.held_head import HeldHeadTransport
 from spillgate.api.http_limits import HeadLimits, head_limited_protocol
+from spillgate.held_head import HeldHeadTransport
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
 

@@ -17,9 +17,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
-from spillgate.api.held_head import HeldHeadTransport
+from spillgate.held_head import HeldHeadProtocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +29,9 @@ class HeadLimits:
     timeout_s: float = 10.0
 
 
-class HeadLimitedProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, refusing oversized or slow request heads."""
+class HeadLimitedProtocol(HeldHeadProtocol):
+    """uvicorn's httptools protocol (a head leaves with its body), refusing oversized or slow
+    request heads."""
 
     limits: ClassVar[HeadLimits] = HeadLimits()
 
@@ -47,8 +48,6 @@ class HeadLimitedProtocol(HttpToolsProtocol):
     # --- connection --------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        # Cycles and this protocol write through it; flow control keeps the socket's own.
-        self.transport = HeldHeadTransport(transport, self.loop)  # type: ignore[assignment]
         self._arm_timer()  # a connection that never sends a head is closed too
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -20,6 +20,7 @@ from spillgate.engines.llamacpp.model import ContextShape, LlamaModel
 from spillgate.engines.llamacpp.scheduler import Scheduler, SchedulerConfig
 from spillgate.engines.llamacpp.service import Engine
 from spillgate.errors import ConfigError
+from spillgate.held_head import HeldHeadProtocol
 
 log = logging.getLogger("spillgate.engine")
 HANDOFF_WAIT_MS = 2.0
@@ -167,6 +168,7 @@ def run(argv: list[str]) -> int:
     try:
         uvicorn.run(create_app(engine, scheduler), host=args.host, port=args.port,
                     log_level="warning", access_log=False,
+                    http=HeldHeadProtocol,  # a plain answer leaves in one write, head and body
                     # SIGTERM: let short requests end, then cancel the rest (frees their slots)
                     timeout_graceful_shutdown=5)
     finally:

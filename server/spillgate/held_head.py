@@ -9,12 +9,18 @@ in place of the socket's, holds a head back until the next write or, at the late
 loop's next turn, so a head whose body follows at once (every plain answer, a stream whose
 first chunk is already read) goes out with it, and a head whose body is slow still leaves
 within one turn of the loop. Every write passes through here, so order is kept.
+
+Both servers use it: the node's (spillgate.api.http_limits, which adds the head limits) and
+the llama.cpp engine's (`HeldHeadProtocol`), so a local plain answer also reaches the
+gateway's client pool as one segment, one read and one wake-up of the gateway's loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 _HEAD_PREFIX = b"HTTP/1.1 "
 _INTERIM = b"1"  # 1xx (100 Continue) is answered at once: the client waits for it
@@ -69,3 +75,12 @@ class HeldHeadTransport:
 
     def __getattr__(self, name: str) -> Any:  # the rest of the transport's surface, unchanged
         return getattr(self._real, name)
+
+
+class HeldHeadProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, writing through a `HeldHeadTransport`."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # Cycles and the protocol write through it; flow control keeps the socket's own.
+        self.transport = HeldHeadTransport(transport, self.loop)  # type: ignore[assignment]
