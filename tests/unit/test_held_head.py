@@ -140,7 +140,10 @@ async def read_until(reader: asyncio.StreamReader, end: bytes, within_s: float) 
     got = b""
     async with asyncio.timeout(within_s):
         while not got.endswith(end):
-            got += await reader.read(65536)
+            piece = await reader.read(65536)
+            if not piece:
+                raise EOFError(f"closed by the server after {got[:200]!r}")
+            got += piece
     return got
 
 
