@@ -12,6 +12,13 @@ def _floor(r: dict[str, Any], kind: str) -> str:
             f"{100 * r[f'{kind}_throughput_share']:.0f}%")
 
 
+def _paired(r: dict[str, Any]) -> str:
+    if "paired_added_p50_ms" not in r:  # results written before paired figures were kept
+        return "- | -"
+    return (f"{r['paired_added_p50_ms']:.2f} / {r['paired_added_p99_ms']:.2f} | "
+            f"{100 * r['paired_throughput_share']:.0f}%")
+
+
 def _render_tokens(tokens: dict[str, Any]) -> str:
     lines = ["| streams | measure | direct tok/s | gateway tok/s | share | median of paired "
              "rounds' shares |", "|---|---|---|---|---|---|"]
@@ -46,14 +53,16 @@ def render(results: dict[str, Any]) -> str:
             f"c{c} {r['cpu_us_per_request']:.0f}" for c, r in results["floor_cpu"].items())]
     lines += ["", "| concurrency | direct p50 / p99 ms | gateway p50 / p99 ms "
               "| added p50 / p99 ms | throughput vs direct | floor added p50 / p99 ms "
-              "| floor throughput | raw floor added p50 / p99 ms | raw floor throughput |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| floor throughput | raw floor added p50 / p99 ms | raw floor throughput "
+              "| paired rounds: added p50 / p99 ms | paired rounds: throughput |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for c, r in results["latency"].items():
         lines.append(
             f"| {c} | {r['direct_p50_ms']:.2f} / {r['direct_p99_ms']:.2f} | "
             f"{r['gateway_p50_ms']:.2f} / {r['gateway_p99_ms']:.2f} | "
             f"{r['added_p50_ms']:.2f} / {r['added_p99_ms']:.2f} | "
-            f"{100 * r['throughput_share']:.0f}% | {_floor(r, 'floor')} | {_floor(r, 'raw')} |")
+            f"{100 * r['throughput_share']:.0f}% | {_floor(r, 'floor')} | {_floor(r, 'raw')} | "
+            f"{_paired(r)} |")
     if "tokens_per_s" in results:
         lines += ["", _render_tokens(results["tokens_per_s"])]
     if "wake_rtt" in results:
