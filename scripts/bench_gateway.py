@@ -46,7 +46,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -60,6 +59,7 @@ from tests.support import REPO, bundled_gguf, free_port, spawn, write_config
 import stream_share  # scripts/, beside this file
 import wake_rtt
 from bench_gateway_table import render
+from spy_tables import spy_layers, spy_table
 
 CHAT = {"model": "smollm2", "messages": [{"role": "user", "content": "Say ok."}],
         "max_tokens": 8}
@@ -163,13 +163,14 @@ def _cpu_s(pid: int) -> float:
     return times.user + times.system
 
 
-def part_d(proxied: str, pid: int, quick: bool) -> dict[str, Any]:
+def part_d(proxied: str, pid: int, quick: bool,
+           levels: tuple[int, ...] = (1, 16)) -> dict[str, Any]:
     """Gateway CPU per request: the process's CPU seconds over a fixed request count, and
     each thread's share (named when py-spy is installed: the ledger writer's, the loop's)."""
     out: dict[str, Any] = {}
     names = _thread_names(pid)
-    for c in (1, 16):
-        total = (300 if quick else 1000) * (1 if c == 1 else 2)
+    for c in levels:
+        total = (300 if quick else 1000) * (1 if c == 1 else 2 if c <= 16 else 6)
         before, threads_before = _cpu_s(pid), _thread_cpu(pid)
         asyncio.run(_load(proxied, CHAT, c, total))
         threads = {names.get(tid, f"thread {tid}"): 1e6 * (cpu - threads_before.get(tid, 0.0))
@@ -205,14 +206,14 @@ def _upstream(tmp: Path) -> tuple[Any, str]:
                  f"http://127.0.0.1:{up_port}/health"), upstream
 
 
-def cpu_only(tmp: Path, quick: bool, profile: Path | None,
-             spy: Path | None = None) -> dict[str, Any]:
+def cpu_only(tmp: Path, quick: bool, profile: Path | None, spy: Path | None = None,
+             levels: tuple[int, ...] = (1, 16)) -> dict[str, Any]:
     up, upstream = _upstream(tmp)
     with up, _start_gateway(tmp, upstream, profile) as gw:
         proxied = gw.base_url + "/chat/completions"
         asyncio.run(_load(proxied, CHAT, 4, 200))  # warm-up: connections, caches
         with _sampled(gw.popen.pid, spy):
-            result = {"cpu": part_d(proxied, gw.popen.pid, quick)}
+            result = {"cpu": part_d(proxied, gw.popen.pid, quick, levels)}
         # uvicorn re-raises the signal it stopped on: SIGINT's KeyboardInterrupt lets
         # cProfile write its file on the way out (SIGTERM would kill it first).
         gw.stop(signal.SIGINT)
@@ -234,30 +235,6 @@ def _sampled(pid: int, out: Path | None) -> Iterator[None]:
     finally:
         spy.send_signal(signal.SIGINT)
         spy.wait(timeout=60)
-
-
-def spy_table(path: Path, top: int = 45) -> str:
-    """Share of samples per function from py-spy's collapsed stacks: inclusive and self."""
-    inclusive: Counter[str] = Counter()
-    own: Counter[str] = Counter()
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        n = int(count)
-        total += n
-        frames = [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1]
-                  for f in stack.split(";")]
-        for frame in set(frames):
-            inclusive[frame] += n
-        own[frames[-1]] += n
-    lines = [f"{total} samples", "| inclusive % | self % | function |", "|---|---|---|"]
-    for frame, n in inclusive.most_common(top):
-        lines.append(f"| {100 * n / total:.1f} | {100 * own[frame] / total:.1f} | {frame} |")
-    lines += ["", "| self % | function |", "|---|---|"]
-    lines += [f"| {100 * n / total:.1f} | {frame} |" for frame, n in own.most_common(top)]
-    return "\n".join(lines)
 
 
 def part_a_and_c(tmp: Path, quick: bool) -> dict[str, Any]:
@@ -373,11 +350,13 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="with --cpu-only: cProfile output file")
     parser.add_argument("--py-spy", type=Path, dest="spy",
                         help="with --cpu-only: py-spy's collapsed stacks, written here")
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 16],
+                        help="with --cpu-only: the concurrencies measured (default 1 16)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         if args.cpu_only:
-            results = cpu_only(tmp, args.quick, args.profile, args.spy)
+            results = cpu_only(tmp, args.quick, args.profile, args.spy, tuple(args.levels))
         elif args.engine_only:
             results = {"tokens_per_s": part_b(tmp, args.quick, args.engine_args)}
         else:
@@ -394,6 +373,7 @@ def main() -> None:
         stats.sort_stats("cumulative").print_stats(40)
     if args.spy is not None:
         print(spy_table(args.spy))
+        print(spy_layers(args.spy))
     print(f"\nwritten to {args.out}")
 
 
