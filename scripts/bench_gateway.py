@@ -308,7 +308,7 @@ def part_b(tmp: Path, quick: bool, engine_args: list[str] | None = None) -> dict
     with spawn(argv, tmp / "engine.log", engine_url, f"http://127.0.0.1:{port}/health"), \
             _start_gateway(tmp, engine_url) as gw:
         # Unmeasured bursts first, both paths: the first rounds after the engine starts ran
-        # up to 45% slower on both (pages of the weights, caches), which moved the medians.
+        # at about half speed on both (pages of the weights, caches), moving the medians.
         for base in (engine_url, gw.base_url):
             asyncio.run(_tokens(base + "/chat/completions", 4, 1 if quick else 3))
         for c in (1, 4):
