@@ -12,7 +12,9 @@
     where wall-clock latency is mostly other processes' noise; with each thread's share, the
     ledger writer thread's printed when py-spy is installed (it names the threads);
 (e) the machine's floor (scripts/wake_rtt.py): a loopback round trip between two processes,
-    back to back and with both asleep 20 ms between messages, the hop a proxy adds at c = 1.
+    back to back and with both asleep 20 ms between messages, the hop a proxy adds at c = 1;
+    and its caches (scripts/cold_cache.py): the path's own steps warm and after 20 ms idle,
+    which is what one client's requests find (c = 1's figure moves with it).
 Direct and proxied runs alternate so drift on this shared 2-core machine hits both alike.
 
     .venv/bin/python scripts/bench_gateway.py [--quick] [--out var/bench_gateway.json]
@@ -56,6 +58,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support import REPO, bundled_gguf, free_port, spawn, write_config
 
+import cold_cache
 import stream_share  # scripts/, beside this file
 import wake_rtt
 from bench_gateway_table import render
@@ -362,6 +365,8 @@ def main() -> None:
         else:
             results = part_a_and_c(tmp, args.quick)
             results["wake_rtt"] = wake_rtt.measure()
+            results["cold_cache"] = cold_cache.measure(rounds=60, idle_ms=20.0, evict_mib=64,
+                                                       gaps=[0.0, 20.0])
             if not args.skip_engine:
                 _write(args.out, results)  # parts a, c, d kept if the engine part fails
                 results["tokens_per_s"] = part_b(tmp, args.quick, args.engine_args)

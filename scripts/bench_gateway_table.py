@@ -70,6 +70,14 @@ def render(results: dict[str, Any]) -> str:
             f"{name.replace('_', ' ')} {r['p50_us']:.0f} / {r['p99_us']:.0f} µs"
             for name, r in results["wake_rtt"].items())
             + " (p50 / p99 loopback round trip between two processes: the hop a proxy adds)"]
+    if "cold_cache" in results:
+        steps = [r for name, r in results["cold_cache"]["steps"].items() if name != "nothing"]
+        warm = sum(r["warm_us"] for r in steps)
+        idle = sum(r["after_idle_us"] for r in steps)
+        lines += ["", f"Machine caches (scripts/cold_cache.py): the path's JSON parse, admit, "
+                      f"sensitivity scan and cost clock take {warm:.0f} µs of CPU warm and "
+                      f"{idle:.0f} µs after 20 ms idle ({idle / warm:.0f}x): what each request "
+                      "finds at c = 1"]
     rss = results["rss_mb"]
     lines += ["", f"gateway RSS: idle {rss['idle']:.0f} MB, "
                   f"64 streams peak {rss['64_streams_peak']:.0f} MB"]
