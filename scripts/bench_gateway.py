@@ -153,6 +153,26 @@ def _start_gateway(tmp: Path, upstream: str, profile: Path | None = None) -> Any
                  f"http://127.0.0.1:{port}/readyz")
 
 
+@contextlib.contextmanager
+def probed_gateway(tmp: Path, upstream: str, probes: str, **env: str) -> Iterator[Any]:
+    """A gateway whose interpreter first imports `probes` as its `sitecustomize` (from a
+    folder under `tmp`), with `env` added to its environment: the gateway alone gets them.
+    Stop it with SIGINT for the probes' `atexit` to run (uvicorn re-raises SIGTERM)."""
+    site = tmp / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(probes)
+    with contextlib.ExitStack() as stack:
+        saved = dict(os.environ)
+        os.environ.update(env, PYTHONPATH=os.pathsep.join(
+            [str(site), os.environ.get("PYTHONPATH", "")]))
+        try:
+            gateway = stack.enter_context(_start_gateway(tmp, upstream))
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        yield gateway
+
+
 def _start_floor(tmp: Path, upstream: str, raw: bool = False) -> Any:
     port = free_port()
     argv = [str(REPO / "scripts" / "passthrough_floor.py"), "--upstream", upstream,

@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
 import signal
 import tempfile
 from pathlib import Path
@@ -122,21 +120,11 @@ def main() -> None:
     warm_up = 200
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        (tmp / "site").mkdir()
-        (tmp / "site" / "sitecustomize.py").write_text(STAMPS)
         stamps = tmp / "stamps.json"
         up, upstream = bench_gateway._upstream(tmp)
-        with up, contextlib.ExitStack() as stack:
-            saved = dict(os.environ)
-            os.environ.update(SG_STAMPS=str(stamps), SG_SKIP=str(warm_up),
-                              SG_TIME=",".join(args.time), SG_CPU="1" if args.cpu else "",
-                              PYTHONPATH=os.pathsep.join([str(tmp / "site"),
-                                                          os.environ.get("PYTHONPATH", "")]))
-            try:  # the gateway alone gets the stamps
-                gw = stack.enter_context(bench_gateway._start_gateway(tmp, upstream))
-            finally:
-                os.environ.clear()
-                os.environ.update(saved)
+        with up, bench_gateway.probed_gateway(
+                tmp, upstream, STAMPS, SG_STAMPS=str(stamps), SG_SKIP=str(warm_up),
+                SG_TIME=",".join(args.time), SG_CPU="1" if args.cpu else "") as gw:
             url = gw.base_url + "/chat/completions"
             asyncio.run(bench_gateway._load(url, bench_gateway.CHAT, 4, warm_up))
             load = asyncio.run(bench_gateway._load(url, bench_gateway.CHAT, 1, args.requests))

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
 import signal
 import statistics
 import tempfile
@@ -106,19 +104,10 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        (tmp / "site").mkdir()
-        (tmp / "site" / "sitecustomize.py").write_text(PROBES)
         raw_path = tmp / "stalls.json"
         up, upstream = bench_gateway._upstream(tmp)
-        with up, contextlib.ExitStack() as stack:
-            saved = dict(os.environ)
-            os.environ.update(SG_STALLS=str(raw_path), PYTHONPATH=os.pathsep.join(
-                [str(tmp / "site"), os.environ.get("PYTHONPATH", "")]))
-            try:  # the gateway alone gets the probes
-                gw = stack.enter_context(bench_gateway._start_gateway(tmp, upstream))
-            finally:
-                os.environ.clear()
-                os.environ.update(saved)
+        with up, bench_gateway.probed_gateway(tmp, upstream, PROBES,
+                                              SG_STALLS=str(raw_path)) as gw:
             url = gw.base_url + "/chat/completions"
             asyncio.run(bench_gateway._load(url, bench_gateway.CHAT, 16, 500))
             start = time.time()
