@@ -385,8 +385,8 @@ def main() -> None:
         else:
             results = part_a_and_c(tmp, args.quick)
             results["wake_rtt"] = wake_rtt.measure()
-            results["cold_cache"] = cold_cache.measure(rounds=60, idle_ms=20.0, evict_mib=64,
-                                                       gaps=[0.0, 20.0])
+            results["cold_cache"] = cold_cache.measure(
+                CHAT, rounds=60, idle_ms=20.0, evict_mib=64, gaps=[0.0, 20.0])
             if not args.skip_engine:
                 _write(args.out, results)  # parts a, c, d kept if the engine part fails
                 results["tokens_per_s"] = part_b(tmp, args.quick, args.engine_args)

@@ -39,28 +39,25 @@ from spillgate.routing.sensitivity import SensitivityDetector
 from spillgate.routing.sensitivity_walk import body_texts
 from spillgate.settings import ServerSettings
 
-# The body scripts/bench_gateway.py sends (its CHAT), as the client encodes it.
-RAW = orjson.dumps({"model": "smollm2", "messages": [{"role": "user", "content": "Say ok."}],
-                    "max_tokens": 8})
 Step = Callable[[], object]
 
 
-def _steps() -> dict[str, Step]:
+def _steps(raw: bytes) -> dict[str, Step]:
     limits = ServerSettings()
     detector = SensitivityDetector()
     clock = CostClock(lambda watts: Decimal("0.000277777777777777777777778"))
-    body = orjson.loads(RAW)
+    body = orjson.loads(raw)
     ids = itertools.count()
 
     def cost_clock() -> object:  # a plain local request: begin, then settle
         rid = f"r{next(ids)}"
-        clock.begin(rid, opaque=True, prompt_estimate=len(RAW) // 4)
+        clock.begin(rid, opaque=True, prompt_estimate=len(raw) // 4)
         return clock.finish(rid, work_tokens=40)
 
     return {
         "nothing": lambda: None,
-        "orjson parse of the body": lambda: orjson.loads(RAW),
-        "admit (parse, shape checks, pydantic)": lambda: admit("chat/completions", RAW, limits),
+        "orjson parse of the body": lambda: orjson.loads(raw),
+        "admit (parse, shape checks, pydantic)": lambda: admit("chat/completions", raw, limits),
         "sensitivity scan of the body": lambda: detector.scan(body_texts(body).texts),
         "cost clock begin + finish": cost_clock,
     }
@@ -82,15 +79,16 @@ def _spin(seconds: float) -> None:
         pass
 
 
-def measure(rounds: int, idle_ms: float, evict_mib: int,
+def measure(body: dict[str, object], rounds: int, idle_ms: float, evict_mib: int,
             gaps: list[float]) -> dict[str, object]:
+    """The steps on `body` (a chat request, as a client encodes it)."""
     buffer = memoryview(bytearray(evict_mib * 1024 * 1024))
     ones = b"\x01" * len(buffer[::64])
 
     def evict() -> None:
         buffer[::64] = ones  # every cache line of the buffer written
 
-    steps = _steps()
+    steps = _steps(orjson.dumps(body))
     per_step = {
         name: {"warm_us": _cpu_us(step, lambda: None, rounds),
                "after_idle_us": _cpu_us(step, lambda: time.sleep(idle_ms / 1000), rounds),
@@ -121,7 +119,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path,
                         default=Path(__file__).resolve().parents[1] / "var" / "cold_cache.json")
     args = parser.parse_args()
-    result = measure(args.rounds, args.idle_ms, args.evict_mib, args.gaps)
+    from bench_gateway import CHAT  # the benchmark's body (bench_gateway imports this module)
+
+    result = measure(CHAT, args.rounds, args.idle_ms, args.evict_mib, args.gaps)
     print(f"| step | warm µs | after {args.idle_ms:g} ms idle | evicted | idle / warm |")
     print("|---|---|---|---|---|")
     for name, r in result["steps"].items():  # type: ignore[attr-defined]
