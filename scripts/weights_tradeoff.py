@@ -12,7 +12,7 @@ quantizer, `allow_requantize`: from the Q4_1 values, the only weights we ship), 
     C sampling, no HTTP) at 1 and 4 sequences, rounds interleaved across types so the
     machine's drift hits them alike; medians.
 
-    .venv/bin/python scripts/weights_tradeoff.py [--types q4_1 q8_0 q4_0 q5_0 iq4_nl]
+    .venv/bin/python scripts/weights_tradeoff.py [--types q4_1 bf16 f16 q8_0 q4_0 q5_0 iq4_nl]
         [--rounds 5] [--tokens 48] [--out var/weights_tradeoff.json]
 """
 
@@ -70,7 +70,8 @@ def perplexity(path: Path, text: str, n_ctx: int = 1024) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--types", nargs="+", default=["q4_1", "q8_0", "q4_0", "q5_0", "iq4_nl"],
+    parser.add_argument("--types", nargs="+",
+                        default=["q4_1", "bf16", "f16", "q8_0", "q4_0", "q5_0", "iq4_nl"],
                         choices=TYPES)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=48)

@@ -109,12 +109,10 @@ def engine_command(local: LocalBackendSettings, catalog: Catalog) -> list[str]:
         "--model-path", str(gguf), "--served-name", local.model,
         "--host", "127.0.0.1", "--port", str(local.port), "--n-ctx", str(local.n_ctx),
         "--max-batch", str(local.max_batch), "--max-queue", str(local.max_queue),
-        "--refill-wait-ms", str(local.refill_wait_ms),
+        "--refill-wait-ms", str(local.refill_wait_ms), "--weights", local.weights,
     ]
     if local.n_threads:
         command += ["--n-threads", str(local.n_threads)]
-    if local.weights != "as-is":
-        command += ["--weights", local.weights]
     return command
 
 

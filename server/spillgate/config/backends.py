@@ -36,9 +36,10 @@ class LocalBackendSettings(StrictModel):
         None, ge=1, description="CPU threads (default: every core; fewer on a box shared "
         "with busy processes).")
     max_batch: int = Field(4, ge=1, description="Sequences decoded together (llama.cpp).")
-    weights: Literal["as-is", "q8_0", "q4_0", "q5_0", "iq4_nl"] = Field(
-        "as-is", description="llama.cpp: serve the GGUF as it is, or its requantization to a "
-        "type with fast batched CPU kernels (made on the engine's first start; README, "
+    weights: Literal["auto", "as-is", "q8_0", "q4_0", "q5_0", "iq4_nl", "f16", "bf16"] = Field(
+        "auto", description="llama.cpp: serve the GGUF as it is, or its conversion to a type "
+        "with fast batched CPU kernels (made on the engine's first start). auto: a small "
+        "Q4_1/Q5_1 model as BF16 where the CPU has AVX-512 BF16, else as it is (README, "
         "performance, has each type's quality and speed).",
     )
     refill_wait_ms: float = Field(

@@ -81,11 +81,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     # Thread by default: on the 2-core reference machine, quiet, the decode process served
     # 64.1 / 71.0 tokens/s at 1 / 4 streams against 71.4 / 80.5 in a thread
     # (docs/performance-history.md).
-    parser.add_argument("--weights", choices=weights.CHOICES, default=weights.AS_IS,
-                        help="Serve the GGUF as it is, or llama.cpp's requantization of it to "
-                             "a type with fast batched CPU kernels, made on first start "
+    parser.add_argument("--weights", choices=weights.CHOICES, default=weights.AUTO,
+                        help="Serve the GGUF as it is, or llama.cpp's conversion of it to a "
+                             "type with fast batched CPU kernels, made on first start "
                              "(weights.py; scripts/weights_tradeoff.py measures the quality "
-                             "and speed of each).")
+                             "and speed of each). Default auto: a small Q4_1/Q5_1 model as "
+                             "BF16 where llama.cpp has its AVX-512 BF16 kernel, else as-is.")
     parser.add_argument("--weights-cache", type=Path, default=None,
                         help="Where requantized files are kept (default: "
                              "$SPILLGATE_WEIGHTS_CACHE or ~/.cache/spillgate/weights).")

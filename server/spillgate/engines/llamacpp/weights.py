@@ -10,13 +10,21 @@ kept in a cache directory (about a second for the bundled model; later starts re
 
 Requantizing starts from the file's already-quantized values, so a type with fewer bits than
 the source loses quality: scripts/weights_tradeoff.py measures perplexity and tokens/s for
-each type side by side (README, performance). `as-is` is the default.
+each type side by side (README, performance).
+
+`auto`, the default, widens a small model in an asymmetric legacy type (Q4_1, Q5_1: the
+bundled model's kind, no batched CPU kernel) to BF16 when llama.cpp reports AVX-512 BF16:
+the 16-bit copy holds the source's values (perplexity unchanged) and runs llama.cpp's
+batched BF16 kernel. Anything else is served as it is: widening a large model would trade
+its single-stream speed (memory bound) for batching, and on CPUs without the BF16 kernel the
+gain is unmeasured. If the cache cannot be written, `auto` serves the file as it is.
 """
 
 from __future__ import annotations
 
 import ctypes
 import hashlib
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -27,14 +35,26 @@ import llama_cpp
 from spillgate.errors import ConfigError
 
 AS_IS: Final = "as-is"
+AUTO: Final = "auto"
 FILE_TYPES: Final[dict[str, int]] = {
     "q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0,
     "q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0,
     "q5_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q5_0,
     "iq4_nl": llama_cpp.LLAMA_FTYPE_MOSTLY_IQ4_NL,
+    "f16": llama_cpp.LLAMA_FTYPE_MOSTLY_F16,
+    "bf16": llama_cpp.LLAMA_FTYPE_MOSTLY_BF16,
 }
-CHOICES: Final = (AS_IS, *FILE_TYPES)
+CHOICES: Final = (AUTO, AS_IS, *FILE_TYPES)
+# GGUF `general.file_type` of the types llama.cpp's CPU backend cannot batch (4 sequences at
+# 1.16-1.41x one, README performance), with their bits per weight: Q4_1 and Q5_1.
+UNBATCHED_BITS: Final[dict[int, float]] = {int(llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_1): 5.0,
+                                           int(llama_cpp.LLAMA_FTYPE_MOSTLY_Q5_1): 6.0}
+# Largest 16-bit copy `auto` makes. SmolLM2-135M's is 258 MB; at a few GB a model's single
+# stream is bound by memory bandwidth, and 3x the bytes per token would cost more than
+# batching buys.
+AUTO_WIDEN_MAX_BYTES: Final = 1 << 30
 _HASH_CHUNK = 1 << 20
+log = logging.getLogger("spillgate.engine")
 
 
 def default_cache_dir() -> Path:
@@ -50,6 +70,8 @@ def prepared(source: Path, kind: str, cache_dir: Path) -> Path:
     """The GGUF to load: `source` itself for `as-is`, else its requantization to `kind`,
     made once and named by the source's content hash (a changed source file is never served
     from a stale copy)."""
+    if kind == AUTO:
+        return _auto(source, cache_dir)
     if kind == AS_IS:
         return source
     if kind not in FILE_TYPES:
@@ -60,6 +82,55 @@ def prepared(source: Path, kind: str, cache_dir: Path) -> Path:
     if not target.is_file():
         _requantize(source, kind, target)
     return target
+
+
+def auto_choice(source: Path, *, bf16_kernel: bool | None = None) -> str:
+    """What `auto` serves `source` as: `bf16` for a small file in a type llama.cpp cannot
+    batch, on a CPU with llama.cpp's AVX-512 BF16 kernel; else `as-is`."""
+    if bf16_kernel is None:
+        bf16_kernel = has_bf16_kernel()
+    if not bf16_kernel or not source.is_file():
+        return AS_IS
+    bits = UNBATCHED_BITS.get(file_type(source) or -1)
+    if bits is None or source.stat().st_size * 16 / bits > AUTO_WIDEN_MAX_BYTES:
+        return AS_IS
+    return "bf16"
+
+
+def has_bf16_kernel() -> bool:
+    """Whether this llama.cpp build runs BF16 matrix products natively (its own report)."""
+    report: bytes = llama_cpp.llama_print_system_info() or b""
+    return b"AVX512_BF16 = 1" in report
+
+
+def file_type(path: Path) -> int | None:
+    """The GGUF's `general.file_type` (llama.cpp's LLAMA_FTYPE_*), read from its metadata."""
+    llama_cpp.llama_backend_init()
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+    if not model:
+        return None
+    try:
+        buf = ctypes.create_string_buffer(32)
+        if llama_cpp.llama_model_meta_val_str(model, b"general.file_type", buf, len(buf)) < 0:
+            return None
+        return int(buf.value) if buf.value.isdigit() else None
+    finally:
+        llama_cpp.llama_model_free(model)
+
+
+def _auto(source: Path, cache_dir: Path) -> Path:
+    choice = auto_choice(source)
+    if choice == AS_IS:
+        return source
+    try:
+        path = prepared(source, choice, cache_dir)
+    except ConfigError as exc:  # the default must not stop an engine a cache cannot serve
+        log.warning("weights auto: serving %s as it is (%s)", source.name, exc)
+        return source
+    log.info("weights auto: serving %s as %s (%s)", source.name, choice, path)
+    return path
 
 
 def _digest(path: Path) -> str:
