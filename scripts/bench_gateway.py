@@ -59,6 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support import REPO, bundled_gguf, free_port, spawn, write_config
 
 import cold_cache
+import host_cpu
 import stream_share  # scripts/, beside this file
 import wake_rtt
 from bench_gateway_table import render
@@ -279,10 +280,13 @@ def part_a_and_c(tmp: Path, quick: bool) -> dict[str, Any]:
             runs: dict[str, list[dict[str, float]]] = {kind: [] for kind in urls}
             # Rounds at c = 16 and 64 take a second or two each: five of them cost little
             # and steady the paired medians, where the machine's knee swings single rounds.
+            began, host_before = time.perf_counter(), host_cpu.machine_times()
             for _ in range(2 if quick else (3 if c == 1 else 5)):
                 for kind, url in urls.items():
                     runs[kind].append(asyncio.run(_load(url, CHAT, c, total)))
-            results["latency"][str(c)] = _summarize(runs) | {"rounds": runs}
+            host = host_cpu.cores(host_before, host_cpu.machine_times(),
+                                  time.perf_counter() - began)  # fmt: skip
+            results["latency"][str(c)] = _summarize(runs) | {"rounds": runs, "host": host}
         results["rss_mb"] = {
             "idle": idle_rss,
             "64_streams_peak": asyncio.run(_rss_under_streams(proxied, gw.popen.pid, 64)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 
@@ -78,6 +79,13 @@ def render(results: dict[str, Any]) -> str:
                       f"sensitivity scan and cost clock take {warm:.0f} µs of CPU warm and "
                       f"{idle:.0f} µs after 20 ms idle ({idle / warm:.0f}x): what each request "
                       "finds at c = 1"]
+    hosts = {c: r["host"] for c, r in results["latency"].items() if "host" in r}
+    if hosts:
+        lines += ["", "Host CPU during part (a) (/proc/stat, all paths' rounds; cores of "
+                      f"{os.cpu_count()}): " + "; ".join(
+                          f"c = {c}: busy {h['cores_busy']:.2f}, idle {h['cores_idle']:.2f}, "
+                          f"stolen by other guests {h['cores_steal']:.2f}"
+                          for c, h in hosts.items())]
     rss = results["rss_mb"]
     lines += ["", f"gateway RSS: idle {rss['idle']:.0f} MB, "
                   f"64 streams peak {rss['64_streams_peak']:.0f} MB"]
