@@ -69,7 +69,11 @@ CHAT = {"model": "smollm2", "messages": [{"role": "user", "content": "Say ok."}]
         "max_tokens": 8}
 
 
-async def _load(url: str, body: dict[str, Any], concurrency: int, total: int) -> dict[str, float]:
+async def _load(url: str | list[str], body: dict[str, Any], concurrency: int,
+                total: int) -> dict[str, float]:
+    """`concurrency` closed-loop clients sending `total` requests; with several URLs, client
+    i sends to url[i % len(url)] (scripts/core_budget.py's gateways side by side)."""
+    targets = [url] if isinstance(url, str) else url
     latencies: list[float] = []
     payload = json.dumps(body).encode()
     headers = {"content-type": "application/json"}
@@ -77,19 +81,19 @@ async def _load(url: str, body: dict[str, Any], concurrency: int, total: int) ->
     async with aiohttp.ClientSession(connector=connector) as session:
         remaining = total
 
-        async def worker() -> None:
+        async def worker(target: str) -> None:
             nonlocal remaining
             while remaining > 0:
                 remaining -= 1
                 t0 = time.perf_counter()
-                async with session.post(url, data=payload, headers=headers) as r:
+                async with session.post(target, data=payload, headers=headers) as r:
                     await r.read()
                     if r.status != 200:
-                        raise RuntimeError(f"{url} answered {r.status}")
+                        raise RuntimeError(f"{target} answered {r.status}")
                 latencies.append(time.perf_counter() - t0)
 
         began = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(targets[i % len(targets)]) for i in range(concurrency)))
         wall = time.perf_counter() - began
     latencies.sort()
     return {"p50_ms": 1000 * latencies[len(latencies) // 2],

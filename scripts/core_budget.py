@@ -17,14 +17,19 @@ the gateway rounds, and the client and upstream cost per request what they cost 
 throughput the gateway could reach with its CPU per request cut by half, or with the idle
 cores busy too (what a second process could use at most), is arithmetic on those figures.
 
+`--gateways 2` starts two independent gateways (each its own port, ledger and cost clock; not
+a deployable setup) and spreads the clients over them: what a second process buys before any
+of the state a real split would share.
+
     .venv/bin/python scripts/core_budget.py [--c 64] [--requests 4000] [--rounds 4]
-        [--out var/core_budget.json]
+        [--gateways 1] [--out var/core_budget.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -38,19 +43,19 @@ import bench_gateway  # scripts/, beside this file
 from host_cpu import cores, machine_times
 
 
-def cpu_s(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
+def cpu_s(pids: list[int]) -> float:
+    return sum(t.user + t.system for t in (psutil.Process(p).cpu_times() for p in pids))
 
 
-def one_round(url: str, c: int, requests: int, parties: dict[str, int]) -> dict[str, Any]:
-    before = {name: cpu_s(pid) for name, pid in parties.items()}
+def one_round(url: str | list[str], c: int, requests: int,
+              parties: dict[str, list[int]]) -> dict[str, Any]:
+    before = {name: cpu_s(pids) for name, pids in parties.items()}
     machine_before = machine_times()
     load = asyncio.run(bench_gateway._load(url, bench_gateway.CHAT, c, requests))
     wall = requests / load["rps"]
     machine = cores(machine_before, machine_times(), wall)
-    per_request = {name: 1e6 * (cpu_s(pid) - before[name]) / requests
-                   for name, pid in parties.items()}
+    per_request = {name: 1e6 * (cpu_s(pids) - before[name]) / requests
+                   for name, pids in parties.items()}
     return {"rps": load["rps"], "p50_ms": load["p50_ms"], "p99_ms": load["p99_ms"],
             "cpu_us_per_request": per_request,
             "cores_busy": machine["cores_busy"], "cores_idle": machine["cores_idle"],
@@ -91,23 +96,31 @@ def main() -> None:
     parser.add_argument("--c", type=int, default=64)
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--gateways", type=int, default=1,
+                        help="independent gateway processes (own ports and ledgers), the "
+                             "clients spread over them: what a second process could buy "
+                             "before any state is shared")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1]
                         / "var" / "core_budget.json")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         up, upstream = bench_gateway._upstream(tmp)
-        with up as up_proc, bench_gateway._start_gateway(tmp, upstream) as gw:
-            urls = {"direct": upstream + "/chat/completions",
-                    "gateway": gw.base_url + "/chat/completions"}
-            parties = {"client": os.getpid(), "upstream": up_proc.popen.pid,
-                       "gateway": gw.popen.pid}
+        with up as up_proc, contextlib.ExitStack() as stack:
+            gateways = [stack.enter_context(bench_gateway._start_gateway(tmp, upstream))
+                        for _ in range(args.gateways)]
+            urls: dict[str, str | list[str]] = {
+                "direct": upstream + "/chat/completions",
+                "gateway": [gw.base_url + "/chat/completions" for gw in gateways]}
+            parties = {"client": [os.getpid()], "upstream": [up_proc.popen.pid],
+                       "gateway": [gw.popen.pid for gw in gateways]}
             asyncio.run(bench_gateway._load(urls["gateway"], bench_gateway.CHAT, 16, 500))
             rounds: dict[str, list[dict[str, Any]]] = {"direct": [], "gateway": []}
             for i in range(args.rounds):
                 for path in (("direct", "gateway") if i % 2 == 0 else ("gateway", "direct")):
                     rounds[path].append(one_round(urls[path], args.c, args.requests, parties))
-    result = {"c": args.c, "requests": args.requests, "rounds": rounds,
+    result = {"c": args.c, "requests": args.requests, "gateways": args.gateways,
+              "rounds": rounds,
               "direct": summary(rounds["direct"]), "gateway": summary(rounds["gateway"])}
     result["hand_model"] = hand_model(result["direct"], result["gateway"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -117,7 +130,8 @@ def main() -> None:
 
 
 def render(result: dict[str, Any]) -> str:
-    lines = [f"c = {result['c']}, {result['requests']} requests a round, medians of "
+    lines = [f"c = {result['c']}, {result.get('gateways', 1)} gateway process(es), "
+             f"{result['requests']} requests a round, medians of "
              f"{len(result['rounds']['direct'])} rounds each",
              "| path | requests/s | p50 / p99 ms | client µs/req | upstream µs/req | "
              "gateway µs/req | gateway cores | machine cores busy / idle / stolen |",
