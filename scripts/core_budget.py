@@ -34,6 +34,7 @@ import json
 import os
 import statistics
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +51,9 @@ def cpu_s(pids: list[int]) -> float:
 def one_round(url: str | list[str], c: int, requests: int,
               parties: dict[str, list[int]]) -> dict[str, Any]:
     before = {name: cpu_s(pids) for name, pids in parties.items()}
-    machine_before = machine_times()
+    machine_before, began = machine_times(), time.perf_counter()
     load = asyncio.run(bench_gateway._load(url, bench_gateway.CHAT, c, requests))
-    wall = requests / load["rps"]
-    machine = cores(machine_before, machine_times(), wall)
+    machine = cores(machine_before, machine_times(), time.perf_counter() - began)
     per_request = {name: 1e6 * (cpu_s(pids) - before[name]) / requests
                    for name, pids in parties.items()}
     return {"rps": load["rps"], "p50_ms": load["p50_ms"], "p99_ms": load["p99_ms"],

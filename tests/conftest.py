@@ -12,7 +12,11 @@ import pytest
 from hypothesis import settings
 
 from tests.pg import ledger_dsn, pg_dsn  # noqa: F401  (fixtures: SQLite and PostgreSQL)
-from tests.support import Proc, bundled_gguf, free_port, spawn, wait_http, write_config
+from tests.support import REPO, Proc, bundled_gguf, free_port, spawn, wait_http, write_config
+
+# Engines started by tests (and the nodes that supervise them) keep converted weights in the
+# checkout's var/, made once per checkout, never in the user's home (`weights: auto`).
+os.environ.setdefault("SPILLGATE_WEIGHTS_CACHE", str(REPO / "var" / "weights-cache"))
 
 # CI replays one fixed sequence of generated examples, so whether a change lands never hinges
 # on a lucky or unlucky draw; every other run explores new examples, and what they find is

@@ -39,8 +39,8 @@ class LocalBackendSettings(StrictModel):
     weights: Literal["auto", "as-is", "q8_0", "q4_0", "q5_0", "iq4_nl", "f16", "bf16"] = Field(
         "auto", description="llama.cpp: serve the GGUF as it is, or its conversion to a type "
         "with fast batched CPU kernels (made on the engine's first start). auto: a small "
-        "Q4_1/Q5_1 model as BF16 where the CPU has AVX-512 BF16, else as it is (README, "
-        "performance, has each type's quality and speed).",
+        "Q4_1/Q5_1 model as BF16 where the llama.cpp build reports AVX-512 BF16, else as it "
+        "is (README, performance, has each type's quality and speed).",
     )
     refill_wait_ms: float = Field(
         4.0, ge=0, le=100, description="llama.cpp: after a request finishes while others "

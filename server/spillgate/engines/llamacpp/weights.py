@@ -1,4 +1,4 @@
-"""The engine's weight type: serve the GGUF as it is, or llama.cpp's requantization of it.
+"""The engine's weight type: serve the GGUF as it is, or llama.cpp's conversion of it.
 
 llama.cpp's CPU backend batches some weight types far better than others: Q4_0, Q5_0,
 IQ4_NL and Q8_0 have fast kernels for several sequences at once (llamafile's tinyBLAS, the
@@ -13,11 +13,12 @@ the source loses quality: scripts/weights_tradeoff.py measures perplexity and to
 each type side by side (README, performance).
 
 `auto`, the default, widens a small model in an asymmetric legacy type (Q4_1, Q5_1: the
-bundled model's kind, no batched CPU kernel) to BF16 when llama.cpp reports AVX-512 BF16:
-the 16-bit copy holds the source's values (perplexity unchanged) and runs llama.cpp's
-batched BF16 kernel. Anything else is served as it is: widening a large model would trade
-its single-stream speed (memory bound) for batching, and on CPUs without the BF16 kernel the
-gain is unmeasured. If the cache cannot be written, `auto` serves the file as it is.
+bundled model's kind, no batched CPU kernel) to BF16 when this llama.cpp build reports
+AVX-512 BF16: the 16-bit copy holds the source's values rounded to BF16's 8-bit mantissa
+(perplexity within 0.3% on the bundled model) and runs llama.cpp's batched BF16 kernel.
+Anything else is served as it is: widening a large model would trade its single-stream
+speed (memory bound) for batching, and on builds without the BF16 kernel the gain is
+unmeasured. If the cache cannot be written, `auto` serves the file as it is.
 """
 
 from __future__ import annotations
@@ -84,22 +85,27 @@ def prepared(source: Path, kind: str, cache_dir: Path) -> Path:
     return target
 
 
-def auto_choice(source: Path, *, bf16_kernel: bool | None = None) -> str:
-    """What `auto` serves `source` as: `bf16` for a small file in a type llama.cpp cannot
-    batch, on a CPU with llama.cpp's AVX-512 BF16 kernel; else `as-is`."""
+def auto_choice(source: Path, *, bf16_kernel: bool | None = None,
+                max_bytes: int = AUTO_WIDEN_MAX_BYTES) -> str:
+    """What `auto` serves `source` as: `bf16` for a file in a type llama.cpp cannot batch
+    whose 16-bit copy stays within `max_bytes`, on a build with llama.cpp's AVX-512 BF16
+    kernel; else `as-is`."""
     if bf16_kernel is None:
         bf16_kernel = has_bf16_kernel()
     if not bf16_kernel or not source.is_file():
         return AS_IS
-    bits = UNBATCHED_BITS.get(file_type(source) or -1)
-    if bits is None or source.stat().st_size * 16 / bits > AUTO_WIDEN_MAX_BYTES:
+    kind = file_type(source)
+    bits = None if kind is None else UNBATCHED_BITS.get(kind)
+    if bits is None or source.stat().st_size * 16 / bits > max_bytes:
         return AS_IS
     return "bf16"
 
 
-def has_bf16_kernel() -> bool:
-    """Whether this llama.cpp build runs BF16 matrix products natively (its own report)."""
-    report: bytes = llama_cpp.llama_print_system_info() or b""
+def has_bf16_kernel(report: bytes | None = None) -> bool:
+    """Whether this llama.cpp build runs BF16 matrix products natively, by its own report
+    (`llama_print_system_info`: "... | AVX512_BF16 = 1 | ...")."""
+    if report is None:
+        report = llama_cpp.llama_print_system_info() or b""
     return b"AVX512_BF16 = 1" in report
 
 
@@ -159,6 +165,7 @@ def _requantize(source: Path, kind: str, target: Path) -> None:
                                                 ctypes.byref(params))
         if status != 0:
             raise ConfigError(f"--weights {kind}: llama.cpp could not requantize {source}")
+        os.chmod(partial, 0o644)  # mkstemp's 0600 would keep the copy from other users
         os.replace(partial, target)
     finally:
         if os.path.exists(partial):
