@@ -87,6 +87,14 @@ def test_auto_serves_batchable_and_large_files_as_they_are(tmp_path: Path) -> No
     assert weights.auto_choice(source, bf16_kernel=True, max_bytes=size * 4) == "bf16"
 
 
+def test_auto_serves_a_file_it_cannot_read_as_it_is(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\xff" * 64)  # a header llama.cpp refuses
+    assert weights.file_type(broken) is None
+    assert weights.auto_choice(broken, bf16_kernel=True) == "as-is"
+    assert weights.auto_choice(tmp_path / "missing.gguf", bf16_kernel=True) == "as-is"
+
+
 def test_the_bf16_kernel_is_read_from_llama_cpps_own_report() -> None:
     assert weights.has_bf16_kernel(b"CPU : AVX2 = 1 | AVX512 = 1 | AVX512_BF16 = 1 | REPACK = 1")
     assert not weights.has_bf16_kernel(b"CPU : AVX2 = 1 | AVX512 = 1 | REPACK = 1")

@@ -33,6 +33,7 @@ from typing import Final
 
 import llama_cpp
 
+from spillgate.engines.llamacpp.model import ContextShape, LlamaModel
 from spillgate.errors import ConfigError
 
 AS_IS: Final = "as-is"
@@ -110,20 +111,18 @@ def has_bf16_kernel(report: bytes | None = None) -> bool:
 
 
 def file_type(path: Path) -> int | None:
-    """The GGUF's `general.file_type` (llama.cpp's LLAMA_FTYPE_*), read from its metadata."""
-    llama_cpp.llama_backend_init()
-    params = llama_cpp.llama_model_default_params()
-    params.vocab_only = True
-    model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
-    if not model:
+    """The GGUF's `general.file_type` (llama.cpp's LLAMA_FTYPE_*), read from its metadata;
+    None when the file cannot be read as a GGUF or does not say."""
+    try:
+        model = LlamaModel(path, ContextShape(n_ctx=256, n_seq=1, n_batch=32, n_threads=1),
+                           context=False)  # the vocabulary and metadata only
+    except ConfigError:
         return None
     try:
-        buf = ctypes.create_string_buffer(32)
-        if llama_cpp.llama_model_meta_val_str(model, b"general.file_type", buf, len(buf)) < 0:
-            return None
-        return int(buf.value) if buf.value.isdigit() else None
+        value = model.metadata("general.file_type")
     finally:
-        llama_cpp.llama_model_free(model)
+        model.close()
+    return int(value) if value is not None and value.isdigit() else None
 
 
 def _auto(source: Path, cache_dir: Path) -> Path:
