@@ -3,12 +3,11 @@ quantizer and reused; the gateway's `weights` setting reaches the engine's comma
 
 from __future__ import annotations
 
-import math
+import sys
 import typing
 from pathlib import Path
 
 import llama_cpp
-import numpy as np
 import pytest
 
 from spillgate.backends.registry import engine_command
@@ -19,6 +18,9 @@ from spillgate.engines.llamacpp.main import parse_args
 from spillgate.engines.llamacpp.model import ContextShape, LlamaModel
 from spillgate.errors import ConfigError
 from tests.support import REPO, bundled_gguf
+
+sys.path.insert(0, str(REPO / "scripts"))
+from weights_tradeoff import perplexity  # the measurement the README reports
 
 Q8_0_FILE_TYPE = "7"  # llama.cpp's LLAMA_FTYPE_MOSTLY_Q8_0, as GGUF metadata stores it
 Q4_1_FILE_TYPE, BF16_FILE_TYPE = 3, 32  # LLAMA_FTYPE_MOSTLY_Q4_1, LLAMA_FTYPE_MOSTLY_BF16
@@ -119,7 +121,8 @@ def test_auto_serves_a_bf16_copy_that_keeps_the_models_quality(tmp_path: Path) -
     # over a fixed text matches the source's (perplexity within 2%: 0.998x measured; Q5_0,
     # the nearest 5-bit type, 1.059x)
     text = (REPO / "README.md").read_text()[:1500]
-    assert _perplexity(served, text) == pytest.approx(_perplexity(source, text), rel=0.02)
+    assert perplexity(served, text, n_ctx=512) == pytest.approx(
+        perplexity(source, text, n_ctx=512), rel=0.02)
 
 
 def test_auto_falls_back_to_the_file_itself_when_the_cache_cannot_be_written(
@@ -131,21 +134,6 @@ def test_auto_falls_back_to_the_file_itself_when_the_cache_cannot_be_written(
     assert weights.prepared(source, "auto", blocker / "cache") == source
     with pytest.raises(ConfigError, match="--weights-cache"):  # an explicit type still fails
         weights.prepared(source, "bf16", blocker / "cache")
-
-
-def _perplexity(path: Path, text: str) -> float:
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=512, logits_all=True, verbose=False,
-                          n_threads=2)
-    try:
-        tokens = llm.tokenize(text.encode(), add_bos=False)[:400]
-        llm.eval(tokens)
-        logits = np.asarray(llm.scores[: len(tokens)], dtype=np.float64)
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        picked = logp[np.arange(len(tokens) - 1), tokens[1:]]
-        return math.exp(-float(picked.mean()))
-    finally:
-        llm.close()
 
 
 def test_the_gateway_setting_offers_the_engines_choices_and_passes_them_on() -> None:
