@@ -51,6 +51,7 @@ def test_a_requantized_copy_is_made_once_and_reused(tmp_path: Path) -> None:
     assert weights.prepared(source, "q8_0", tmp_path) == made
     assert made.stat().st_mtime_ns == written  # reused, not requantized again
     assert [p.name for p in tmp_path.iterdir()] == [made.name]  # no partial file left
+    assert made.stat().st_mode & 0o044 == 0o044  # other users' engines can load the copy
 
 
 def test_a_different_source_gets_its_own_copy(tmp_path: Path) -> None:
