@@ -294,3 +294,13 @@ def test_an_image_by_url_adds_the_dearest_image_bill_to_the_bound() -> None:
     by_url, inline = body("https://example.com/cat.png"), body("data:image/png;base64,AAAA")
     assert prompt_bound(orjson.dumps(by_url), by_url) == len(orjson.dumps(by_url)) + 48_169
     assert prompt_bound(orjson.dumps(inline), inline) == len(orjson.dumps(inline))
+
+
+def test_the_bound_of_a_body_whose_messages_are_not_a_list_is_its_size() -> None:
+    # The bound is taken before the body's shape is checked (a CI-like run's fuzzing sent
+    # {"model":"auto","prompt":"","messages":true} and got a 500): it must not fail on any
+    # JSON value, so the request reaches validation and its 400.
+    for messages in (True, 7, "text", None, {"role": "user"}, [True, "x", None]):
+        body = {"model": "auto", "prompt": "", "messages": messages}
+        raw = orjson.dumps(body)
+        assert prompt_bound(raw, body) == len(raw)

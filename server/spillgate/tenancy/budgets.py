@@ -55,7 +55,10 @@ def prompt_bound(raw: bytes, body: Mapping[str, Any] | None = None) -> int:
 
 def _image_urls(body: Mapping[str, Any]) -> int:
     count = 0
-    for message in body.get("messages") or ():
+    messages = body.get("messages")
+    # Counted before the body's shape is checked (the budget is reserved first): any JSON
+    # value may stand here, and only a list holds messages.
+    for message in messages if isinstance(messages, list) else ():
         content = message.get("content") if isinstance(message, dict) else None
         for part in content if isinstance(content, list) else ():
             if isinstance(part, dict) and part.get("type") == "image_url":
