@@ -79,7 +79,7 @@ def _live_keys_probe(accountant: Accountant) -> Callable[[], Awaitable[bool]]:
 def create_app(
     settings: Settings, *, backends: Backends | None = None,
     clock: Callable[[], float] = time.monotonic,
-) -> FastAPI:
+) -> Gateway:
     catalog = Catalog.load(settings.models_dir / "catalog.yaml")
     routes = build_routes(settings, catalog, load_dispatchers(settings))
     if backends is None:

@@ -46,6 +46,14 @@ class HeldHeadTransport:
         else:
             self._real.write(data)
 
+    def write_whole(self, data: bytes) -> None:
+        """A whole answer, head and body: written at once (after anything held)."""
+        held = self._held
+        if held is not None:
+            self._held = None
+            data = held + data
+        self._real.write(data)
+
     def _flush(self) -> None:
         held = self._held
         if held is not None:

@@ -29,25 +29,32 @@ class JSONResponse(Response):
         return orjson.dumps(content)
 
 
-def error_response(exc: ApiError, request: Request | str | None) -> JSONResponse:
-    """The OpenAI error body; `request` (or its id) names the request in x-request-id."""
+def error_parts(exc: ApiError, request_id: str | None) -> tuple[int, dict[str, str], bytes]:
+    """The OpenAI error answer for `exc`: status, headers (the request id, Retry-After) and
+    body, for a server that writes its own responses (api/hot_protocol.py)."""
     headers = dict(exc.headers)
-    request_id = request if not isinstance(request, Request) else getattr(
-        request.state, "request_id", None)
     if request_id:
         headers[REQUEST_ID] = request_id
     if exc.retry_after_s is not None:
         headers["retry-after"] = str(max(1, round(exc.retry_after_s)))
-    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+    return exc.status, headers, orjson.dumps(exc.body())
 
 
-async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+def error_response(exc: ApiError, request: Request | str | None) -> Response:
+    """The OpenAI error body; `request` (or its id) names the request in x-request-id."""
+    request_id = request if not isinstance(request, Request) else getattr(
+        request.state, "request_id", None)
+    status, headers, body = error_parts(exc, request_id)
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, ApiError):  # pragma: no cover - registered for ApiError only
         raise exc
     return error_response(exc, request)
 
 
-async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> Response:
     # Field and reason only: str(exc) would echo the input and the endpoint's source file.
     errors = exc.errors() if isinstance(exc, RequestValidationError) else []
     first = errors[0] if errors else {"loc": (), "msg": "malformed"}
@@ -56,7 +63,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
                                          f"{first['msg']}", param=field), request)
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> Response:
     status = getattr(exc, "status_code", 500)
     detail = str(getattr(exc, "detail", "error"))
     error = ApiError(detail, code="not_found" if status == 404 else None)
@@ -65,7 +72,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(error, request)
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+async def _unexpected(request: Request, exc: Exception) -> Response:
     # One line, type and place only: exception text could echo request content.
     log.error("unhandled error on request %s: %s",
               getattr(request.state, "request_id", "?"), describe(exc))

@@ -17,8 +17,9 @@ a stream answered as `text/event-stream` by `send_stream`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Final
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Final, Protocol
 
 import orjson
 from fastapi import FastAPI
@@ -95,8 +96,32 @@ async def send_stream(reply: service.StreamReply, raw: list[tuple[bytes, bytes]]
     await send({"type": "http.response.body", "body": last, "more_body": False})
 
 
+class Channel(Protocol):
+    """How a hot request's body arrives and how its client's departure is noticed: the ASGI
+    channel (`AsgiChannel`) or the node's own HTTP protocol (api/hot_protocol.py)."""
+
+    async def read_body(self, headers: Mapping[str, str], cap: int) -> bytes: ...
+
+    def watch(self) -> AbstractAsyncContextManager[None]:
+        """Run the block; cancel it and raise ClientClosed if the client leaves first."""
+        ...
+
+
+class AsgiChannel:
+    __slots__ = ("receive",)
+
+    def __init__(self, receive: Receive) -> None:
+        self.receive = receive
+
+    async def read_body(self, headers: Mapping[str, str], cap: int) -> bytes:
+        return await read_body(self.receive, headers, cap)
+
+    def watch(self) -> cancelled_on_disconnect:
+        return cancelled_on_disconnect(self.receive)
+
+
 class HotRoute:
-    """One hot route, as an ASGI app."""
+    """One hot route: `answer` serves it on any channel; calling it serves it as ASGI."""
 
     def __init__(self, node: service.Node, authenticate: Authenticate,
                  endpoint: Endpoint) -> None:
@@ -108,13 +133,10 @@ class HotRoute:
         rid = new_request_id()
         scope.setdefault("state", {})["request_id"] = rid
         try:
-            reply = await self._serve(scope, receive, rid)
+            reply = await self.answer(request_headers(scope["headers"]), AsgiChannel(receive),
+                                      rid)
         except ApiError as exc:
             await error_response(exc, rid)(scope, receive, send)
-            return
-        except Exception as exc:  # one line, type and place only: never request content
-            log.error("unhandled error on request %s: %s", rid, describe(exc))
-            await error_response(InternalError("internal error"), rid)(scope, receive, send)
             return
         if isinstance(reply, service.StreamReply):
             await send_stream(reply, _raw_headers(reply.headers, rid, _SSE_TAIL), receive, send)
@@ -125,24 +147,35 @@ class HotRoute:
         await send({"type": "http.response.start", "status": 200, "headers": raw})
         await send({"type": "http.response.body", "body": body})
 
-    async def _serve(self, scope: Scope, receive: Receive,
+    async def answer(self, headers: dict[str, str], channel: Channel,
+                     rid: str) -> service.Reply | service.StreamReply:
+        """The reply, or an ApiError to answer with (an unexpected failure becomes a logged
+        500: one line, type and place only, never request content)."""
+        try:
+            return await self._serve(headers, channel, rid)
+        except ApiError:
+            raise
+        except Exception as exc:
+            log.error("unhandled error on request %s: %s", rid, describe(exc))
+            raise InternalError("internal error") from None
+
+    async def _serve(self, headers: dict[str, str], channel: Channel,
                      rid: str) -> service.Reply | service.StreamReply:
         node = self.node
-        headers = request_headers(scope)
         # A refusal here (401, 413, a client gone mid-body) is counted like any other exit.
         async with RequestLife(node, rid):
             client = await self.authenticate(headers.get("authorization"))
-            raw = await read_body(receive, headers, node.limits.max_body_bytes)
-        async with cancelled_on_disconnect(receive):  # a client gone: upstream cancelled, 499
+            raw = await channel.read_body(headers, node.limits.max_body_bytes)
+        async with channel.watch():  # a client gone: upstream cancelled, 499
             return await service.serve(node, self.endpoint, raw, headers, client, rid)
 
 
-def request_headers(scope: Scope) -> dict[str, str]:
+def request_headers(fields: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     """The request's header fields by name, the first of a repeated one: what Starlette's
     `Headers(scope=scope).get` answers, in one pass over the fields instead of a scan (and a
     KeyError for each absent one) per lookup; the path looks up about ten per request."""
     headers: dict[str, str] = {}
-    for name, value in scope["headers"]:
+    for name, value in fields:
         key = name.decode("latin-1")
         if key not in headers:
             headers[key] = value.decode("latin-1")

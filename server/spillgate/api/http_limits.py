@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
-from spillgate.held_head import HeldHeadProtocol
+from spillgate.api.hot import HotRoute
+from spillgate.api.hot_protocol import HotProtocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,9 +31,9 @@ class HeadLimits:
     timeout_s: float = 10.0
 
 
-class HeadLimitedProtocol(HeldHeadProtocol):
-    """uvicorn's httptools protocol (a head leaves with its body), refusing oversized or slow
-    request heads."""
+class HeadLimitedProtocol(HotProtocol):
+    """The node's protocol (api/hot_protocol.py: the hot routes without ASGI; a head leaves
+    with its body), refusing oversized or slow request heads."""
 
     limits: ClassVar[HeadLimits] = HeadLimits()
 
@@ -152,6 +154,9 @@ class HeadLimitedProtocol(HeldHeadProtocol):
         self.transport.close()
 
 
-def head_limited_protocol(limits: HeadLimits) -> type[HeadLimitedProtocol]:
-    """The protocol class to give uvicorn (`http=`), with these limits."""
-    return type("HeadLimitedProtocol", (HeadLimitedProtocol,), {"limits": limits})
+def head_limited_protocol(limits: HeadLimits, hot: Mapping[str, HotRoute] | None = None
+                          ) -> type[HeadLimitedProtocol]:
+    """The protocol class to give uvicorn (`http=`), with these limits, serving the `hot`
+    routes itself (paths as the request line has them)."""
+    paths = {path.encode("ascii"): route for path, route in (hot or {}).items()}
+    return type("HeadLimitedProtocol", (HeadLimitedProtocol,), {"limits": limits, "hot": paths})

@@ -83,7 +83,8 @@ def _serve(args: argparse.Namespace) -> int:
                         settings.server.header_timeout_s)
     uvicorn.run(app, host=settings.server.host, port=settings.server.port,
                 log_level=settings.server.log_level, loop="uvloop",
-                http=head_limited_protocol(limits),  # httptools, with bounded request heads
+                # httptools, with bounded request heads, serving the hot routes without ASGI
+                http=head_limited_protocol(limits, app.hot),
                 access_log=False, timeout_graceful_shutdown=10,
                 # Nothing reads the client's address (keys decide access), so uvicorn's
                 # X-Forwarded-* middleware would only cost a layer per request; and the
