@@ -5,7 +5,9 @@ than the gateway's own work on the way to the upstream (scripts/bench_gateway.py
 `Gateway` (the app `create_app` builds) hands these three routes straight to a `HotRoute`
 and everything else (admin, health, metrics, /v1/models) to FastAPI. Each HotRoute is also
 registered as a FastAPI route, so a request FastAPI does route (under a root_path, a trailing
-slash's redirect) is served by the same handler, and a GET still gets FastAPI's 405.
+slash's redirect) is served by the same handler, and a GET still gets FastAPI's 405. Under
+the node's own server most of these requests never reach ASGI at all: its protocol serves
+them with `HotRoute.answer` directly (api/hot_protocol.py); ASGI remains for the rest.
 
 What the route does, as the FastAPI route did: a fresh request id; authentication; the body
 read against the size cap (413 before reading when the declared length exceeds it); a client

@@ -25,13 +25,14 @@ watcher task to learn it.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Mapping
 from types import TracebackType
 from typing import ClassVar, Final
 
 import orjson
-from uvicorn.protocols.http.httptools_impl import HEADER_VALUE_RE, STATUS_LINE
+from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE
 
 from spillgate import service
 from spillgate.api.deps import new_request_id
@@ -53,14 +54,18 @@ _NAMES: dict[str, bytes] = {}  # header names as sent, built once: the service u
 
 
 def _header_lines(headers: Mapping[str, str]) -> list[bytes]:
+    """Header lines, checked as uvicorn checks them (no response splitting)."""
     lines = []
     for name, value in headers.items():
         raw = value.encode("latin-1")
-        if HEADER_VALUE_RE.search(raw):  # as uvicorn refuses: no response splitting
+        if HEADER_VALUE_RE.search(raw):
             raise InternalError("internal error")
         encoded = _NAMES.get(name)
         if encoded is None:
-            encoded = _NAMES[name] = name.lower().encode("latin-1")
+            encoded = name.lower().encode("latin-1")
+            if HEADER_RE.search(encoded):
+                raise InternalError("internal error")
+            _NAMES[name] = encoded
         lines.append(b"%s: %s\r\n" % (encoded, raw))
     return lines
 
@@ -109,6 +114,9 @@ class HotExchange:
             return
         self.disconnected = True
         self._wake()
+        self._cancel_watched()
+
+    def _cancel_watched(self) -> None:
         task = self._task
         if task is not None and not self._cancelled:
             self._cancelled = True
@@ -145,15 +153,15 @@ class HotExchange:
 
     async def __aenter__(self) -> None:
         self._task = asyncio.current_task()
-        if self.disconnected and self._task is not None:  # gone while the body was read
-            self._cancelled = True
-            self._task.cancel()
+        if self.disconnected:  # gone already: cancelled at the block's first wait, as a
+            self._protocol.loop.call_soon(self._cancel_watched)  # watcher would cancel it
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         task, self._task = self._task, None
+        cancelled, self._cancelled = self._cancelled, False
         # Our own cancel becomes ClientClosed; anyone else's stays a cancellation.
-        if isinstance(exc, asyncio.CancelledError) and self._cancelled and task is not None \
+        if isinstance(exc, asyncio.CancelledError) and cancelled and task is not None \
                 and task.uncancel() == 0:
             raise ClientClosed("the client closed the connection") from None
 
@@ -165,18 +173,17 @@ class HotExchange:
         head.append(b"\r\n")
         return head
 
-    def respond(self, status: int, headers: Mapping[str, str], rid: str, body: bytes,
-                content_type: bytes = _JSON_TAIL) -> None:
+    def respond(self, status: int, headers: Mapping[str, str], rid: str, body: bytes) -> None:
         """A whole answer in one write (an error after a stream's head: the connection ends)."""
         if self._started:
-            self.abandon()
+            self._cut()
             return
         if self.disconnected or self.response_complete:
             return
         lines = _header_lines(headers)
         lines.append(b"%s: %s\r\ncontent-length: %d\r\n" % (_REQUEST_ID, rid.encode(),
                                                                 len(body)))
-        head = self._head(status, lines, content_type)
+        head = self._head(status, lines, _JSON_TAIL)
         head.append(body)
         self._transport.write_whole(b"".join(head))
         self._complete()
@@ -184,13 +191,13 @@ class HotExchange:
     async def stream(self, reply: service.StreamReply, rid: str) -> None:
         """A stream's chunks as they come, chunked; the piece that ends with `data: [DONE]`
         leaves with the end of the answer, in one write (as api/hot.py's `send_stream`)."""
-        lines = _header_lines(reply.headers)
-        lines.append(b"%s: %s\r\n" % (_REQUEST_ID, rid.encode()))
-        self._started = True
-        if not self.disconnected:  # the head is held for the first chunk (held_head.py)
-            self._transport.write(b"".join(self._head(200, lines, _SSE_TAIL)))
         chunks, last = reply.chunks, b""
         try:
+            lines = _header_lines(reply.headers)
+            lines.append(b"%s: %s\r\n" % (_REQUEST_ID, rid.encode()))
+            self._started = True
+            if not self.disconnected:  # the head is held for the first chunk (held_head.py)
+                self._transport.write(b"".join(self._head(200, lines, _SSE_TAIL)))
             async with self.watch():
                 async for chunk in chunks:
                     if chunk.endswith(DONE):
@@ -209,6 +216,8 @@ class HotExchange:
         self._complete()
 
     async def _write_chunk(self, chunk: bytes) -> None:
+        if not chunk:  # an empty chunk would end the answer (`0\r\n\r\n`)
+            return
         flow = self._protocol.flow
         if flow.write_paused and not self.disconnected:
             await flow.drain()  # a slow reader holds the relay here (the upstream waits too)
@@ -223,12 +232,21 @@ class HotExchange:
             self._transport.close()
         self._protocol.on_response_complete()
 
-    def abandon(self) -> None:
-        """The answer cannot be finished (it failed after it started): end the connection,
-        as uvicorn does, so the client sees a cut answer, not a complete one."""
+    def _cut(self) -> None:
         if not self.response_complete:
             self.response_complete = True
             self._transport.close()
+
+    def fail(self, rid: str) -> None:
+        """The answer cannot be given as planned. Not begun: a 500 in the error shape, and
+        the connection ends after it (uvicorn's answer to a failed app); begun (a stream):
+        the connection ends, so the client sees a cut answer, not a complete one."""
+        if self._started or self.response_complete or self.disconnected:
+            self._cut()
+            return
+        self.keep_alive = False
+        status, headers, body = error_parts(InternalError("internal error"), None)
+        self.respond(status, headers, rid, body)
 
 
 _defaults: tuple[object, list[bytes]] = (None, [])
@@ -247,6 +265,7 @@ class HotProtocol(HeldHeadProtocol):
     """uvicorn's httptools protocol, serving POSTs to the hot routes without ASGI."""
 
     hot: ClassVar[Mapping[bytes, HotRoute]] = {}
+    _hot: HotExchange | None = None  # the latest hot request on this connection
 
     def on_headers_complete(self) -> None:
         route = self._hot_route()
@@ -256,8 +275,10 @@ class HotProtocol(HeldHeadProtocol):
         keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
         exchange = HotExchange(self, keep_alive, self.expect_100_continue,
                                route.node.limits.max_body_bytes)
-        self.cycle = exchange  # type: ignore[assignment]
-        task = self.loop.create_task(_serve(route, request_headers(self.headers), exchange))
+        self.cycle = self._hot = exchange  # type: ignore[assignment]
+        serving = _serve(route, request_headers(self.headers), exchange)
+        task = self.loop.create_task(serving, context=contextvars.Context()) \
+            if self.config.reset_contextvars else self.loop.create_task(serving)
         task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)
 
@@ -286,10 +307,12 @@ class HotProtocol(HeldHeadProtocol):
             super().on_message_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        cycle: object = self.cycle
-        if type(cycle) is HotExchange:
-            cycle.client_gone()
-            self.cycle = None  # type: ignore[assignment]
+        # The exchange, even when a pipelined request's cycle has taken `cycle`'s place.
+        hot, self._hot = self._hot, None
+        if hot is not None:
+            hot.client_gone()
+            if self.cycle is hot:  # type: ignore[comparison-overlap]
+                self.cycle = None  # type: ignore[assignment]
         super().connection_lost(exc)
 
 
@@ -305,9 +328,9 @@ async def _serve(route: HotRoute, headers: dict[str, str], exchange: HotExchange
         except ApiError as exc:
             status, error_headers, body = error_parts(exc, None)
             exchange.respond(status, error_headers, rid, body)
-    except Exception as exc:  # after the answer started, or writing it: one line, no content
+    except Exception as exc:  # writing the answer failed: one line, never request content
         log.error("unhandled error on request %s: %s", rid, describe(exc))
-        exchange.abandon()
-    except BaseException:
-        exchange.abandon()
+        exchange.fail(rid)
+    except BaseException:  # cancelled (a forced shutdown)
+        exchange.fail(rid)
         raise
