@@ -2,16 +2,16 @@
 """Where one client's request spends the gateway's time: the critical path at c = 1, in parts.
 
 Starts the 20 ms fake upstream and a gateway whose interpreter loads a `sitecustomize` from a
-temporary folder. That module wraps, in the gateway process only, uvicorn's httptools
-parser callbacks, the hot route, the plain_http client's POST and the response's send with
+temporary folder. That module wraps, in the gateway process only, the httptools parser
+callbacks, the hot route, the plain_http client's POST and the response's write with
 `perf_counter` stamps. Then one client sends `--requests` requests back to back, and the
 gateway writes the median of each part when it stops:
   recv->parsed    first byte of the request to the parser's message end (uvicorn)
-  parsed->enter   to the hot route's first line (uvicorn's ASGI cycle and task)
+  parsed->enter   to the hot route's first line (the node's protocol starting its task)
   enter->post     the gateway's work before the upstream call
   post->posted    the upstream call (its 20 ms, the two loopback hops, the client's parsing)
-  posted->send    the gateway's work on the answer, to the response's body send
-  send->sent      the body write
+  posted->send    the gateway's work on the answer, to the response's write
+  send->sent      the response's write (head and body, api/hot_protocol.py)
 The stamps cost a few microseconds each; read the parts against each other, not as totals.
 
 `--time MODULE:ATTR` (repeatable; ATTR may be `Class.method`) also wraps that function where
@@ -41,26 +41,25 @@ import atexit, functools, importlib, inspect, json, os, statistics, time
 pc = time.thread_time if os.environ.get("SG_CPU") else time.perf_counter
 stamps, current = [], {}
 import uvicorn.protocols.http.httptools_impl as uv
-_begin, _complete = uv.HttpToolsProtocol.on_message_begin, uv.HttpToolsProtocol.on_message_complete
+import spillgate.api.hot_protocol as hp
+_begin, _complete = uv.HttpToolsProtocol.on_message_begin, hp.HotProtocol.on_message_complete
 def on_message_begin(self):
     current.clear(); current["recv"] = pc(); return _begin(self)
 def on_message_complete(self):
     current["parsed"] = pc(); return _complete(self)
 uv.HttpToolsProtocol.on_message_begin = on_message_begin
-uv.HttpToolsProtocol.on_message_complete = on_message_complete
+hp.HotProtocol.on_message_complete = on_message_complete
 import spillgate.api.hot as hot
-_call = hot.HotRoute.__call__
-async def call(self, scope, receive, send):
+_answer, _respond = hot.HotRoute.answer, hp.HotExchange.respond
+async def answer(self, headers, channel, rid):
+    current["enter"] = pc()
+    return await _answer(self, headers, channel, rid)
+def respond(self, *args):
     mine = current
-    mine["enter"] = pc()
-    async def timed_send(message):
-        if message["type"] == "http.response.body":
-            mine["send"] = pc(); await send(message); mine["sent"] = pc()
-        else:
-            await send(message)
-    await _call(self, scope, receive, timed_send)
+    mine["send"] = pc(); _respond(self, *args); mine["sent"] = pc()
     stamps.append(dict(mine))
-hot.HotRoute.__call__ = call
+hot.HotRoute.answer = answer
+hp.HotExchange.respond = respond
 import spillgate.backends.plain_http as plain
 _post = plain.PlainHttpPool.post
 async def post(self, target, body):
