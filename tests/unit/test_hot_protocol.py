@@ -191,3 +191,20 @@ async def test_a_client_gone_mid_body_ends_as_client_closed_with_nothing_written
     await _settle()
     assert outcome == ["client closed"]
     assert transport.data == b""
+
+
+async def test_a_kept_connection_holds_no_request_body_after_its_answer() -> None:
+    """An idle keep-alive connection must not pin its last request's body (up to the cap)."""
+    async def answered(channel: Channel) -> service.Reply:
+        return service.Reply({"ok": True}, {})
+
+    protocol, transport = await _connection(answered)
+    big = b"x" * 1000
+    protocol.data_received(b"POST /v1/chat/completions HTTP/1.1\r\nhost: node\r\n"
+                           b"content-length: %d\r\n\r\n%s" % (len(big), big))
+    await _settle()
+    [(status, _, _, complete)] = _read(transport.data)
+    assert (status, complete) == (200, True) and not transport.closed
+    exchange = protocol._hot
+    assert exchange is not None and exchange.response_complete
+    assert exchange._chunks == []  # the retained state is what is tested

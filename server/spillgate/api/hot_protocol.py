@@ -138,7 +138,7 @@ class HotExchange:
             if self._size > cap:
                 raise PayloadTooLarge(f"request body exceeds the {cap}-byte limit")
             if not self.more_body:
-                chunks = self._chunks
+                chunks, self._chunks = self._chunks, []  # a kept connection keeps no body
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
             if self.waiting_for_100_continue:
                 self.waiting_for_100_continue = False
@@ -226,6 +226,7 @@ class HotExchange:
 
     def _complete(self) -> None:
         self.response_complete = True
+        self._chunks = []  # a body never read (a refusal before it): not kept either
         if self.disconnected:
             return
         if not self.keep_alive:
