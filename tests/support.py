@@ -79,6 +79,22 @@ def spawn(argv: Sequence[str], log_path: Path, base_url: str, ready_url: str,
         log_file.close()
 
 
+def port_of(proc: Proc) -> int:
+    """The TCP port of a process's base URL (http://127.0.0.1:PORT/v1)."""
+    return int(proc.base_url.rsplit(":", 1)[1].split("/")[0])
+
+
+@contextlib.contextmanager
+def raw_connection(proc: Proc, timeout_s: float) -> Iterator[socket.socket]:
+    """A plain TCP connection to the process, to write HTTP byte by byte; each read waits
+    `timeout_s` at most."""
+    sock = socket.create_connection(("127.0.0.1", port_of(proc)), timeout=timeout_s)
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
 def bundled_gguf() -> str:
     from spillgate.catalog import Catalog, resolve_gguf
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import run_node
-from tests.support import Proc, free_port
+from tests.support import Proc, free_port, port_of, raw_connection
 
 pytestmark = pytest.mark.integration
 ADMIN = "admin-key-for-hostile-tests-0123456789"
@@ -48,17 +48,8 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
         yield proc
 
 
-def _port(node: Proc) -> int:
-    return int(node.base_url.rsplit(":", 1)[1].split("/")[0])
-
-
-@contextlib.contextmanager
-def _connect(node: Proc) -> Iterator[socket.socket]:
-    sock = socket.create_connection(("127.0.0.1", _port(node)), timeout=30)
-    try:
-        yield sock
-    finally:
-        sock.close()
+def _connect(node: Proc) -> contextlib.AbstractContextManager[socket.socket]:
+    return raw_connection(node, timeout_s=30)
 
 
 def _push(sock: socket.socket, data: bytes) -> bool:
@@ -97,7 +88,7 @@ def _response(sock: socket.socket) -> bytes:
 
 def test_endless_headers_get_431_and_cost_no_memory(node: Proc) -> None:
     before = rss(node.popen.pid)
-    socks = [socket.create_connection(("127.0.0.1", _port(node)), timeout=30) for _ in range(4)]
+    socks = [socket.create_connection(("127.0.0.1", port_of(node)), timeout=30) for _ in range(4)]
     try:
         for sock in socks:
             sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: node\r\nx-filler: ")

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import run_node
-from tests.support import REPO, Proc, free_port, spawn
+from tests.support import REPO, Proc, free_port, raw_connection, spawn
 
 pytestmark = pytest.mark.integration
 CAP = 8192  # the node's body limit here
@@ -51,18 +51,9 @@ def node(upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pr
         yield proc
 
 
-def _port(node: Proc) -> int:
-    return int(node.base_url.rsplit(":", 1)[1].split("/")[0])
-
-
-@contextlib.contextmanager
-def _connect(node: Proc) -> Iterator[socket.socket]:
+def _connect(node: Proc) -> contextlib.AbstractContextManager[socket.socket]:
     # A missing or unended answer fails within seconds (each read waits this long at most).
-    sock = socket.create_connection(("127.0.0.1", _port(node)), timeout=5)
-    try:
-        yield sock
-    finally:
-        sock.close()
+    return raw_connection(node, timeout_s=5)
 
 
 def _chat(stream: bool = False, extra: str = "") -> bytes:
