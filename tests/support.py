@@ -95,6 +95,17 @@ def raw_connection(proc: Proc, timeout_s: float) -> Iterator[socket.socket]:
         sock.close()
 
 
+def until_closed(sock: socket.socket, timeout_s: float) -> bytes:
+    """Everything the peer sends until it closes the connection; each read waits `timeout_s`
+    at most (a connection left open raises TimeoutError)."""
+    sock.settimeout(timeout_s)
+    received = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
 def bundled_gguf() -> str:
     from spillgate.catalog import Catalog, resolve_gguf
 

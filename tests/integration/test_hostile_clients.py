@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import run_node
-from tests.support import Proc, free_port, port_of, raw_connection
+from tests.support import Proc, free_port, port_of, raw_connection, until_closed
 
 pytestmark = pytest.mark.integration
 ADMIN = "admin-key-for-hostile-tests-0123456789"
@@ -62,16 +62,6 @@ def _push(sock: socket.socket, data: bytes) -> bool:
     return True
 
 
-def _answer(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes the connection."""
-    sock.settimeout(30)
-    received = b""
-    with contextlib.suppress(ConnectionResetError):
-        while chunk := sock.recv(65536):
-            received += chunk
-    return received
-
-
 def _response(sock: socket.socket) -> bytes:
     """One response (head and content-length body), the connection may stay open."""
     sock.settimeout(30)
@@ -100,7 +90,7 @@ def test_endless_headers_get_431_and_cost_no_memory(node: Proc) -> None:
             if not live:
                 break
         grown = rss(node.popen.pid) - before
-        answers = [_answer(sock) for sock in socks]
+        answers = [until_closed(sock, 30) for sock in socks]
     finally:
         for sock in socks:
             sock.close()
@@ -114,7 +104,7 @@ def test_too_many_header_fields_get_431(node: Proc) -> None:
     fields = b"".join(b"x-f%d: 1\r\n" % i for i in range(500))
     with _connect(node) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: node\r\n" + fields + b"\r\n")
-        answer = _answer(sock)
+        answer = until_closed(sock, 30)
     assert answer.startswith(b"HTTP/1.1 431 ") and b"too_many_headers" in answer
 
 
@@ -132,7 +122,7 @@ def test_the_head_limit_holds_for_a_head_sent_in_one_piece(
     with _connect(node) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: node\r\nconnection: close\r\n"
                      b"x-filler: " + b"a" * filler + b"\r\n\r\n")
-        answer = _answer(sock)
+        answer = until_closed(sock, 30)
     assert answer.startswith(b"HTTP/1.1 " + status + b" "), answer[:100]
 
 
@@ -140,7 +130,7 @@ def test_slow_or_silent_heads_are_dropped(node: Proc) -> None:
     with _connect(node) as slow, _connect(node) as silent:
         slow.sendall(b"GET /healthz HTTP/1.1\r\nhost: node\r\n")  # never finished
         started = time.monotonic()
-        slow_answer, silent_answer = _answer(slow), _answer(silent)
+        slow_answer, silent_answer = until_closed(slow, 30), until_closed(silent, 30)
     assert slow_answer.startswith(b"HTTP/1.1 408 ")
     assert silent_answer == b""  # closed without a word: it never sent a request
     assert time.monotonic() - started < 30  # closed by the node, not by our read timeout
@@ -156,7 +146,7 @@ def test_a_slow_head_after_an_idle_spell_is_dropped(node: Proc) -> None:
         time.sleep(1.5)  # the scenario (idle past header_timeout_s = 1.0), not a wait for it
         sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: node\r\n")  # never finished
         started = time.monotonic()
-        answer = _answer(sock)
+        answer = until_closed(sock, 30)
     assert first.startswith(b"HTTP/1.1 200 "), first[:100]
     assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
     assert time.monotonic() - started < 30  # closed by the node, not by our read timeout

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import run_node
-from tests.support import REPO, Proc, free_port, raw_connection, spawn
+from tests.support import REPO, Proc, free_port, raw_connection, spawn, until_closed
 
 pytestmark = pytest.mark.integration
 CAP = 8192  # the node's body limit here
@@ -142,17 +142,6 @@ def test_answers_come_in_order_however_requests_are_split_and_mixed(
         _assert_answer(name, status, headers, body)
 
 
-def _until_closed(sock: socket.socket) -> bytes:
-    """What arrives until the node closes; a read waits 2 s at most, under the node's 5 s
-    keep-alive timeout, so a connection left open fails here rather than closing later."""
-    sock.settimeout(2)
-    received = b""
-    with contextlib.suppress(ConnectionResetError):
-        while chunk := sock.recv(65536):
-            received += chunk
-    return received
-
-
 @pytest.mark.parametrize("request_bytes", [
     _chat().replace(b"host: node\r\n", b"host: node\r\nconnection: close\r\n", 1),
     _chat().replace(b"HTTP/1.1", b"HTTP/1.0", 1),
@@ -161,7 +150,9 @@ def test_a_connection_the_client_closes_is_answered_then_closed(
         node: Proc, request_bytes: bytes) -> None:
     with _connect(node) as sock:
         sock.sendall(request_bytes)
-        received = _until_closed(sock)  # returns only once the node has closed
+        # Each read waits 2 s at most, under the node's 5 s keep-alive timeout: a connection
+        # left open fails here rather than closing later.
+        received = until_closed(sock, timeout_s=2)
     head, _, body = received.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ")
     assert b"\r\nconnection: close" in head.lower()
