@@ -98,8 +98,11 @@ def main() -> None:
         results[kind].update({"tok_s_1": one, "tok_s_4": four, "x4_over_1": round(four / one, 2),
                               "rounds": speed[kind]})
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+    # The build decides which kernels run (AVX2 only, AVX-512, BF16): say which one this was.
+    build = (llama_cpp.llama_print_system_info() or b"").decode().strip()
+    args.out.write_text(json.dumps({**results, "llama_system_info": build}, indent=2))
     print(render(results))
+    print(f"llama.cpp build: {build}")
     print(f"\nwritten to {args.out}")
 
 
