@@ -93,6 +93,23 @@ def test_cpu_image_bundles_the_model_without_its_dependencies() -> None:
     assert "GGML_NATIVE=OFF" in text  # portable across CPUs of the cluster
 
 
+def test_cpu_image_keeps_converted_weights_where_its_user_can_write() -> None:
+    """The engine's weight copies (BF16 where the build has the kernel) need a cache the
+    non-root user owns, on the volume: otherwise `weights: auto` quietly serves the slower
+    file, and every restart would convert again."""
+    steps = instructions(REPO / "Dockerfile.cpu")
+    runtime = steps[max(i for i, (word, _) in enumerate(steps) if word == "FROM"):]
+    env = " ".join(rest for word, rest in runtime if word == "ENV")
+    cache = re.search(r"SPILLGATE_WEIGHTS_CACHE=(\S+)", env)
+    assert cache is not None
+    user = next(rest for word, rest in reversed(runtime) if word == "USER").split(":")[0]
+    owned = re.findall(rf"chown -R {user}:\S+ (\S+)", " ".join(
+        rest for word, rest in runtime if word == "RUN"))
+    volumes = [path for word, rest in runtime if word == "VOLUME" for path in json.loads(rest)]
+    assert any(cache.group(1).startswith(path + "/") for path in owned), (cache.group(1), owned)
+    assert any(cache.group(1).startswith(path + "/") for path in volumes), volumes
+
+
 def test_dockerignore_keeps_the_venv_and_ledger_out_of_the_context() -> None:
     lines = (REPO / ".dockerignore").read_text().splitlines()
     assert "*" in lines
