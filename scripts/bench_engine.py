@@ -293,7 +293,8 @@ def main() -> int:
         "max_batch": args.max_batch, "max_tokens": args.max_tokens, "warmup_s": args.warmup,
         "window_s": args.window,
         "repeat": args.repeat, "variants": variants, "cpu_count": os.cpu_count(),
-        "load_avg_at_end": os.getloadavg(), "llama_system_info": llama_build(), "levels": rows,
+        "load_avg_at_end": os.getloadavg(), "levels": rows,
+        "llama_system_info": None if args.url else llama_build(),
         "runs": {label: mine for label, mine in runs.items()}}, indent=2))
     print_table(rows)
     print(f"wrote {args.out}")
@@ -301,11 +302,12 @@ def main() -> int:
 
 
 def llama_build() -> str | None:
-    """What the engines' llama.cpp build reports (AVX2 only, AVX-512, BF16: it decides which
-    kernels run), read in a child with the engines' environment; None if it has none."""
+    """What this environment's llama.cpp build reports (AVX2 only, AVX-512, BF16: it decides
+    which kernels run), read in a child as the engines are started; None if there is none.
+    A variant's `--src` changes the server tree, not llama_cpp."""
     probe = "import llama_cpp; print(llama_cpp.llama_print_system_info().decode())"
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          check=False)
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True,
+                          text=True, check=False)
     if done.returncode != 0:
         return None
     return done.stdout.strip() or None

@@ -101,7 +101,7 @@ def test_cpu_image_keeps_converted_weights_where_its_user_can_write() -> None:
     runtime = steps[max(i for i, (word, _) in enumerate(steps) if word == "FROM"):]
     env = " ".join(rest for word, rest in runtime if word == "ENV")
     cache = re.search(r"SPILLGATE_WEIGHTS_CACHE=(\S+)", env)
-    assert cache is not None
+    assert cache is not None, "no SPILLGATE_WEIGHTS_CACHE in the runtime stage"
     user = next(rest for word, rest in reversed(runtime) if word == "USER").split(":")[0]
     owned = re.findall(rf"chown -R {user}:\S+ (\S+)", " ".join(
         rest for word, rest in runtime if word == "RUN"))
