@@ -18,10 +18,9 @@ AVX-512 BF16: the 16-bit copy holds the source's values rounded to BF16's 8-bit 
 (perplexity within 0.3% on the bundled model) and runs llama.cpp's batched BF16 kernel.
 Anything else is served as it is: widening a large model would trade its single-stream
 speed (memory bound) for batching. On an AVX2-only build (Dockerfile.cpu's portable one)
-no copy measured pays: through the engine an F16 copy served 11%
-fewer tokens/s at 4 streams and 17% fewer at one than the Q4_1 file, a Q8_0 copy the same
-within the noise (README, performance). If the cache cannot be written, `auto` serves the
-file as it is.
+no copy measured pays: through the engine an F16 copy served 11% fewer tokens/s at 4
+streams and 17% fewer at one than the Q4_1 file, a Q8_0 copy the same within the noise
+(README, performance). If the cache cannot be written, `auto` serves the file as it is.
 """
 
 from __future__ import annotations
