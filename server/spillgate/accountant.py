@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
@@ -27,6 +28,7 @@ from decimal import Decimal
 from spillgate.catalog import Catalog
 from spillgate.costing.costclock import CostClock
 from spillgate.costing.hardware import check_units, get_profile, load_profiles
+from spillgate.costing.pool import plan
 from spillgate.costing.pricing import PriceBook, cost
 from spillgate.errors import RateLimited
 from spillgate.ledger.record import RequestRecord
@@ -59,9 +61,11 @@ class Accountant:
         metrics: GatewayMetrics,
         spend: SpendWatch | None = None,
         node_id: str | None = None,
+        pool: str | None = None,
     ) -> None:
         self._dsn = dsn
         self._node_id = node_id  # None: the host name
+        self._pool = pool or socket.gethostname()  # the hardware it books (costing/pool.py)
         self.prices = prices
         self.clock = clock
         self._reference = reference  # local model → paid model id for counterfactual cost
@@ -106,7 +110,7 @@ class Accountant:
         await cancel_and_wait(self._task)
         await self.spend.aclose()
         if self._ledger:
-            await self._persist_period()
+            await self._persist_period(release=True)
             await self._ledger.aclose()
 
     def watch(self, snapshot: Callable[[], CapacitySnapshot], settings: Settings,
@@ -140,11 +144,17 @@ class Accountant:
             except Exception:  # cost accrual must never stop the node
                 log.exception("cost clock tick failed")
 
-    async def _persist_period(self) -> None:
+    async def _persist_period(self, *, release: bool = False) -> None:
+        """Book the clock's period in this node's pool: whole as the lease holder, else
+        only its requests' share (costing/pool.py); the metrics count what was booked."""
         period = self.clock.drain_period()
-        self._metrics.local_cost.labels("busy").inc(float(period.busy_usd))
-        self._metrics.local_cost.labels("idle").inc(float(period.idle_usd))
-        await self.ledger.record_hardware_period(period)
+        planner = functools.partial(
+            plan, period, me=self.ledger.node_id, nominal_rate=self.clock.nominal_rate(),
+            quantum=self.clock.quantum, release=release)
+        booking = await self.ledger.book_hardware(self._pool, planner)
+        for row in booking.rows:
+            self._metrics.local_cost.labels("busy").inc(float(row.busy_usd))
+            self._metrics.local_cost.labels("idle").inc(float(row.idle_usd))
 
     # --- keys and budgets ----------------------------------------------------------------
     async def lookup_key(self, secret: str) -> Client | None:
@@ -344,4 +354,5 @@ def build_accountant(
     for model in reference.values():
         prices.price_for(model)
     return Accountant(settings.ledger_dsn(), prices, clock, reference, metrics,
-                      SpendWatch.from_settings(settings, metrics), settings.ledger.node_id)
+                      SpendWatch.from_settings(settings, metrics), settings.ledger.node_id,
+                      settings.cost.pool)

@@ -26,6 +26,7 @@ def node_config(values: dict[str, Any]) -> dict[str, Any]:
     config: dict[str, Any] = json.loads(json.dumps(values["config"]))
     config["server"] = {**config.get("server", {}), "host": "0.0.0.0",
                         "port": values["gateway"]["port"]}
+    config["cost"] = {"pool": "sg-spillgate", **config.get("cost", {})}
     engine = values["engine"]
     if engine["enabled"]:
         url = f"http://sg-spillgate-engine.llm.svc:{engine['service']['port']}/v1"

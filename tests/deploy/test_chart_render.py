@@ -25,6 +25,7 @@ from tests.deploy.render import (
     KUBE_VERSIONS,
     MONITORING,
     NAMESPACE,
+    RELEASE,
     RenderError,
     find,
     render,
@@ -184,6 +185,16 @@ def test_several_replicas_with_sqlite_fail_with_a_clear_message() -> None:
         with pytest.raises(RenderError, match="PostgreSQL"):
             render(values)
     render({"gateway": {"replicas": 2}, "ledger": {"existingSecret": "pg"}})
+
+
+def test_every_gateway_pod_books_one_hardware_pool_unless_told_otherwise() -> None:
+    # Replicas (or the HPA's pods) serve the same engines: without one shared pool each pod
+    # would book the node's hardware again (costing/pool.py).
+    replicated = {"gateway": {"replicas": 3}, "ledger": {"existingSecret": "pg"}}
+    assert node_settings(render(replicated)).cost.pool == f"{RELEASE}-spillgate"
+    own = {**replicated, "config": {"cost": {"pool": "rack-4", "units": 2}}}
+    cost = node_settings(render(own)).cost
+    assert (cost.pool, cost.units) == ("rack-4", 2)
 
 
 def test_max_num_seqs_in_extra_args_is_refused() -> None:

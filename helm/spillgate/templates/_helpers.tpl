@@ -151,6 +151,9 @@ exporter as the GPU telemetry source (gpuTelemetry).
 {{- $cfg := deepCopy .Values.config -}}
 {{- $server := merge (dict "host" "0.0.0.0" "port" (int .Values.gateway.port)) (get $cfg "server" | default dict) -}}
 {{- $_ := set $cfg "server" $server -}}
+{{- /* Every gateway pod of a release serves the same engines: one pool, booked once. */ -}}
+{{- $cost := merge (get $cfg "cost" | default dict) (dict "pool" (include "spillgate.fullname" .)) -}}
+{{- $_ := set $cfg "cost" $cost -}}
 {{- $local := get $cfg "local" | default list -}}
 {{- if .Values.engine.enabled -}}
 {{- $local = append $local (include "spillgate.engine.localEntry" . | fromYaml) -}}

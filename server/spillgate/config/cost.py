@@ -17,6 +17,13 @@ class CostSettings(StrictModel):
         1, ge=0, description="Units of that profile in this node (GPUs, or CPU nodes). 0 is "
         "refused unless the profile costs nothing.",
     )
+    pool: str | None = Field(
+        None, min_length=1, max_length=128,
+        description="Name of the hardware this process serves from, shared by every gateway "
+        "process in front of the same engines (replicas, or processes on one host). The "
+        "processes of one pool on one ledger book its hardware cost once: one books every "
+        "second, the others only the share their requests carry. Default: the host name.",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -189,6 +189,14 @@ class CostClock:
     def in_flight(self) -> int:
         return len(self._inflight)
 
+    def nominal_rate(self) -> Decimal:
+        """USD per second at the profile's nominal watts."""
+        return self._rate(None)
+
+    @property
+    def quantum(self) -> Decimal:
+        return self._quantum
+
     # --- time ----------------------------------------------------------------------------
     def tick(self, now: float | None = None) -> None:
         """Accrue the cost of the time since the last event (called every second)."""

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from spillgate.ledger import rollup, schema
 from spillgate.ledger.batch_tables import create_batch_tables
+from spillgate.ledger.hardware_lease import create_lease_table
 from spillgate.ledger.schema import Money
 
 Step = Callable[[Connection], None]
@@ -126,6 +127,7 @@ MIGRATIONS: list[tuple[int, Step]] = [
     (8, create_batch_tables),  # Batch API: files, batches, lines (ledger/batch_tables.py)
     (11, _cache_write_tokens),  # provider prompt-cache writes, priced at their own rate
     (13, _rollup_draft_usd),  # cascade draft cost in the hourly rollup (reports split it)
+    (14, create_lease_table),  # who books a pool's hardware (several gateway processes)
 ]
 
 

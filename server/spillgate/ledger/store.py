@@ -49,6 +49,7 @@ from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from spillgate.costing.costclock import HardwarePeriod
+from spillgate.costing.pool import Booking, Lease
 from spillgate.ledger import rollup
 from spillgate.ledger.budgets import (
     BudgetSnapshot,
@@ -62,6 +63,7 @@ from spillgate.ledger.budgets import (
     settle_in,
     snapshot_in,
 )
+from spillgate.ledger.hardware_lease import book_in
 from spillgate.ledger.migrations import READONLY, migrate, open_engine
 from spillgate.ledger.record import RequestRecord
 from spillgate.ledger.rows import RecordRow
@@ -332,6 +334,12 @@ class Ledger:
         async with self.reading() as conn:
             result = await conn.execute(query.order_by(h.started_at))
             return [dict(row._mapping) for row in result]
+
+    async def book_hardware(self, pool: str, planner: Callable[[Lease], Booking]) -> Booking:
+        """Book a drained cost-clock period in `pool` (costing/pool.py): `planner` decides
+        from the pool's lease, read and rewritten in this one transaction."""
+        async with self.transaction() as conn:
+            return await book_in(conn, pool, self.node_id, planner)
 
     async def record_hardware_period(self, period: HardwarePeriod) -> None:
         async with self.transaction() as conn:

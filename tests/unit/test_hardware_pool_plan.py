@@ -1,0 +1,151 @@
+"""How the processes of one pool book its hardware (costing/pool.py), over generated
+timelines: several processes draining periods of any length, in any interleaving, each
+stopping cleanly, crashing, or running on. Two promises are checked against the rows alone:
+every second of the pool is booked at most once (and, while some process keeps draining,
+exactly once), and every period's carried share (busy cost less unattributed) is booked
+exactly, whoever holds the lease."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from itertools import pairwise
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spillgate.costing.costclock import HardwarePeriod
+from spillgate.costing.pool import LEASE_S, MAX_GAP_S, Booking, Lease, plan
+
+T0 = datetime(2026, 12, 3, tzinfo=UTC)
+RATE = Decimal("0.001")  # USD per second
+QUANTUM = Decimal("1e-12")
+NO_LEASE = Lease("", datetime(1970, 1, 1, tzinfo=UTC), None)
+
+
+@dataclass(frozen=True)
+class Drain:
+    at: float  # seconds after T0
+    node: str
+    period: HardwarePeriod
+    release: bool
+
+
+def _period(start: float, end: float, busy_part: int, external_part: int) -> HardwarePeriod:
+    """A period priced at RATE, `busy_part` tenths of it busy, and of the busy cost
+    `external_part` tenths unattributed."""
+    span = end - start
+    cost = (RATE * Decimal(repr(span))).quantize(QUANTUM)
+    busy = (cost * busy_part / 10).quantize(QUANTUM)
+    return HardwarePeriod(
+        started_at=T0 + timedelta(seconds=start), ended_at=T0 + timedelta(seconds=end),
+        busy_s=span * busy_part / 10, idle_s=span - span * busy_part / 10,
+        busy_usd=busy, idle_usd=cost - busy, power_watts=None, profile="p",
+        unattributed_usd=(busy * external_part / 10).quantize(QUANTUM),
+    )
+
+
+@st.composite
+def timelines(draw: st.DrawFn) -> list[Drain]:
+    """2-3 processes; each starts within 20 s, drains 1-8 periods of 1-10 s, then stops
+    with a release, crashes (no release), or runs on."""
+    drains = []
+    for n in range(draw(st.integers(2, 3))):
+        t = draw(st.floats(0, 20, allow_nan=False).map(lambda x: round(x, 3)))
+        lengths = draw(st.lists(st.floats(1, 10).map(lambda x: round(x, 3)),
+                                min_size=1, max_size=8))
+        end = draw(st.sampled_from(["release", "crash", "runs on"]))
+        for i, length in enumerate(lengths):
+            period = _period(t, t + length, draw(st.integers(0, 10)), draw(st.integers(0, 10)))
+            last = i == len(lengths) - 1
+            drains.append(Drain(t + length, f"node-{n}", period, last and end == "release"))
+            t += length
+    return sorted(drains, key=lambda d: (d.at, d.node))
+
+
+def _run(drains: list[Drain]) -> tuple[list[tuple[Drain, Booking]], Lease]:
+    lease, done = NO_LEASE, []
+    for d in drains:
+        booking = plan(d.period, lease, d.node, nominal_rate=RATE, quantum=QUANTUM,
+                       release=d.release)
+        lease = booking.lease or lease
+        done.append((d, booking))
+    return done, lease
+
+
+def _seconds(p: HardwarePeriod) -> float:
+    return p.busy_s + p.idle_s
+
+
+@settings(max_examples=300, deadline=None)
+@given(timelines())
+def test_every_second_of_the_pool_is_booked_at_most_once(drains: list[Drain]) -> None:
+    done, _ = _run(drains)
+    booked = sorted((r.started_at, r.ended_at) for _, b in done for r in b.rows
+                    if _seconds(r) > 0)
+    for (_, end), (start, _) in pairwise(booked):
+        assert start >= end - timedelta(microseconds=1), "two rows book the same time"
+    for _, b in done:
+        for r in b.rows:  # a row's seconds are its own span, no more
+            span = (r.ended_at - r.started_at).total_seconds()
+            assert abs(_seconds(r) - span) < 1e-6 or _seconds(r) == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(timelines())
+def test_from_the_first_booking_on_the_pool_time_has_no_holes(drains: list[Drain]) -> None:
+    # Processes start within 20 s and live at most 80 s: no hole is long enough to be
+    # downtime (MAX_GAP_S), so each is a stopped holder's time that a takeover must book.
+    assert MAX_GAP_S > 20 + 80
+    done, lease = _run(drains)
+    booked = sorted((r.started_at, r.ended_at) for _, b in done for r in b.rows
+                    if _seconds(r) > 0)
+    total = sum((end - start).total_seconds() for start, end in booked)
+    assert lease.booked_until is not None
+    assert abs(total - (lease.booked_until - booked[0][0]).total_seconds()) < 1e-5
+
+
+@settings(max_examples=300, deadline=None)
+@given(timelines())
+def test_each_process_books_exactly_what_its_requests_carry(drains: list[Drain]) -> None:
+    done, _ = _run(drains)
+    for d, b in done:
+        mine = [r for r in b.rows if r.started_at >= d.period.started_at]  # not a gap
+        carried = sum((r.busy_usd - r.unattributed_usd for r in mine), Decimal(0))
+        assert carried == d.period.busy_usd - d.period.unattributed_usd
+
+
+def test_a_stopped_holder_is_replaced_after_the_lease_and_its_gap_is_booked_idle() -> None:
+    first = plan(_period(0, 10, 5, 0), NO_LEASE, "a", nominal_rate=RATE, quantum=QUANTUM)
+    assert first.holder and first.rows == (_period(0, 10, 5, 0),)
+    lease = first.lease
+    assert lease is not None
+    # b drains while a's lease runs: its row carries its share only.
+    early = plan(_period(10, 20, 10, 4), lease, "b", nominal_rate=RATE, quantum=QUANTUM)
+    assert not early.holder
+    (row,) = early.rows
+    assert (_seconds(row), row.busy_usd, row.idle_usd) == (0, 0, 0)
+    assert row.unattributed_usd == -Decimal("0.006")  # 60% of 10 s at RATE
+    # a never drains again; b's first drain after the lease ends takes over.
+    end = 10 + LEASE_S + 5
+    late = plan(_period(end - 5, end, 0, 0), lease, "b", nominal_rate=RATE, quantum=QUANTUM)
+    gap, whole = late.rows
+    assert (gap.started_at, gap.ended_at) == (T0 + timedelta(seconds=10),
+                                              T0 + timedelta(seconds=end - 5))
+    assert gap.idle_usd == RATE * Decimal(int(end - 15)) and gap.busy_usd == 0
+    assert whole == _period(end - 5, end, 0, 0)
+    assert late.lease == Lease("b", T0 + timedelta(seconds=end + LEASE_S),
+                               T0 + timedelta(seconds=end))
+
+
+def test_a_holder_that_releases_hands_over_at_the_next_drain_without_double_time() -> None:
+    lease = plan(_period(0, 12, 0, 0), NO_LEASE, "a", nominal_rate=RATE, quantum=QUANTUM,
+                 release=True).lease
+    assert lease is not None and lease.expires_at == T0 + timedelta(seconds=12)
+    # b's period began before a's last booking ended: only the time after it is booked whole.
+    (row,) = plan(_period(5, 15, 10, 0), lease, "b", nominal_rate=RATE, quantum=QUANTUM).rows
+    assert row.started_at == T0 + timedelta(seconds=12)
+    assert abs(_seconds(row) - 3.0) < 1e-9
+    assert row.busy_usd == Decimal("0.003")
+    assert row.unattributed_usd == -Decimal("0.007")  # b's requests carry the other 7 s
