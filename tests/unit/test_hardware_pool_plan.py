@@ -21,7 +21,7 @@ from spillgate.costing.pool import LEASE_S, MAX_GAP_S, Booking, Lease, plan
 T0 = datetime(2026, 12, 3, tzinfo=UTC)
 RATE = Decimal("0.001")  # USD per second
 QUANTUM = Decimal("1e-12")
-NO_LEASE = Lease("", datetime(1970, 1, 1, tzinfo=UTC), None)
+NO_LEASE = Lease("", datetime(1970, 1, 1, tzinfo=UTC), None, None)
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,9 @@ def test_every_second_of_the_pool_is_booked_at_most_once(drains: list[Drain]) ->
 
 @settings(max_examples=300, deadline=None)
 @given(timelines())
-def test_from_the_first_booking_on_the_pool_time_has_no_holes(drains: list[Drain]) -> None:
+def test_the_pool_time_is_booked_without_holes_from_its_first_period_on(
+    drains: list[Drain],
+) -> None:
     # Processes start within 20 s and live at most 80 s: no hole is long enough to be
     # downtime (MAX_GAP_S), so each is a stopped holder's time that a takeover must book.
     assert MAX_GAP_S > 20 + 80
@@ -102,8 +104,10 @@ def test_from_the_first_booking_on_the_pool_time_has_no_holes(drains: list[Drain
     booked = sorted((r.started_at, r.ended_at) for _, b in done for r in b.rows
                     if _seconds(r) > 0)
     total = sum((end - start).total_seconds() for start, end in booked)
+    first = min(d.period.started_at for d in drains)
+    assert booked[0][0] == first and lease.booked_from == first
     assert lease.booked_until is not None
-    assert abs(total - (lease.booked_until - booked[0][0]).total_seconds()) < 1e-5
+    assert abs(total - (lease.booked_until - first).total_seconds()) < 1e-5
 
 
 @settings(max_examples=300, deadline=None)
@@ -135,7 +139,7 @@ def test_a_stopped_holder_is_replaced_after_the_lease_and_its_gap_is_booked_idle
                                               T0 + timedelta(seconds=end - 5))
     assert gap.idle_usd == RATE * Decimal(int(end - 15)) and gap.busy_usd == 0
     assert whole == _period(end - 5, end, 0, 0)
-    assert late.lease == Lease("b", T0 + timedelta(seconds=end + LEASE_S),
+    assert late.lease == Lease("b", T0 + timedelta(seconds=end + LEASE_S), T0,
                                T0 + timedelta(seconds=end))
 
 
@@ -144,8 +148,24 @@ def test_a_holder_that_releases_hands_over_at_the_next_drain_without_double_time
                  release=True).lease
     assert lease is not None and lease.expires_at == T0 + timedelta(seconds=12)
     # b's period began before a's last booking ended: only the time after it is booked whole.
-    (row,) = plan(_period(5, 15, 10, 0), lease, "b", nominal_rate=RATE, quantum=QUANTUM).rows
+    late = plan(_period(5, 15, 10, 0), lease, "b", nominal_rate=RATE, quantum=QUANTUM)
+    assert late.holder
+    row, share = late.rows
     assert row.started_at == T0 + timedelta(seconds=12)
     assert abs(_seconds(row) - 3.0) < 1e-9
     assert row.busy_usd == Decimal("0.003")
-    assert row.unattributed_usd == -Decimal("0.007")  # b's requests carry the other 7 s
+    assert _seconds(share) == 0
+    assert share.unattributed_usd == -Decimal("0.007")  # b's requests carry the other 7 s
+
+
+def test_a_process_that_began_before_the_first_booking_books_its_earlier_time() -> None:
+    lease = plan(_period(4, 10, 0, 0), NO_LEASE, "a", nominal_rate=RATE, quantum=QUANTUM).lease
+    assert lease is not None
+    # b began at 0, a at 4, but a drained first: b books 0..4 whole, and carries the rest.
+    early = plan(_period(0, 10, 5, 0), lease, "b", nominal_rate=RATE, quantum=QUANTUM)
+    assert not early.holder
+    row, share = early.rows
+    assert (row.started_at, row.ended_at) == (T0, T0 + timedelta(seconds=4))
+    assert (row.busy_usd, row.idle_usd) == (Decimal("0.002"), Decimal("0.002"))
+    assert (_seconds(share), share.unattributed_usd) == (0, -Decimal("0.003"))
+    assert early.lease == Lease("a", lease.expires_at, T0, lease.booked_until)

@@ -4,7 +4,7 @@ Every gateway process runs its own cost clock (costclock.py), and each clock acc
 whole node. So N processes in front of one set of engines (gateway replicas, or several
 processes on one host) would book the node's hardware N times. A *pool* names that hardware
 (`cost.pool`). The processes of one pool on one ledger share a lease, one `hardware_lease`
-row (holder, expires_at, booked_until), and at every drain each books its period by `plan`:
+row (holder, expiry, the span booked), and at every drain each books its period by `plan`:
 
 - The holder books its period whole: every second of the pool, busy or idle. It renews the
   lease each time, or takes it once the last holder has let it expire (LEASE_S). In its
@@ -21,12 +21,15 @@ cost divides between processes is as good as the holder's view of the engine's o
 sequences (its /metrics, sampled each second); where that view lags, the pool's
 unattributed cost can dip below zero for a while. The total does not move.
 
-A takeover keeps the booked time continuous:
-- A gap since the last booking (a holder that stopped without releasing) is booked as idle
-  at the nominal rate, when it is at most MAX_GAP_S long. A longer gap means the whole pool
-  was down, and downtime is not booked (as a lone node's is not).
-- A period that overlaps the last booking is cut in proportion to the time outside it; the
-  part inside is booked as the carried share only.
+The lease also keeps the span the pool has booked (booked_from .. booked_until), so no
+second is booked twice and the span has no holes:
+- A period's seconds outside that span are booked whole (cut in proportion, the rest as
+  the carried share): the holder's after the span, and any process's before it (at the
+  pool's start a process that began earlier may drain after a later one).
+- A gap since the last booking (a holder that stopped without releasing) is booked by the
+  next holder as idle at the nominal rate, when it is at most MAX_GAP_S long. A longer gap
+  means the whole pool was down: downtime is not booked (as a lone node's is not), and the
+  span starts afresh.
 A holder that stops releases the lease, so another process's next drain takes over.
 """
 
@@ -46,17 +49,15 @@ MAX_GAP_S = 120.0  # a longer hole in the bookings was downtime of the whole poo
 class Lease:
     holder: str  # node_id of the process that books the pool; "" before anyone has
     expires_at: datetime
-    booked_until: datetime | None  # end of the pool's last booked period; None: never
+    booked_from: datetime | None  # the span the pool has booked; None: nothing yet
+    booked_until: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
 class Booking:
     rows: tuple[HardwarePeriod, ...]  # hardware_periods rows to insert
-    lease: Lease | None  # the pool's lease after this booking; None: another process holds it
-
-    @property
-    def holder(self) -> bool:
-        return self.lease is not None
+    holder: bool  # this process holds the lease now
+    lease: Lease | None  # the pool's lease after this booking; None: unchanged
 
 
 def plan(period: HardwarePeriod, lease: Lease, me: str, *, nominal_rate: Decimal,
@@ -64,14 +65,28 @@ def plan(period: HardwarePeriod, lease: Lease, me: str, *, nominal_rate: Decimal
     """How process `me` books its drained `period`, given the pool's `lease` as it stands.
     `nominal_rate`: USD per second at nominal watts (a gap's cost). `release`: `me` stops,
     so a lease it holds expires now."""
-    now = period.ended_at
-    if lease.holder not in ("", me) and lease.expires_at > now:
-        return Booking((carried(period),), None)
-    last = lease.booked_until
-    rows = _whole(period, last, nominal_rate, quantum)
-    until = now if last is None else max(last, now)
+    start, now = period.started_at, period.ended_at
+    holder = lease.holder in ("", me) or lease.expires_at <= now
+    first, last = lease.booked_from, lease.booked_until
+    if holder and last is not None and _seconds(last, start) > MAX_GAP_S:
+        first = last = None  # the pool was down: its span starts afresh
+    rows: list[HardwarePeriod] = []
+    if first is None or last is None:
+        pieces = [(start, now)] if holder else []
+    else:
+        pieces = [(start, min(now, first))] if start < first else []
+        if holder and last < start:
+            rows.append(_idle(last, start, nominal_rate, quantum, period.profile))
+        if holder and now > last:
+            pieces.append((max(start, last), now))
+    rows += _book(period, pieces, quantum)
+    if not holder:
+        moved = first is not None and start < first
+        return Booking(tuple(rows), False, replace(lease, booked_from=start) if moved else None)
     expires = now if release else now + timedelta(seconds=LEASE_S)
-    return Booking(rows, Lease(me, expires, until))
+    span_from = start if first is None else min(first, start)
+    span_until = now if last is None else max(last, now)
+    return Booking(tuple(rows), True, Lease(me, expires, span_from, span_until))
 
 
 def carried(period: HardwarePeriod) -> HardwarePeriod:
@@ -84,42 +99,47 @@ def carried(period: HardwarePeriod) -> HardwarePeriod:
     )
 
 
-def _whole(period: HardwarePeriod, last: datetime | None, rate: Decimal,
-           quantum: Decimal) -> tuple[HardwarePeriod, ...]:
-    if last is None or last == period.started_at:
-        return (period,)
-    if last < period.started_at:
-        gap_s = (period.started_at - last).total_seconds()
-        if gap_s > MAX_GAP_S:
-            return (period,)
-        idle_usd = (rate * Decimal(repr(gap_s))).quantize(quantum, ROUND_HALF_EVEN)
-        gap = HardwarePeriod(
-            started_at=last, ended_at=period.started_at, busy_s=0.0, idle_s=gap_s,
-            busy_usd=Decimal(0), idle_usd=idle_usd, power_watts=None, profile=period.profile,
-        )
-        return gap, period
-    return (_cut(period, last, quantum),)
+def _seconds(a: datetime, b: datetime) -> float:
+    return (b - a).total_seconds()
 
 
-def _cut(period: HardwarePeriod, last: datetime, quantum: Decimal) -> HardwarePeriod:
-    """The part of `period` after `last` booked whole; the part before it (booked by the
-    previous holder) as this process's carried share."""
-    span_s = (period.ended_at - period.started_at).total_seconds()
-    kept_s = max(0.0, (period.ended_at - last).total_seconds())
-    f = Decimal(repr(kept_s / span_s)) if span_s > 0 else Decimal(0)
+def _idle(start: datetime, end: datetime, rate: Decimal, quantum: Decimal,
+          profile: str) -> HardwarePeriod:
+    gap_s = _seconds(start, end)
+    return HardwarePeriod(
+        started_at=start, ended_at=end, busy_s=0.0, idle_s=gap_s, busy_usd=Decimal(0),
+        idle_usd=(rate * Decimal(repr(gap_s))).quantize(quantum, ROUND_HALF_EVEN),
+        power_watts=None, profile=profile,
+    )
 
-    def part(usd: Decimal) -> Decimal:
-        return (usd * f).quantize(quantum, ROUND_HALF_EVEN)
 
-    busy, idle, unattributed = (part(period.busy_usd), part(period.idle_usd),
-                                part(period.unattributed_usd))
-    rest = carried(replace(period, busy_usd=period.busy_usd - busy,
-                           unattributed_usd=period.unattributed_usd - unattributed))
+def _book(period: HardwarePeriod, pieces: list[tuple[datetime, datetime]],
+          quantum: Decimal) -> list[HardwarePeriod]:
+    """Rows for `period`: each piece of it booked whole, in proportion to its time, and the
+    rest (what the pool has booked already) as the carried share."""
+    if pieces == [(period.started_at, period.ended_at)]:
+        return [period]
+    span_s = _seconds(period.started_at, period.ended_at)
+    rows, rest = [], period
+    for start, end in pieces:
+        f = Decimal(repr(_seconds(start, end) / span_s)) if span_s > 0 else Decimal(0)
+        row = _part(period, f, quantum, start, end)
+        rest = replace(rest, busy_usd=rest.busy_usd - row.busy_usd,
+                       unattributed_usd=rest.unattributed_usd - row.unattributed_usd)
+        rows.append(row)
+    share = carried(rest)
+    return [*rows, share] if share.unattributed_usd or not rows else rows
+
+
+def _part(period: HardwarePeriod, f: Decimal, quantum: Decimal, start: datetime,
+          end: datetime) -> HardwarePeriod:
+    def usd(value: Decimal) -> Decimal:
+        return (value * f).quantize(quantum, ROUND_HALF_EVEN)
+
     share = float(f)
     return replace(
-        period, started_at=min(last, period.ended_at),
-        busy_s=period.busy_s * share, idle_s=period.idle_s * share, busy_usd=busy,
-        idle_usd=idle, measured_s=period.measured_s * share,
-        external_s=period.external_s * share,
-        unattributed_usd=unattributed + rest.unattributed_usd,
+        period, started_at=start, ended_at=end, busy_s=period.busy_s * share,
+        idle_s=period.idle_s * share, busy_usd=usd(period.busy_usd),
+        idle_usd=usd(period.idle_usd), measured_s=period.measured_s * share,
+        external_s=period.external_s * share, unattributed_usd=usd(period.unattributed_usd),
     )

@@ -27,6 +27,7 @@ hardware_lease = Table(
     Column("pool", String(128), primary_key=True),
     Column("holder", String(128), nullable=False),  # a node_id; "" before anyone booked
     Column("expires_at", UTCDateTime(), nullable=False),
+    Column("booked_from", UTCDateTime()),  # the span of time the pool has booked
     Column("booked_until", UTCDateTime()),
 )
 
@@ -43,17 +44,19 @@ async def book_in(conn: AsyncConnection, pool: str, node_id: str,
     """Plan from the pool's lease as it stands and write the plan (rows and lease)."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     await conn.execute(dialect.insert(hardware_lease).values(
-        pool=pool, holder="", expires_at=_NEVER, booked_until=None,
+        pool=pool, holder="", expires_at=_NEVER, booked_from=None, booked_until=None,
     ).on_conflict_do_nothing(index_elements=["pool"]))
     h = hardware_lease.c
     row = (await conn.execute(
-        select(h.holder, h.expires_at, h.booked_until).where(h.pool == pool).with_for_update()
+        select(h.holder, h.expires_at, h.booked_from, h.booked_until)
+        .where(h.pool == pool).with_for_update()
     )).one()
-    booking = planner(Lease(row.holder, row.expires_at, row.booked_until))
+    booking = planner(Lease(row.holder, row.expires_at, row.booked_from, row.booked_until))
     if booking.lease is not None:
         lease = booking.lease
         await conn.execute(update(hardware_lease).where(h.pool == pool).values(
-            holder=lease.holder, expires_at=lease.expires_at, booked_until=lease.booked_until))
+            holder=lease.holder, expires_at=lease.expires_at, booked_from=lease.booked_from,
+            booked_until=lease.booked_until))
     if not booking.rows:
         return booking
     await conn.execute(insert(hardware_periods), [
