@@ -141,17 +141,24 @@ async def _rss_under_streams(gateway_url: str, pid: int, streams: int) -> float:
     return peak
 
 
-def _gateway_config(tmp: Path, upstream: str, port: int) -> Path:
+def _gateway_config(tmp: Path, upstream: str, port: int, shared: bool = False) -> Path:
+    """One gateway's config; `shared`: the ledger file and hardware pool of every gateway
+    started so (replicas on one host, each its own node_id), instead of its own ledger."""
+    ledger = ({"dsn": f"sqlite+aiosqlite:///{tmp}/ledger-shared.db", "node_id": f"gw-{port}"}
+              if shared else {"dsn": f"sqlite+aiosqlite:///{tmp}/ledger-{port}.db"})
     return write_config(tmp / f"gw-{port}.yaml", {
         "server": {"port": port},
         "local": [{"name": "upstream", "model": "smollm2", "base_urls": [upstream]}],
-        "ledger": {"dsn": f"sqlite+aiosqlite:///{tmp}/ledger-{port}.db"},
+        "ledger": ledger,
+        **({"cost": {"pool": "bench"}} if shared else {}),
     })
 
 
-def _start_gateway(tmp: Path, upstream: str, profile: Path | None = None) -> Any:
+def _start_gateway(tmp: Path, upstream: str, profile: Path | None = None,
+                   shared: bool = False) -> Any:
     port = free_port()
-    argv = ["-m", "spillgate", "serve", "--config", str(_gateway_config(tmp, upstream, port))]
+    config = _gateway_config(tmp, upstream, port, shared)
+    argv = ["-m", "spillgate", "serve", "--config", str(config)]
     if profile is not None:
         argv = ["-m", "cProfile", "-o", str(profile), *argv]
     return spawn(argv, tmp / f"gw-{port}.log", f"http://127.0.0.1:{port}/v1",

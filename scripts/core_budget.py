@@ -19,10 +19,12 @@ cores busy too (what a second process could use at most), is arithmetic on those
 
 `--gateways 2` starts two independent gateways (each its own port, ledger and cost clock; not
 a deployable setup) and spreads the clients over them: what a second process buys before any
-of the state a real split would share.
+of the state a real split would share. With `--one-ledger` they share one SQLite ledger and
+hardware pool (`cost.pool`, each its own `node_id`): two replicas as they can be deployed,
+their ledger writes contending for one file and the hardware booked once.
 
     .venv/bin/python scripts/core_budget.py [--c 64] [--requests 4000] [--rounds 4]
-        [--gateways 1] [--out var/core_budget.json]
+        [--gateways 1] [--one-ledger] [--out var/core_budget.json]
 """
 
 from __future__ import annotations
@@ -100,6 +102,9 @@ def main() -> None:
                         help="independent gateway processes (own ports and ledgers), the "
                              "clients spread over them: what a second process could buy "
                              "before any state is shared")
+    parser.add_argument("--one-ledger", action="store_true",
+                        help="the gateways share one SQLite ledger and hardware pool (each "
+                             "its own node_id): replicas as deployed, writes contending")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1]
                         / "var" / "core_budget.json")
     args = parser.parse_args()
@@ -107,8 +112,8 @@ def main() -> None:
         tmp = Path(name)
         up, upstream = bench_gateway._upstream(tmp)
         with up as up_proc, contextlib.ExitStack() as stack:
-            gateways = [stack.enter_context(bench_gateway._start_gateway(tmp, upstream))
-                        for _ in range(args.gateways)]
+            gateways = [stack.enter_context(bench_gateway._start_gateway(
+                tmp, upstream, shared=args.one_ledger)) for _ in range(args.gateways)]
             urls: dict[str, str | list[str]] = {
                 "direct": upstream + "/chat/completions",
                 "gateway": [gw.base_url + "/chat/completions" for gw in gateways]}
@@ -120,6 +125,7 @@ def main() -> None:
                 for path in (("direct", "gateway") if i % 2 == 0 else ("gateway", "direct")):
                     rounds[path].append(one_round(urls[path], args.c, args.requests, parties))
     result = {"c": args.c, "requests": args.requests, "gateways": args.gateways,
+              "one_ledger": args.one_ledger,
               "rounds": rounds,
               "direct": summary(rounds["direct"]), "gateway": summary(rounds["gateway"])}
     result["hand_model"] = hand_model(result["direct"], result["gateway"])

@@ -36,6 +36,7 @@ class Time:
 
     def __init__(self) -> None:
         self.clocks: list[CostClock] = []
+        self.metrics: list[GatewayMetrics] = []  # each process's Prometheus counters
 
     def at(self, now: float) -> None:
         self.now = now
@@ -59,9 +60,10 @@ async def pair(ledger_dsn: str) -> AsyncIterator[tuple[Accountant, Accountant, T
     clocks[0].external = clocks[1].in_flight
     clocks[1].external = clocks[0].in_flight
     time.clocks = clocks
+    time.metrics = [GatewayMetrics(), GatewayMetrics()]
     accs = [Accountant(ledger_dsn, PriceBook.load(MODELS / "pricing.yaml"), clock, {},
-                       GatewayMetrics(), node_id=name, pool="node-1")
-            for clock, name in zip(clocks, "ab", strict=True)]
+                       metrics, node_id=name, pool="node-1")
+            for clock, metrics, name in zip(clocks, time.metrics, "ab", strict=True)]
     for acc in accs:
         await acc.open()
     yield accs[0], accs[1], time
@@ -123,6 +125,10 @@ async def test_two_processes_book_the_node_once_and_their_requests_carry_the_bus
     assert sums["requests"] == 7 * RATE
     assert sums["unattributed"] == 0  # no other client used the engine
     assert sums["requests"] + sums["unattributed"] + sums["idle"] == sums["booked"]
+    # Prometheus summed over both processes (as over a Deployment's pods) shows one node.
+    exported = sum(m.registry.get_sample_value("spillgate_local_cost_usd_total", {"kind": k})
+                   or 0.0 for m in time.metrics for k in ("busy", "idle"))
+    assert exported == pytest.approx(float(10 * RATE))
 
 
 async def test_the_second_process_takes_over_the_booking_when_the_first_stops(
