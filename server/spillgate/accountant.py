@@ -66,6 +66,7 @@ class Accountant:
         self._dsn = dsn
         self._node_id = node_id  # None: the host name
         self._pool = pool or socket.gethostname()  # the hardware it books (costing/pool.py)
+        self._holding: bool | None = None  # whether it books the pool whole (None: not yet)
         self.prices = prices
         self.clock = clock
         self._reference = reference  # local model → paid model id for counterfactual cost
@@ -152,6 +153,10 @@ class Accountant:
             plan, period, me=self.ledger.node_id, nominal_rate=self.clock.nominal_rate(),
             quantum=self.clock.quantum, release=release)
         booking = await self.ledger.book_hardware(self._pool, planner)
+        if booking.holder != self._holding and not release:
+            self._holding = booking.holder
+            log.info("%s books hardware pool %r %s", self.ledger.node_id, self._pool,
+                     "whole" if booking.holder else "as its requests' share only")
         for row in booking.rows:
             self._metrics.local_cost.labels("busy").inc(float(row.busy_usd))
             self._metrics.local_cost.labels("idle").inc(float(row.idle_usd))

@@ -37,6 +37,12 @@ class Time:
     def __init__(self) -> None:
         self.clocks: list[CostClock] = []
         self.metrics: list[GatewayMetrics] = []  # each process's Prometheus counters
+        self.stopped: list[Accountant] = []
+
+    async def stop(self, acc: Accountant) -> None:
+        """The process stops: its last period is booked, and the lease released."""
+        await acc.aclose()
+        self.stopped.append(acc)
 
     def at(self, now: float) -> None:
         self.now = now
@@ -68,7 +74,10 @@ async def pair(ledger_dsn: str) -> AsyncIterator[tuple[Accountant, Accountant, T
         await acc.open()
     yield accs[0], accs[1], time
     for acc in accs:
-        await acc.aclose()
+        if acc in time.stopped:  # read after it stopped: the reads' connections
+            await acc.ledger.engine.dispose()
+        else:
+            await acc.aclose()
 
 
 def _local(rid: str) -> RequestRecord:
@@ -115,8 +124,8 @@ async def test_two_processes_book_the_node_once_and_their_requests_carry_the_bus
     time.at(9.0)
     await _serve(a, second)  # a's alone for 1 s, then 1 s idle
     time.at(10.0)
-    await a.aclose()  # a books its period first: it holds the lease, then releases it
-    await b.aclose()
+    await time.stop(a)  # a books its period first: it holds the lease, then releases it
+    await time.stop(b)
     sums = await _sums(a)
     # hand model: 10 s of the node at RATE; busy 2..9 = 7 s, b's 4 + 1 and a's 1 + 1.
     assert sums["seconds"] == 10
@@ -136,14 +145,14 @@ async def test_the_second_process_takes_over_the_booking_when_the_first_stops(
 ) -> None:
     a, b, time = pair
     time.at(10.0)
-    await a.aclose()  # a books 0..10 and releases
+    await time.stop(a)  # a books 0..10 and releases
     record = _local("b-1")
     time.at(12.0)
     b.dispatched(record, LOCAL)
     time.at(15.0)
     await _serve(b, record)
     time.at(20.0)
-    await b.aclose()  # b's period 0..20: the part after a's booking is its to book whole
+    await time.stop(b)  # b's period 0..20: the part after a's booking is its to book whole
     sums = await _sums(b)
     assert sums["seconds"] == 20
     assert sums["booked"] == 20 * RATE

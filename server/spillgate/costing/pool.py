@@ -22,15 +22,17 @@ sequences (its /metrics, sampled each second); where that view lags, the pool's
 unattributed cost can dip below zero for a while. The total does not move.
 
 The lease also keeps the span the pool has booked (booked_from .. booked_until), so no
-second is booked twice and the span has no holes:
+second is booked twice:
 - A period's seconds outside that span are booked whole (cut in proportion, the rest as
-  the carried share): the holder's after the span, and any process's before it (at the
-  pool's start a process that began earlier may drain after a later one).
-- A gap since the last booking (a holder that stopped without releasing) is booked by the
-  next holder as idle at the nominal rate, when it is at most MAX_GAP_S long. A longer gap
-  means the whole pool was down: downtime is not booked (as a lone node's is not), and the
-  span starts afresh.
-A holder that stops releases the lease, so another process's next drain takes over.
+  the carried share): the holder's after the span, and any process's before it when the
+  period reaches into it (at a pool's start, a process that began earlier may drain after
+  a later one).
+- A gap since the last booking that a holder left by stopping without releasing (a crash,
+  a failed drain) is booked by the next holder as idle at the nominal rate, when it is at
+  most MAX_GAP_S long: the pool's other processes were serving through it. After a
+  release, or a longer gap, nobody was: downtime is not booked, as a lone node's is not.
+A holder that stops releases the lease, so another process's next drain takes over. Expiry
+compares the wall clocks of different processes: the pool's hosts keep time (NTP).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 from spillgate.costing.costclock import HardwarePeriod
 
+Interval = tuple[datetime, datetime]
 LEASE_S = 30.0  # three missed drains (accountant.PERIOD_S) before another process takes over
 MAX_GAP_S = 120.0  # a longer hole in the bookings was downtime of the whole pool
 
@@ -67,26 +70,36 @@ def plan(period: HardwarePeriod, lease: Lease, me: str, *, nominal_rate: Decimal
     so a lease it holds expires now."""
     start, now = period.started_at, period.ended_at
     holder = lease.holder in ("", me) or lease.expires_at <= now
-    first, last = lease.booked_from, lease.booked_until
-    if holder and last is not None and _seconds(last, start) > MAX_GAP_S:
-        first = last = None  # the pool was down: its span starts afresh
-    rows: list[HardwarePeriod] = []
-    if first is None or last is None:
-        pieces = [(start, now)] if holder else []
-    else:
-        pieces = [(start, min(now, first))] if start < first else []
-        if holder and last < start:
-            rows.append(_idle(last, start, nominal_rate, quantum, period.profile))
-        if holder and now > last:
-            pieces.append((max(start, last), now))
+    pieces, gaps = _outside_span(start, now, lease, holder)
+    rows = [_idle(a, b, nominal_rate, quantum, period.profile) for a, b in gaps]
     rows += _book(period, pieces, quantum)
+    first, last = lease.booked_from, lease.booked_until
+    span_from = start if first is None else min([first, *(a for a, _ in pieces)])
     if not holder:
-        moved = first is not None and start < first
-        return Booking(tuple(rows), False, replace(lease, booked_from=start) if moved else None)
+        moved = span_from != first
+        return Booking(tuple(rows), False, replace(lease, booked_from=span_from) if moved else None)
     expires = now if release else now + timedelta(seconds=LEASE_S)
-    span_from = start if first is None else min(first, start)
     span_until = now if last is None else max(last, now)
     return Booking(tuple(rows), True, Lease(me, expires, span_from, span_until))
+
+
+def _outside_span(start: datetime, now: datetime, lease: Lease,
+                  holder: bool) -> tuple[list[Interval], list[Interval]]:
+    """The parts of the period start..now that the pool has not booked (to book whole), and
+    a gap to book as idle: what a holder that stopped without releasing left unbooked."""
+    first, last = lease.booked_from, lease.booked_until
+    if first is None or last is None:
+        return ([(start, now)] if holder else []), []
+    # Before the span only when the period reaches it: a period committed so late that it
+    # ends before the span begins would leave a hole between the two.
+    pieces = [(start, first)] if start < first <= now else []
+    gaps = []
+    if holder and now > last:
+        pieces.append((max(start, last), now))
+        released = lease.expires_at <= last
+        if last < start and not released and _seconds(last, start) <= MAX_GAP_S:
+            gaps.append((last, start))
+    return pieces, gaps
 
 
 def carried(period: HardwarePeriod) -> HardwarePeriod:

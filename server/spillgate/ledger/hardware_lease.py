@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Column, Connection, MetaData, String, Table, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from spillgate.costing.costclock import HardwarePeriod
 from spillgate.costing.pool import Booking, Lease
 from spillgate.ledger.schema import UTCDateTime, hardware_periods
 
@@ -43,6 +45,9 @@ async def book_in(conn: AsyncConnection, pool: str, node_id: str,
                   planner: Callable[[Lease], Booking]) -> Booking:
     """Plan from the pool's lease as it stands and write the plan (rows and lease)."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    # The row exists before it is locked. On PostgreSQL at READ COMMITTED (the default; the
+    # ledger sets no other) a second process's insert waits for the first to commit, and its
+    # SELECT ... FOR UPDATE then reads and locks the committed row.
     await conn.execute(dialect.insert(hardware_lease).values(
         pool=pool, holder="", expires_at=_NEVER, booked_from=None, booked_until=None,
     ).on_conflict_do_nothing(index_elements=["pool"]))
@@ -59,12 +64,15 @@ async def book_in(conn: AsyncConnection, pool: str, node_id: str,
             booked_until=lease.booked_until))
     if not booking.rows:
         return booking
-    await conn.execute(insert(hardware_periods), [
-        {"node_id": node_id, "started_at": p.started_at, "ended_at": p.ended_at,
-         "busy_s": p.busy_s, "idle_s": p.idle_s, "busy_usd": p.busy_usd,
-         "idle_usd": p.idle_usd, "power_watts": p.power_watts, "profile": p.profile,
-         "measured_s": p.measured_s, "external_s": p.external_s,
-         "unattributed_usd": p.unattributed_usd}
-        for p in booking.rows
-    ])
+    await conn.execute(insert(hardware_periods), [period_columns(node_id, p)
+                                                  for p in booking.rows])
     return booking
+
+
+def period_columns(node_id: str, p: HardwarePeriod) -> dict[str, Any]:
+    """A period as a `hardware_periods` row of process `node_id`."""
+    return {"node_id": node_id, "started_at": p.started_at, "ended_at": p.ended_at,
+            "busy_s": p.busy_s, "idle_s": p.idle_s, "busy_usd": p.busy_usd,
+            "idle_usd": p.idle_usd, "power_watts": p.power_watts, "profile": p.profile,
+            "measured_s": p.measured_s, "external_s": p.external_s,
+            "unattributed_usd": p.unattributed_usd}

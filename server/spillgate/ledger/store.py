@@ -63,7 +63,7 @@ from spillgate.ledger.budgets import (
     settle_in,
     snapshot_in,
 )
-from spillgate.ledger.hardware_lease import book_in
+from spillgate.ledger.hardware_lease import book_in, period_columns
 from spillgate.ledger.migrations import READONLY, migrate, open_engine
 from spillgate.ledger.record import RequestRecord
 from spillgate.ledger.rows import RecordRow
@@ -342,11 +342,8 @@ class Ledger:
             return await book_in(conn, pool, self.node_id, planner)
 
     async def record_hardware_period(self, period: HardwarePeriod) -> None:
+        """Insert a period as it is, outside any pool's lease (tests and tools seed reports
+        with it; the node books through `book_hardware`)."""
         async with self.transaction() as conn:
             await conn.execute(insert(hardware_periods).values(
-                node_id=self.node_id, started_at=period.started_at, ended_at=period.ended_at,
-                busy_s=period.busy_s, idle_s=period.idle_s, busy_usd=period.busy_usd,
-                idle_usd=period.idle_usd, power_watts=period.power_watts,
-                profile=period.profile, measured_s=period.measured_s,
-                external_s=period.external_s, unattributed_usd=period.unattributed_usd,
-            ))
+                period_columns(self.node_id, period)))

@@ -31,10 +31,13 @@ of raw columns, so anyone can recompute it:
   `local_unavailable` (and the other capacity reasons of rollup.SPILL_REASONS); its spend
   and tokens per average month (scaled from the window) decide whether one more unit of the
   hardware profile pays for itself (plan.marginal_unit).
-- unattributed = sum(unattributed_usd) of the periods: busy cost no request of this node
-  carries (the share of other clients' sequences on the engine, and of requests that left
-  the engine for a paid API); over the node's whole life local busy + unattributed =
-  hardware busy, to the quantum (a window cuts requests and periods at different edges).
+- unattributed = sum(unattributed_usd) of the periods: busy cost no request of this
+  node's pool carries (the share of other clients' sequences on the engine, and of
+  requests that left the engine for a paid API); over the pool's whole life local busy +
+  unattributed = hardware busy, to the quantum (a window cuts requests and periods at
+  different edges). With several gateway processes in a pool (costing/pool.py) the other
+  processes' rows move their requests' share out of it, so it can dip below zero while
+  the holder's view of their sequences lags.
 - power: the share of the periods' seconds priced at measured board power (the rest at the
   profile's nominal watts), when the ledger records it.
 
