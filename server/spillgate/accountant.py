@@ -151,7 +151,7 @@ class Accountant:
         period = self.clock.drain_period()
         planner = functools.partial(
             plan, period, me=self.ledger.node_id, nominal_rate=self.clock.nominal_rate(),
-            quantum=self.clock.quantum, release=release)
+            quantum=self.clock.quantum, release=release, alive_since=self.clock.started_at)
         booking = await self.ledger.book_hardware(self._pool, planner)
         if booking.holder != self._holding and not release:
             self._holding = booking.holder

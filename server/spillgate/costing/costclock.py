@@ -105,6 +105,7 @@ class CostClock:
         self._quantum = quantum
         self._last = clock()
         self._period_started = wall()
+        self.started_at = datetime.fromtimestamp(self._period_started, UTC)  # its first period
         self._inflight: dict[str, InFlight] = {}
         self._log = IntervalLog(self._inflight.values())  # a live view, in begin order
         self._begun = 0

@@ -27,10 +27,11 @@ second is booked twice:
   the carried share): the holder's after the span, and any process's before it when the
   period reaches into it (at a pool's start, a process that began earlier may drain after
   a later one).
-- A gap since the last booking that a holder left by stopping without releasing (a crash,
-  a failed drain) is booked by the next holder as idle at the nominal rate, when it is at
-  most MAX_GAP_S long: the pool's other processes were serving through it. After a
-  release, or a longer gap, nobody was: downtime is not booked, as a lone node's is not.
+- A gap since the last booking is booked by the next holder as idle at the nominal rate,
+  when it is at most MAX_GAP_S long and somebody served through it: the last holder
+  stopped without releasing (a crash, a failed drain: the others were serving), or the new
+  holder was already running. After a release with nobody running, or a longer gap, it
+  was downtime, which is not booked, as a lone node's is not.
 A holder that stops releases the lease, so another process's next drain takes over. Expiry
 compares the wall clocks of different processes: the pool's hosts keep time (NTP).
 """
@@ -64,13 +65,15 @@ class Booking:
 
 
 def plan(period: HardwarePeriod, lease: Lease, me: str, *, nominal_rate: Decimal,
-         quantum: Decimal, release: bool = False) -> Booking:
+         quantum: Decimal, release: bool = False,
+         alive_since: datetime | None = None) -> Booking:
     """How process `me` books its drained `period`, given the pool's `lease` as it stands.
     `nominal_rate`: USD per second at nominal watts (a gap's cost). `release`: `me` stops,
-    so a lease it holds expires now."""
+    so a lease it holds expires now. `alive_since`: when `me` started (a gap it lived
+    through was served, whatever the last holder did)."""
     start, now = period.started_at, period.ended_at
     holder = lease.holder in ("", me) or lease.expires_at <= now
-    pieces, gaps = _outside_span(start, now, lease, holder)
+    pieces, gaps = _outside_span(start, now, lease, holder, alive_since)
     rows = [_idle(a, b, nominal_rate, quantum, period.profile) for a, b in gaps]
     rows += _book(period, pieces, quantum)
     first, last = lease.booked_from, lease.booked_until
@@ -83,23 +86,24 @@ def plan(period: HardwarePeriod, lease: Lease, me: str, *, nominal_rate: Decimal
     return Booking(tuple(rows), True, Lease(me, expires, span_from, span_until))
 
 
-def _outside_span(start: datetime, now: datetime, lease: Lease,
-                  holder: bool) -> tuple[list[Interval], list[Interval]]:
+def _outside_span(start: datetime, now: datetime, lease: Lease, holder: bool,
+                  alive_since: datetime | None) -> tuple[list[Interval], list[Interval]]:
     """The parts of the period start..now that the pool has not booked (to book whole), and
-    a gap to book as idle: what a holder that stopped without releasing left unbooked."""
+    a gap to book as idle: time since the last booking that somebody served."""
     first, last = lease.booked_from, lease.booked_until
     if first is None or last is None:
-        return ([(start, now)] if holder else []), []
+        return ([(start, now)] if holder and now > start else []), []
     # Before the span only when the period reaches it: a period committed so late that it
     # ends before the span begins would leave a hole between the two.
     pieces = [(start, first)] if start < first <= now else []
     gaps = []
     if holder and now > last:
         pieces.append((max(start, last), now))
-        released = lease.expires_at <= last
-        if last < start and not released and _seconds(last, start) <= MAX_GAP_S:
+        # Served: the last holder stopped without releasing, or this process was running.
+        served = lease.expires_at > last or (alive_since is not None and alive_since <= last)
+        if last < start and served and _seconds(last, start) <= MAX_GAP_S:
             gaps.append((last, start))
-    return pieces, gaps
+    return [(a, b) for a, b in pieces if b > a], gaps
 
 
 def carried(period: HardwarePeriod) -> HardwarePeriod:
@@ -140,8 +144,8 @@ def _book(period: HardwarePeriod, pieces: list[tuple[datetime, datetime]],
         rest = replace(rest, busy_usd=rest.busy_usd - row.busy_usd,
                        unattributed_usd=rest.unattributed_usd - row.unattributed_usd)
         rows.append(row)
-    share = carried(rest)
-    return [*rows, share] if share.unattributed_usd or not rows else rows
+    share = carried(rest)  # a process with nothing to carry writes no row for it
+    return [*rows, share] if share.unattributed_usd else rows
 
 
 def _part(period: HardwarePeriod, f: Decimal, quantum: Decimal, start: datetime,
